@@ -1,0 +1,207 @@
+//! The outbound side of clairo-sync: the [`Event`] envelope every connector receives,
+//! the [`Connector`] trait each kind of connector implements, and one module per kind.
+//!
+//! A connector never touches the state database: the dispatcher hands it an event and the
+//! checkpoint it saved last time, and stores whatever it answers.
+#![forbid(unsafe_code)]
+
+mod event;
+mod secret;
+
+pub mod file;
+pub mod webhook;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde::Deserialize;
+
+pub use event::{Event, EventType, event_id};
+pub use secret::Secret;
+
+/// What a connector answers for one delivery attempt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// The receiver has the event; the delivery is done.
+    Delivered,
+    /// A passing failure: try again. `after` is the receiver's own request
+    /// (Retry-After, a CRM's rate-limit reset); the dispatcher waits at least that long.
+    Retry {
+        after: Option<Duration>,
+        reason: String,
+    },
+    /// The receiver will never accept this event as it is (a 4xx, a rejected address):
+    /// the delivery is dead at once, kept and listed for an operator to replay.
+    Permanent { reason: String },
+}
+
+/// One attempt's result: the verdict plus what an operator needs to see why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Attempt {
+    pub verdict: Verdict,
+    /// The HTTP status (or SMTP reply code) of the last call the attempt made, if any.
+    pub status_code: Option<u16>,
+    /// The receiver's answer, truncated with [`truncate_response`]; never holds a secret.
+    pub response: Option<String>,
+}
+
+impl Attempt {
+    pub fn delivered(status_code: Option<u16>, response: Option<String>) -> Self {
+        Self {
+            verdict: Verdict::Delivered,
+            status_code,
+            response,
+        }
+    }
+
+    pub fn retry(reason: impl Into<String>, after: Option<Duration>) -> Self {
+        Self {
+            verdict: Verdict::Retry {
+                after,
+                reason: reason.into(),
+            },
+            status_code: None,
+            response: None,
+        }
+    }
+
+    pub fn permanent(reason: impl Into<String>) -> Self {
+        Self {
+            verdict: Verdict::Permanent {
+                reason: reason.into(),
+            },
+            status_code: None,
+            response: None,
+        }
+    }
+
+    pub fn with_status(mut self, status_code: u16) -> Self {
+        self.status_code = Some(status_code);
+        self
+    }
+
+    pub fn with_response(mut self, response: impl AsRef<str>) -> Self {
+        self.response = Some(truncate_response(response.as_ref()));
+        self
+    }
+}
+
+/// Longest response text kept on an attempt record: enough for an error body,
+/// small enough that a receiver answering with a whole HTML page cannot bloat the state file.
+pub const MAX_RESPONSE_CHARS: usize = 2048;
+
+/// Cuts a receiver's answer to [`MAX_RESPONSE_CHARS`] on a character boundary.
+pub fn truncate_response(text: &str) -> String {
+    match text.char_indices().nth(MAX_RESPONSE_CHARS) {
+        Some((cut, _)) => format!("{}… (truncated)", &text[..cut]),
+        None => text.to_owned(),
+    }
+}
+
+/// Where a connector that makes several calls saves its progress, so that a retry
+/// (after a timeout, a 5xx or a crash) resumes and creates nothing twice.
+/// The dispatcher persists each checkpoint before `save` returns.
+#[async_trait]
+pub trait CheckpointSink: Send + Sync {
+    async fn save(&self, checkpoint: serde_json::Value) -> Result<(), String>;
+}
+
+/// Everything a connector gets for one delivery attempt.
+pub struct Delivery<'a> {
+    pub event: &'a Event,
+    /// 1 for the first attempt.
+    pub attempt: u32,
+    /// What the connector saved on an earlier attempt of this delivery, if anything.
+    pub checkpoint: Option<serde_json::Value>,
+    pub checkpoints: &'a dyn CheckpointSink,
+}
+
+/// One configured destination for events.
+#[async_trait]
+pub trait Connector: Send + Sync {
+    /// The kind, as written in the config's `type` (`"webhook"`, `"file"`, …).
+    fn kind(&self) -> &'static str;
+
+    /// Makes one attempt at delivering `delivery.event`. Never panics on a receiver's
+    /// answer; every failure becomes a [`Verdict`].
+    async fn deliver(&self, delivery: Delivery<'_>) -> Attempt;
+
+    /// Checks that the destination is reachable and the credentials are accepted,
+    /// without sending an event (`clairo-sync check --online`). `Ok` holds a short
+    /// description of what was checked.
+    async fn probe(&self) -> Result<String, String> {
+        Ok("nothing to probe".to_owned())
+    }
+}
+
+/// A connector's configuration, chosen by its `type` key.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+pub enum ConnectorConfig {
+    Webhook(webhook::WebhookConfig),
+    File(file::FileConfig),
+}
+
+/// A problem found in a connector's configuration: the key (relative to the
+/// connector's table) and a message saying what is wrong and what to do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigProblem {
+    pub key: String,
+    pub message: String,
+}
+
+impl ConfigProblem {
+    pub fn new(key: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            key: key.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// A secret a connector needs, to be filled in by the config loader from the inline
+/// value, the `*_file` key, or the systemd credential `<connector name>-<key>`.
+pub struct SecretSlot<'a> {
+    /// The inline key's name (`secret`, `password`, `token`, `api_token`).
+    pub key: &'static str,
+    pub value: &'a mut Option<Secret>,
+    pub file: Option<&'a PathBuf>,
+    /// Whether the connector cannot work without it.
+    pub required: bool,
+}
+
+impl ConnectorConfig {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Webhook(_) => "webhook",
+            Self::File(_) => "file",
+        }
+    }
+
+    /// The secrets this connector reads, for the loader to resolve.
+    pub fn secret_slots(&mut self) -> Vec<SecretSlot<'_>> {
+        match self {
+            Self::Webhook(config) => config.secret_slots(),
+            Self::File(_) => Vec::new(),
+        }
+    }
+
+    /// Checks beyond types (URLs parse, paths are absolute, a secret has its form).
+    /// Run after secrets are resolved.
+    pub fn validate(&self) -> Vec<ConfigProblem> {
+        match self {
+            Self::Webhook(config) => config.validate(),
+            Self::File(config) => config.validate(),
+        }
+    }
+
+    /// Builds the running connector. `name` is the config table's name.
+    pub fn build(&self, name: &str) -> Result<Arc<dyn Connector>, String> {
+        match self {
+            Self::Webhook(config) => Ok(Arc::new(webhook::WebhookConnector::new(name, config)?)),
+            Self::File(config) => Ok(Arc::new(file::FileConnector::new(config))),
+        }
+    }
+}
