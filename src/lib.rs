@@ -1,4 +1,14 @@
 //! clairo-sync: a daemon that keeps a business's tools in step with its Clairo account.
 #![forbid(unsafe_code)]
 
+pub mod cli;
+pub mod commands;
+pub mod config;
+pub mod daemon;
+pub mod dispatch;
+pub mod http;
+pub mod clairo;
 pub mod metrics;
+pub mod sources;
+pub mod store;
+pub mod test_event;

@@ -1,1 +1,8 @@
-fn main(){}
+//! The integration tests: one binary, one module per area. Every test uses real files,
+//! real HTTP on 127.0.0.1 port 0, and the sandbox for the Clairo API.
+
+mod client;
+mod config;
+mod engine;
+mod store;
+mod support;

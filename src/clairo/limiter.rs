@@ -1,0 +1,757 @@
+//! One request budget for the whole process: every Clairo request waits here for its slot.
+//!
+//! Two limits apply, and a request goes when both allow it:
+//! - the configured budget (`clairo.max_requests_per_minute`), spread evenly: request
+//!   starts are at least `60 s / budget` apart;
+//! - the server's own account, from the last response's `X-RateLimit-Remaining` and
+//!   `X-RateLimit-Reset`: the requests left (less those still in flight, which the server
+//!   may not have counted yet) are spread over the time to the reset, and when none are
+//!   left the next request waits for the reset plus a little jitter.
+//!
+//! The window's length is never assumed: once a reset has passed, the next window is
+//! presumed to hold `X-RateLimit-Limit` requests until a response says otherwise.
+//!
+//! The arithmetic lives in [`Pacing`], pure functions of the instants passed in, so it is
+//! tested without sleeping; [`RateLimiter`] wraps it in a lock and a queue.
+
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use rand::Rng;
+use reqwest::header::{HeaderMap, HeaderName};
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+/// At most this much random delay is added to a wait for a reset, so that several
+/// processes sharing the business's budget do not all fire at the same instant. Kept
+/// small: it is lost throughput once per window.
+pub const RESET_JITTER_MAX: Duration = Duration::from_millis(50);
+
+/// The extra wait after a reset once a server has shown that its window outlives its
+/// `X-RateLimit-Reset` (a header rounded down to whole seconds ends up to 1 s early).
+pub const LATE_RESET_SLACK: Duration = Duration::from_millis(1100);
+
+/// The longest pause one 429 can impose: a server asking for more (or a clock far off)
+/// is retried after this, bounded overall by the client's throttled-retry limit.
+pub const MAX_THROTTLE_WAIT: Duration = Duration::from_secs(15 * 60);
+
+/// How long the head of the queue waits for an in-flight response before deciding again
+/// (only a safety net: every response wakes it).
+const RESPONSE_WAIT_POLL: Duration = Duration::from_millis(250);
+
+/// A server clock further off than this from ours (by its `Date` header) is trusted over
+/// ours for reading `X-RateLimit-Reset`; below it, our finer-grained clock wins.
+const CLOCK_SKEW_TOLERANCE_SECS: f64 = 2.0;
+
+/// A `X-RateLimit-Reset` below this is read as seconds-from-now rather than a Unix time
+/// (no Unix time that small is current; some APIs send the delta).
+const RESET_DELTA_THRESHOLD: u64 = 1_000_000_000;
+
+/// A `X-RateLimit-Reset` above this is read as Unix milliseconds.
+const RESET_MILLIS_THRESHOLD: u64 = 100_000_000_000;
+
+/// The process-wide limiter: create one, wrap it in an `Arc`, give it to every client.
+pub struct RateLimiter {
+    /// Requests wait their turn here, first come first served; the head of the queue
+    /// sleeps until its slot while holding it, so the others need not compute anything.
+    queue: tokio::sync::Mutex<()>,
+    pacing: Mutex<Pacing>,
+    /// Wakes the head of the queue when its wait may have changed: a response arrived,
+    /// a request ended, the budget was changed.
+    changed: Notify,
+}
+
+impl std::fmt::Debug for RateLimiter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RateLimiter")
+            .field("pacing", &*self.lock())
+            .finish_non_exhaustive()
+    }
+}
+
+impl RateLimiter {
+    pub fn new(max_requests_per_minute: u32) -> Self {
+        Self {
+            queue: tokio::sync::Mutex::new(()),
+            pacing: Mutex::new(Pacing::new(max_requests_per_minute)),
+            changed: Notify::new(),
+        }
+    }
+
+    /// Changes the configured budget (a config reload); waiting requests re-pace at once.
+    pub fn set_budget(&self, per_minute: u32) {
+        self.lock().set_budget(per_minute);
+        self.changed.notify_waiters();
+    }
+
+    pub fn budget(&self) -> u32 {
+        self.lock().budget
+    }
+
+    /// Requests the server has left in its window, by this process's estimate (the last
+    /// `X-RateLimit-Remaining`, less what was sent since); `None` before any response.
+    pub fn remaining_estimate(&self) -> Option<i64> {
+        self.lock().window.as_ref().map(|window| window.remaining)
+    }
+
+    /// Waits for this request's slot. Hold the permit until the response has arrived and
+    /// been [observed](Permit::observe): while held, the request counts as in flight.
+    pub async fn acquire(&self) -> Permit<'_> {
+        let _turn = self.queue.lock().await;
+        loop {
+            let notified = self.changed.notified();
+            tokio::pin!(notified);
+            // Registered before deciding, so a response arriving meanwhile still wakes us.
+            notified.as_mut().enable();
+            let decision = {
+                let mut pacing = self.lock();
+                let now = Instant::now();
+                match pacing.decide(now) {
+                    Decision::Go => {
+                        let epoch = pacing.grant(now);
+                        return Permit {
+                            limiter: self,
+                            epoch,
+                        };
+                    }
+                    waiting => waiting,
+                }
+            };
+            match decision {
+                Decision::WaitUntil(until) => {
+                    tokio::select! {
+                        () = tokio::time::sleep_until(until) => {}
+                        () = &mut notified => {}
+                    }
+                }
+                Decision::WaitForResponse => {
+                    tokio::select! {
+                        () = tokio::time::sleep(RESPONSE_WAIT_POLL) => {}
+                        () = &mut notified => {}
+                    }
+                }
+                Decision::Go => unreachable!("handled above"),
+            }
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Pacing> {
+        // The state stays consistent even if a holder panicked: every update is one step.
+        self.pacing
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// One request's slot. Dropping it ends the request's time in flight.
+#[must_use = "a permit counts its request as in flight until dropped"]
+pub struct Permit<'a> {
+    limiter: &'a RateLimiter,
+    epoch: u64,
+}
+
+impl Permit<'_> {
+    /// Feeds a response's rate-limit headers to the limiter.
+    pub fn observe(&self, headers: &RateLimitHeaders) {
+        let now = Instant::now();
+        let observation = headers.observation(now, unix_now());
+        let jitter = random_jitter();
+        self.limiter
+            .lock()
+            .observe(now, &observation, self.epoch, jitter);
+        self.limiter.changed.notify_waiters();
+    }
+
+    /// A 429: every request of the process pauses until `Retry-After` when sent, else
+    /// until the reset, else for `fallback`; plus jitter. Returns the wait as applied.
+    pub fn throttled(&self, headers: &RateLimitHeaders, fallback: Duration) -> Duration {
+        let jitter = random_jitter();
+        let now = Instant::now();
+        let mut pacing = self.limiter.lock();
+        let wait = match (headers.retry_after, headers.until_reset(unix_now())) {
+            (Some(retry_after), _) => retry_after,
+            (None, Some(until_reset)) => until_reset + pacing.reset_slack,
+            (None, None) => fallback,
+        }
+        .min(MAX_THROTTLE_WAIT);
+        pacing.throttled(now, now + wait, jitter);
+        drop(pacing);
+        self.limiter.changed.notify_waiters();
+        wait + jitter
+    }
+}
+
+impl Drop for Permit<'_> {
+    fn drop(&mut self) {
+        self.limiter.lock().release();
+        self.limiter.changed.notify_waiters();
+    }
+}
+
+/// The rate-limit headers of one response, as sent.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct RateLimitHeaders {
+    pub limit: Option<u32>,
+    pub remaining: Option<u32>,
+    /// `X-RateLimit-Reset` as sent (documented as Unix seconds).
+    pub reset: Option<u64>,
+    pub retry_after: Option<Duration>,
+    /// The server's clock (`Date`), in Unix seconds.
+    pub date: Option<f64>,
+}
+
+static LIMIT: HeaderName = HeaderName::from_static("x-ratelimit-limit");
+static REMAINING: HeaderName = HeaderName::from_static("x-ratelimit-remaining");
+static RESET: HeaderName = HeaderName::from_static("x-ratelimit-reset");
+
+impl RateLimitHeaders {
+    pub fn from_headers(headers: &HeaderMap) -> Self {
+        let text = |name: &HeaderName| headers.get(name).and_then(|value| value.to_str().ok());
+        let number = |name: &HeaderName| {
+            // Some servers send a fraction ("12.0"); a negative Remaining is read as 0.
+            text(name)
+                .and_then(|value| value.trim().parse::<f64>().ok())
+                .filter(|value| value.is_finite())
+                .map(|value| value.max(0.0))
+        };
+        let date = text(&reqwest::header::DATE)
+            .and_then(|value| chrono::DateTime::parse_from_rfc2822(value).ok())
+            .map(|date| date.timestamp() as f64);
+        let retry_after = text(&reqwest::header::RETRY_AFTER).and_then(|value| {
+            let value = value.trim();
+            if let Ok(seconds) = value.parse::<f64>() {
+                return (seconds.is_finite() && seconds >= 0.0)
+                    .then(|| Duration::from_secs_f64(seconds.min(1e9)));
+            }
+            // The HTTP-date form: relative to the server's clock when it sent one.
+            let at = chrono::DateTime::parse_from_rfc2822(value)
+                .ok()?
+                .timestamp() as f64;
+            Some(Duration::from_secs_f64(
+                (at - date.unwrap_or_else(unix_now)).max(0.0),
+            ))
+        });
+        Self {
+            limit: number(&LIMIT).map(|value| value.min(f64::from(u32::MAX)) as u32),
+            remaining: number(&REMAINING).map(|value| value.min(f64::from(u32::MAX)) as u32),
+            reset: number(&RESET).map(|value| value as u64),
+            retry_after,
+            date,
+        }
+    }
+
+    /// How long until the reset, by the server's clock when ours is clearly off.
+    pub fn until_reset(&self, local_unix: f64) -> Option<Duration> {
+        let reset = self.reset?;
+        let now_unix = match self.date {
+            Some(date) if (date - local_unix).abs() > CLOCK_SKEW_TOLERANCE_SECS => date,
+            _ => local_unix,
+        };
+        let seconds = if reset < RESET_DELTA_THRESHOLD {
+            reset as f64
+        } else if reset > RESET_MILLIS_THRESHOLD {
+            reset as f64 / 1000.0 - now_unix
+        } else {
+            reset as f64 - now_unix
+        };
+        Some(Duration::from_secs_f64(seconds.clamp(0.0, 1e9)))
+    }
+
+    pub(crate) fn observation(&self, now: Instant, local_unix: f64) -> Observation {
+        let until_reset = self.until_reset(local_unix);
+        Observation {
+            limit: self.limit,
+            remaining: self.remaining,
+            // The window's identity: the reset as an absolute Unix second.
+            window_id: self.reset.map(|reset| {
+                if reset < RESET_DELTA_THRESHOLD {
+                    (local_unix + reset as f64).round() as u64
+                } else if reset > RESET_MILLIS_THRESHOLD {
+                    reset / 1000
+                } else {
+                    reset
+                }
+            }),
+            reset_at: until_reset.map(|until| now + until),
+        }
+    }
+}
+
+/// A response's rate-limit account, in this process's clock.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub(crate) struct Observation {
+    pub limit: Option<u32>,
+    pub remaining: Option<u32>,
+    /// Tells windows apart: the same for every response of one server window.
+    pub window_id: Option<u64>,
+    pub reset_at: Option<Instant>,
+}
+
+/// What the head of the queue does next.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Decision {
+    Go,
+    WaitUntil(Instant),
+    /// The window is used up and its reset unknown: a response will tell.
+    WaitForResponse,
+}
+
+/// The server's window as this process believes it to be.
+#[derive(Clone, Debug, PartialEq)]
+struct Window {
+    limit: Option<u32>,
+    id: Option<u64>,
+    /// When the server says the window ends; `None` once presumed over.
+    reset_at: Option<Instant>,
+    /// When this process takes the window to be over: `reset_at` plus slack and jitter.
+    resume_at: Option<Instant>,
+    /// Requests left: the server's last `Remaining`, less requests granted since and
+    /// less those in flight when it was read (the server may not have counted them).
+    remaining: i64,
+    /// Presumed a fresh window after a reset, not yet described by a response.
+    presumed: bool,
+}
+
+/// The pacing arithmetic: every method takes the current instant, none sleeps.
+#[derive(Debug)]
+pub(crate) struct Pacing {
+    budget: u32,
+    min_spacing: Duration,
+    last_grant: Option<Instant>,
+    in_flight: u32,
+    window: Option<Window>,
+    /// Counts presumed resets; a permit remembers the epoch it was granted in.
+    epoch: u64,
+    /// Added to each reset: zero until the server shows its windows outlive the header.
+    reset_slack: Duration,
+}
+
+impl Pacing {
+    pub(crate) fn new(budget: u32) -> Self {
+        let mut pacing = Self {
+            budget: 0,
+            min_spacing: Duration::ZERO,
+            last_grant: None,
+            in_flight: 0,
+            window: None,
+            epoch: 0,
+            reset_slack: Duration::ZERO,
+        };
+        pacing.set_budget(budget);
+        pacing
+    }
+
+    pub(crate) fn set_budget(&mut self, per_minute: u32) {
+        self.budget = per_minute.max(1);
+        self.min_spacing = min_spacing(self.budget);
+    }
+
+    pub(crate) fn decide(&mut self, now: Instant) -> Decision {
+        if let Some(last) = self.last_grant {
+            let next = last + self.min_spacing;
+            if now < next {
+                return Decision::WaitUntil(next);
+            }
+        }
+        let in_flight = self.in_flight;
+        let Some(window) = self.window.as_mut() else {
+            return Decision::Go;
+        };
+        if window.resume_at.is_some_and(|resume| now >= resume) {
+            // The reset has passed: presume a full window until a response describes it.
+            // Requests still in flight may land in it; count them against it.
+            window.remaining = window.limit.map_or(1, i64::from) - i64::from(in_flight);
+            window.reset_at = None;
+            window.resume_at = None;
+            window.presumed = true;
+            self.epoch += 1;
+        }
+        if window.remaining <= 0 {
+            return match window.resume_at {
+                Some(resume) => Decision::WaitUntil(resume),
+                None if in_flight > 0 => Decision::WaitForResponse,
+                // Nothing in flight to learn from: one request probes the window.
+                None => Decision::Go,
+            };
+        }
+        if let (Some(reset), Some(last)) = (window.reset_at, self.last_grant) {
+            if reset > last {
+                let left = u32::try_from(window.remaining).unwrap_or(u32::MAX);
+                let next = last + (reset - last) / left;
+                if now < next {
+                    return Decision::WaitUntil(next);
+                }
+            }
+        }
+        Decision::Go
+    }
+
+    /// Records a request as sent now; returns the epoch its permit carries.
+    pub(crate) fn grant(&mut self, now: Instant) -> u64 {
+        self.last_grant = Some(now);
+        self.in_flight += 1;
+        if let Some(window) = self.window.as_mut() {
+            window.remaining -= 1;
+        }
+        self.epoch
+    }
+
+    pub(crate) fn release(&mut self) {
+        self.in_flight = self.in_flight.saturating_sub(1);
+    }
+
+    /// A response arrived for a request granted in `epoch`, still counted in flight.
+    pub(crate) fn observe(
+        &mut self,
+        now: Instant,
+        observation: &Observation,
+        epoch: u64,
+        jitter: Duration,
+    ) {
+        let Some(remaining) = observation.remaining else {
+            return;
+        };
+        let others_in_flight = i64::from(self.in_flight.saturating_sub(1));
+        let estimate = i64::from(remaining) - others_in_flight;
+        let mut fresh = Window {
+            limit: observation.limit,
+            id: observation.window_id,
+            reset_at: observation.reset_at,
+            resume_at: None,
+            remaining: estimate,
+            presumed: false,
+        };
+        let Some(window) = self.window.as_mut() else {
+            fresh.resume_at = fresh
+                .reset_at
+                .map(|reset| reset + self.reset_slack + jitter);
+            self.window = Some(fresh);
+            return;
+        };
+        let (has_ids, newer) = match (observation.window_id, window.id) {
+            (Some(new), Some(old)) if new < old => return, // an answer from an older window
+            (Some(new), Some(old)) => (true, new > old),
+            _ => (false, false),
+        };
+        if window.presumed {
+            if !newer && epoch < self.epoch {
+                return; // sent before the reset we presumed: says nothing about the new window
+            }
+            if has_ids && !newer {
+                // Sent after we took the window to be over, and the server still counts it:
+                // its windows end later than its Reset header says. Wait longer from now on.
+                self.reset_slack = LATE_RESET_SLACK;
+                fresh.reset_at = fresh.reset_at.map(|reset| reset.max(now));
+            }
+        } else if has_ids && !newer {
+            // The same window: answers may arrive out of order, so keep the lowest count.
+            window.remaining = window.remaining.min(estimate);
+            window.limit = observation.limit.or(window.limit);
+            return;
+        }
+        // A new window, or a server that sends no Reset: its latest answer is the truth.
+        fresh.limit = fresh.limit.or(window.limit);
+        fresh.resume_at = fresh
+            .reset_at
+            .map(|reset| reset + self.reset_slack + jitter);
+        *window = fresh;
+    }
+
+    /// A 429: nothing goes until `until` (plus jitter), whatever the estimate said.
+    pub(crate) fn throttled(&mut self, now: Instant, until: Instant, jitter: Duration) {
+        let until = until.max(now);
+        let window = self.window.get_or_insert(Window {
+            limit: None,
+            id: None,
+            reset_at: None,
+            resume_at: None,
+            remaining: 0,
+            presumed: false,
+        });
+        window.remaining = 0;
+        window.presumed = false;
+        window.reset_at = Some(until);
+        window.resume_at = Some(until + jitter);
+    }
+}
+
+/// The least time between two request starts under a per-minute budget.
+pub(crate) fn min_spacing(per_minute: u32) -> Duration {
+    Duration::from_secs(60) / per_minute.max(1)
+}
+
+fn unix_now() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0.0, |elapsed| elapsed.as_secs_f64())
+}
+
+fn random_jitter() -> Duration {
+    let max = u64::try_from(RESET_JITTER_MAX.as_millis()).unwrap_or(u64::MAX);
+    Duration::from_millis(rand::rng().random_range(0..=max))
+}
+
+#[cfg(test)]
+mod tests {
+    use reqwest::header::HeaderValue;
+
+    use super::*;
+
+    const MS: Duration = Duration::from_millis(1);
+    const NO_JITTER: Duration = Duration::ZERO;
+
+    fn observation(remaining: u32, reset_at: Instant, window_id: u64) -> Observation {
+        Observation {
+            limit: Some(10),
+            remaining: Some(remaining),
+            window_id: Some(window_id),
+            reset_at: Some(reset_at),
+        }
+    }
+
+    /// Grants as many requests as `decide` allows at `now`.
+    fn grant_all(pacing: &mut Pacing, now: Instant) -> u32 {
+        let mut granted = 0;
+        while pacing.decide(now) == Decision::Go {
+            pacing.grant(now);
+            granted += 1;
+            assert!(granted < 10_000, "no limit applied");
+        }
+        granted
+    }
+
+    #[test]
+    fn the_budget_spreads_requests_evenly_over_the_minute() {
+        assert_eq!(min_spacing(1000), 60 * MS);
+        assert_eq!(min_spacing(0), Duration::from_secs(60));
+        let start = Instant::now();
+        let mut pacing = Pacing::new(600);
+        assert_eq!(pacing.decide(start), Decision::Go);
+        pacing.grant(start);
+        assert_eq!(pacing.decide(start), Decision::WaitUntil(start + 100 * MS));
+        assert_eq!(pacing.decide(start + 100 * MS), Decision::Go);
+        pacing.set_budget(6000);
+        assert_eq!(pacing.decide(start + 10 * MS), Decision::Go);
+    }
+
+    #[test]
+    fn the_remaining_requests_are_spread_over_the_time_to_the_reset() {
+        let start = Instant::now();
+        let mut pacing = Pacing::new(60_000); // 1 ms apart: the server's account governs
+        pacing.grant(start);
+        pacing.observe(start, &observation(4, start + 2000 * MS, 100), 0, NO_JITTER);
+        pacing.release();
+        // 4 left over 2 s: one every 500 ms.
+        assert_eq!(
+            pacing.decide(start + MS),
+            Decision::WaitUntil(start + 500 * MS)
+        );
+        assert_eq!(pacing.decide(start + 500 * MS), Decision::Go);
+    }
+
+    #[test]
+    fn requests_in_flight_count_against_what_the_server_reports_left() {
+        let start = Instant::now();
+        let mut pacing = Pacing::new(60_000);
+        for _ in 0..3 {
+            pacing.grant(start);
+        }
+        // The first answer says 5 left; the two others in flight may not be counted yet.
+        pacing.observe(start, &observation(5, start + 1000 * MS, 100), 0, NO_JITTER);
+        pacing.release();
+        assert_eq!(pacing.remaining_estimate(), Some(3));
+        // A later answer in the same window cannot raise the estimate.
+        pacing.observe(start, &observation(5, start + 1000 * MS, 100), 0, NO_JITTER);
+        pacing.release();
+        assert_eq!(pacing.remaining_estimate(), Some(3));
+    }
+
+    #[test]
+    fn a_used_up_window_waits_for_its_reset_plus_jitter_then_presumes_a_full_one() {
+        let start = Instant::now();
+        let mut pacing = Pacing::new(60_000);
+        let reset = start + 1500 * MS;
+        pacing.grant(start);
+        pacing.observe(start, &observation(0, reset, 100), 0, 20 * MS);
+        pacing.release();
+        assert_eq!(
+            pacing.decide(start + MS),
+            Decision::WaitUntil(reset + 20 * MS)
+        );
+        assert_eq!(pacing.decide(reset), Decision::WaitUntil(reset + 20 * MS));
+        // After the reset the full limit (10) is available at the budget's pace.
+        let after = reset + 20 * MS;
+        let mut granted = 0;
+        let mut now = after;
+        while granted < 10 {
+            assert_eq!(pacing.decide(now), Decision::Go, "request {granted}");
+            pacing.grant(now);
+            granted += 1;
+            now += MS;
+        }
+        // The eleventh must wait for an answer describing the new window.
+        assert_eq!(pacing.decide(now), Decision::WaitForResponse);
+    }
+
+    #[test]
+    fn a_window_is_never_assumed_to_last_a_minute() {
+        // A 2-second window of 3: after the reset, three more go at once, not a minute later.
+        let start = Instant::now();
+        let mut pacing = Pacing::new(60_000);
+        let mut obs = observation(0, start + 2000 * MS, 100);
+        obs.limit = Some(3);
+        pacing.grant(start);
+        pacing.observe(start, &obs, 0, NO_JITTER);
+        pacing.release();
+        let after = start + 2000 * MS;
+        assert_eq!(pacing.decide(after - MS), Decision::WaitUntil(after));
+        assert_eq!(grant_all(&mut pacing, after), 1); // then 1 ms spacing applies
+        assert_eq!(pacing.decide(after + MS), Decision::Go);
+    }
+
+    #[test]
+    fn an_answer_from_the_previous_window_does_not_shrink_the_new_one() {
+        let start = Instant::now();
+        let mut pacing = Pacing::new(60_000);
+        let reset = start + 1000 * MS;
+        let old_epoch = pacing.grant(start); // in flight across the reset
+        pacing.grant(start);
+        pacing.observe(start, &observation(0, reset, 100), 0, NO_JITTER);
+        pacing.release();
+        assert_eq!(pacing.decide(reset), Decision::Go); // presumed: 10 - 1 in flight
+        pacing.grant(reset);
+        // The old request's answer arrives late, from the old window.
+        pacing.observe(reset, &observation(0, reset, 100), old_epoch, NO_JITTER);
+        pacing.release();
+        assert_eq!(pacing.remaining_estimate(), Some(8));
+        // A newer window's answer is taken as it is.
+        pacing.observe(reset, &observation(8, reset + 1000 * MS, 101), 1, NO_JITTER);
+        pacing.release();
+        assert_eq!(pacing.remaining_estimate(), Some(8));
+        assert_eq!(pacing.in_flight, 0);
+    }
+
+    #[test]
+    fn a_server_whose_window_outlives_its_reset_header_is_given_more_slack() {
+        let start = Instant::now();
+        let mut pacing = Pacing::new(60_000);
+        let reset = start + 1000 * MS;
+        pacing.grant(start);
+        pacing.observe(start, &observation(0, reset, 100), 0, NO_JITTER);
+        pacing.release();
+        assert_eq!(pacing.decide(reset), Decision::Go);
+        let epoch = pacing.grant(reset);
+        // Granted after the presumed reset, yet the server answers from the old window.
+        pacing.observe(reset + MS, &observation(0, reset, 100), epoch, NO_JITTER);
+        pacing.release();
+        assert_eq!(pacing.reset_slack, LATE_RESET_SLACK);
+        let resume = reset + MS + LATE_RESET_SLACK;
+        assert_eq!(pacing.decide(reset + 2 * MS), Decision::WaitUntil(resume));
+    }
+
+    #[test]
+    fn a_429_pauses_everything_until_the_time_it_names() {
+        let start = Instant::now();
+        let mut pacing = Pacing::new(60_000);
+        pacing.grant(start);
+        pacing.throttled(start, start + 3000 * MS, 10 * MS);
+        pacing.release();
+        assert_eq!(
+            pacing.decide(start + MS),
+            Decision::WaitUntil(start + 3010 * MS)
+        );
+        assert_eq!(pacing.decide(start + 3010 * MS), Decision::Go);
+    }
+
+    #[test]
+    fn rate_limit_headers_are_read_in_every_documented_form() {
+        let mut headers = HeaderMap::new();
+        headers.insert("x-ratelimit-limit", HeaderValue::from_static("1000"));
+        headers.insert("x-ratelimit-remaining", HeaderValue::from_static("998"));
+        headers.insert("x-ratelimit-reset", HeaderValue::from_static("1800000030"));
+        headers.insert("retry-after", HeaderValue::from_static("7"));
+        let parsed = RateLimitHeaders::from_headers(&headers);
+        assert_eq!(parsed.limit, Some(1000));
+        assert_eq!(parsed.remaining, Some(998));
+        assert_eq!(parsed.retry_after, Some(Duration::from_secs(7)));
+        assert_eq!(
+            parsed.until_reset(1_800_000_000.0),
+            Some(Duration::from_secs(30))
+        );
+        assert_eq!(parsed.until_reset(1_800_000_100.0), Some(Duration::ZERO));
+
+        // A server clock far from ours wins (its Date header), a near one does not.
+        let skewed = RateLimitHeaders {
+            date: Some(1_799_999_990.0),
+            ..parsed
+        };
+        assert_eq!(
+            skewed.until_reset(1_800_000_000.0),
+            Some(Duration::from_secs(40))
+        );
+        let near = RateLimitHeaders {
+            date: Some(1_800_000_001.0),
+            ..parsed
+        };
+        assert_eq!(
+            near.until_reset(1_800_000_000.0),
+            Some(Duration::from_secs(30))
+        );
+
+        // Milliseconds and a seconds-from-now delta are recognised too.
+        let millis = RateLimitHeaders {
+            reset: Some(1_800_000_030_500),
+            ..parsed
+        };
+        assert_eq!(
+            millis.until_reset(1_800_000_000.0),
+            Some(Duration::from_millis(30_500))
+        );
+        let delta = RateLimitHeaders {
+            reset: Some(12),
+            ..parsed
+        };
+        assert_eq!(
+            delta.until_reset(1_800_000_000.0),
+            Some(Duration::from_secs(12))
+        );
+    }
+
+    #[test]
+    fn a_retry_after_date_is_read_against_the_server_clock() {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            "date",
+            HeaderValue::from_static("Wed, 21 Oct 2026 07:28:00 GMT"),
+        );
+        headers.insert(
+            "retry-after",
+            HeaderValue::from_static("Wed, 21 Oct 2026 07:28:05 GMT"),
+        );
+        let parsed = RateLimitHeaders::from_headers(&headers);
+        assert_eq!(parsed.retry_after, Some(Duration::from_secs(5)));
+        assert_eq!(
+            RateLimitHeaders::from_headers(&HeaderMap::new()),
+            RateLimitHeaders::default()
+        );
+    }
+
+    #[test]
+    fn a_window_identity_is_the_absolute_reset_second() {
+        let now = Instant::now();
+        let headers = RateLimitHeaders {
+            remaining: Some(3),
+            reset: Some(1_800_000_030),
+            ..RateLimitHeaders::default()
+        };
+        let observed = headers.observation(now, 1_800_000_000.25);
+        assert_eq!(observed.window_id, Some(1_800_000_030));
+        assert_eq!(observed.reset_at, Some(now + Duration::from_millis(29_750)));
+    }
+
+    impl Pacing {
+        fn remaining_estimate(&self) -> Option<i64> {
+            self.window.as_ref().map(|window| window.remaining)
+        }
+    }
+}

@@ -1,0 +1,175 @@
+//! `clairo-sync demo`: the whole flow on one machine, with no account — the sandbox API,
+//! a temporary state directory, a file connector and a signed webhook to a local receiver,
+//! and new leads and messages arriving while you watch.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::post;
+use base64::Engine as _;
+use clairo_sandbox::{BriefSpec, SandboxConfig};
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+use tokio::sync::watch;
+
+use crate::cli::DemoArgs;
+use crate::config::{self, Need, SecretSources};
+use crate::daemon::Runtime;
+
+use super::{CommandError, CommandResult};
+
+/// The demo webhook's secret; it protects nothing (everything runs on loopback).
+const DEMO_SECRET: &str = "whsec_ZGVtby1zZWNyZXQtZm9yLWNsYWlyby1zeW5j";
+
+const LEADS: [(&str, &str, &str); 5] = [
+    ("Maria Lopez", "maria@lopez-logistics.example", "Lopez Logistics"),
+    ("Ken Watanabe", "ken@kumo.example", "Kumo Studio"),
+    ("Aisha Bello", "aisha@greenleaf.example", "Greenleaf Foods"),
+    ("Tom Becker", "tom@becker-bau.example", "Becker Bau"),
+    ("Priya Nair", "priya@orbital.example", "Orbital Analytics"),
+];
+
+pub async fn demo(args: &DemoArgs) -> CommandResult {
+    let sandbox = clairo_sandbox::start(SandboxConfig::default(), "127.0.0.1:0".parse().expect("address"))
+        .await
+        .context("starting the sandbox")?;
+    let receiver = tokio::net::TcpListener::bind("127.0.0.1:0").await.context("binding the demo webhook receiver")?;
+    let receiver_url = format!("http://{}/hook", receiver.local_addr().context("receiver address")?);
+    tokio::spawn(async move {
+        let app = Router::new().route("/hook", post(receive)).with_state(Arc::new(DEMO_SECRET.to_owned()));
+        let _ = axum::serve(receiver, app).await;
+    });
+
+    let dir = tempfile_dir()?;
+    let events_file = dir.join("events.jsonl");
+    let config_path = dir.join("clairo-sync.toml");
+    let text = format!(
+        r#"log_level = "warn"
+
+[clairo]
+base_url = "{base}"
+api_key = "clr_sandbox_key"
+
+[state]
+path = "{state}"
+
+[http]
+listen = "127.0.0.1:0"
+enabled = false
+
+[sync.briefs]
+schedule = "*/5 * * * * *"
+
+[sync.conversations]
+schedule = "*/5 * * * * *"
+refresh_interval = "10s"
+
+[connectors.demo_hook]
+type = "webhook"
+url = "{receiver_url}"
+secret = "{DEMO_SECRET}"
+
+[connectors.archive]
+type = "file"
+path = "{events}"
+
+[[routes]]
+events = ["brief.created", "conversation.updated", "meeting.processed"]
+to = ["demo_hook", "archive"]
+
+[delivery]
+retry_schedule = ["1s", "5s", "30s"]
+"#,
+        base = sandbox.base_url(),
+        state = dir.join("state.db").display(),
+        events = events_file.display(),
+    );
+    std::fs::write(&config_path, text).context("writing the demo config")?;
+    let loaded = config::load(Some(&config_path), Need::Daemon, &SecretSources::default())?;
+    super::daemon::init_logging(&loaded.config);
+
+    println!("clairo-sync demo");
+    println!("  sandbox API      {}", sandbox.base_url());
+    println!("  config           {}", config_path.display());
+    println!("  events (JSONL)   {}", events_file.display());
+    println!("  webhook receiver {receiver_url} (checks each Standard Webhooks signature)");
+    println!("New leads and chat messages arrive every few seconds; each event is printed as the webhook receives it.");
+    println!("Press Ctrl-C to stop.\n");
+
+    let runtime = Runtime::start(&loaded, None).await.map_err(CommandError::Other)?;
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let traffic = {
+        let sandbox = sandbox.clone();
+        tokio::spawn(async move {
+            let support = sandbox.agent_id("SUPPORT");
+            let conversation = sandbox.add_conversation(&support, &[("user", "Hi, do you ship to Norway?")]);
+            for round in 0usize.. {
+                tokio::time::sleep(Duration::from_secs(6)).await;
+                let (name, email, company) = LEADS[round % LEADS.len()];
+                sandbox.add_brief(BriefSpec {
+                    name: name.to_owned(),
+                    email: Some(email.to_owned()),
+                    company: company.to_owned(),
+                    budget: format!("${}-{}/month", 50 * (round + 1), 100 * (round + 1)),
+                });
+                tokio::time::sleep(Duration::from_secs(4)).await;
+                sandbox.add_message(&conversation, "user", &format!("Follow-up question number {}", round + 1));
+                sandbox.add_message(&conversation, "assistant", "Happy to help: yes, we do.");
+            }
+        })
+    };
+    let serving = tokio::spawn(super::daemon::serve(runtime, stop_rx));
+    match args.duration {
+        Some(duration) => tokio::time::sleep(duration).await,
+        None => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+    traffic.abort();
+    let _ = stop_tx.send(true);
+    let _ = serving.await;
+    sandbox.stop();
+    let lines = std::fs::read_to_string(&events_file).map(|text| text.lines().count()).unwrap_or(0);
+    println!("\n{lines} events archived in {}", events_file.display());
+    println!("Inspect the outbox: clairo-sync status -c {}", config_path.display());
+    Ok(())
+}
+
+fn tempfile_dir() -> anyhow::Result<std::path::PathBuf> {
+    let dir = std::env::temp_dir().join(format!("clairo-sync-demo-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    Ok(dir)
+}
+
+async fn receive(State(secret): State<Arc<String>>, headers: HeaderMap, body: Bytes) -> StatusCode {
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
+    let (id, timestamp, signature) = (header("webhook-id"), header("webhook-timestamp"), header("webhook-signature"));
+    let key = base64::engine::general_purpose::STANDARD
+        .decode(secret.trim_start_matches("whsec_"))
+        .unwrap_or_default();
+    let mut mac = Hmac::<Sha256>::new_from_slice(&key).expect("HMAC takes any key");
+    mac.update(format!("{id}.{timestamp}.").as_bytes());
+    mac.update(&body);
+    let expected = format!("v1,{}", base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes()));
+    let valid = signature.split(' ').any(|candidate| candidate == expected);
+    let event: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+    let kind = event["type"].as_str().unwrap_or("?");
+    let what = match kind {
+        "brief.created" => event["data"]["summary"].as_str().unwrap_or("").chars().take(70).collect::<String>(),
+        "conversation.updated" => {
+            let new = event["data"]["newMessages"].as_array().map_or(0, Vec::len);
+            format!("conversation {} +{new} message(s)", event["data"]["conversation"]["id"].as_str().unwrap_or("?"))
+        }
+        _ => String::new(),
+    };
+    println!(
+        "→ webhook  {kind:<21} {id}  signature {}  {what}",
+        if valid { "ok " } else { "BAD" }
+    );
+    if valid { StatusCode::NO_CONTENT } else { StatusCode::UNAUTHORIZED }
+}

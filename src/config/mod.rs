@@ -1,0 +1,649 @@
+//! The configuration of design.md §7: TOML through figment, `CLAIRO_SYNC_<SECTION>__<KEY>`
+//! environment overrides, secrets resolved from files, systemd credentials or env, and
+//! validation that names the key path of every problem.
+
+mod schedule;
+mod secrets;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clairo_connectors::{ConnectorConfig, EventType, Secret};
+use figment::Figment;
+use figment::providers::{Env, Format, Toml};
+use serde::Deserialize;
+
+pub use schedule::Schedule;
+pub use secrets::SecretSources;
+
+/// Where `run` and friends look for the config when neither `-c` nor `CLAIRO_SYNC_CONFIG` says.
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/clairo-sync/clairo-sync.toml";
+/// The public API; the sandbox or a test points `clairo.base_url` elsewhere.
+pub const DEFAULT_BASE_URL: &str = "https://clairo.tech/api/v1";
+/// Env prefix of every override (`CLAIRO_SYNC_CLAIRO__BASE_URL`).
+pub const ENV_PREFIX: &str = "CLAIRO_SYNC_";
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub clairo: ClairoConfig,
+    #[serde(default)]
+    pub state: StateConfig,
+    #[serde(default)]
+    pub http: HttpConfig,
+    #[serde(default)]
+    pub sync: SyncConfig,
+    #[serde(default)]
+    pub meetings: MeetingsConfig,
+    #[serde(default)]
+    pub connectors: BTreeMap<String, ConnectorConfig>,
+    #[serde(default)]
+    pub routes: Vec<Route>,
+    #[serde(default)]
+    pub delivery: DeliveryConfig,
+    /// `text` (readable; no timestamps when journald adds its own) or `json`.
+    #[serde(default)]
+    pub log_format: LogFormat,
+    /// A tracing filter such as `info` or `clairo_sync=debug`; `RUST_LOG` wins when set.
+    #[serde(default = "default_log_level")]
+    pub log_level: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClairoConfig {
+    #[serde(default = "default_base_url")]
+    pub base_url: String,
+    /// Discouraged (it sits in a readable file): prefer `api_key_file`, the credential
+    /// `clairo-api-key` or `CLAIRO_API_KEY`.
+    pub api_key: Option<Secret>,
+    pub api_key_file: Option<PathBuf>,
+    #[serde(default = "default_max_requests_per_minute")]
+    pub max_requests_per_minute: u32,
+    #[serde(default = "default_api_timeout", with = "humantime_serde")]
+    pub timeout: Duration,
+    /// Attempts per request on 5xx, timeouts and connection errors.
+    #[serde(default = "default_max_attempts")]
+    pub max_attempts: u32,
+}
+
+impl Default for ClairoConfig {
+    fn default() -> Self {
+        Self {
+            base_url: default_base_url(),
+            api_key: None,
+            api_key_file: None,
+            max_requests_per_minute: default_max_requests_per_minute(),
+            timeout: default_api_timeout(),
+            max_attempts: default_max_attempts(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StateConfig {
+    #[serde(default = "default_state_path")]
+    pub path: PathBuf,
+}
+
+impl Default for StateConfig {
+    fn default() -> Self {
+        Self {
+            path: default_state_path(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpConfig {
+    /// Where /metrics, /healthz and /readyz are served; `enabled = false` turns them off.
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            listen: default_listen(),
+            enabled: true,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StartFrom {
+    /// A new state database delivers everything the API lists (a backfill).
+    #[default]
+    All,
+    /// A new state database records what exists as seen and emits only what comes after.
+    Now,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SyncConfig {
+    #[serde(default)]
+    pub start_from: StartFrom,
+    /// Absent: briefs are not polled.
+    pub briefs: Option<BriefsSync>,
+    /// Absent: conversations are not polled.
+    pub conversations: Option<ConversationsSync>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BriefsSync {
+    #[serde(default = "default_briefs_schedule")]
+    pub schedule: Schedule,
+    #[serde(default = "default_list_limit")]
+    pub limit: u32,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConversationsSync {
+    #[serde(default = "default_conversations_schedule")]
+    pub schedule: Schedule,
+    /// Empty: every agent the account has.
+    #[serde(default)]
+    pub agents: Vec<String>,
+    #[serde(default = "default_list_limit")]
+    pub limit: u32,
+    /// How often an ACTIVE conversation is re-read by id when the list cannot say
+    /// whether it changed (no `updatedAt`/`messageCount`), or has dropped out of the list.
+    #[serde(default = "default_refresh_interval", with = "humantime_serde")]
+    pub refresh_interval: Duration,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MeetingsConfig {
+    #[serde(default)]
+    pub folders: Vec<FolderConfig>,
+    /// `auto`: transcode oversize or unsupported recordings with ffmpeg when it is on PATH.
+    #[serde(default)]
+    pub transcode: Transcode,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Transcode {
+    #[default]
+    Off,
+    Auto,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WatchMode {
+    /// inotify: close-after-write and rename events.
+    #[default]
+    Notify,
+    /// Rescan every `poll_interval`: for network mounts, where inotify reports nothing.
+    Poll,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FolderConfig {
+    pub path: PathBuf,
+    pub agent: String,
+    #[serde(default = "default_settle", with = "humantime_serde")]
+    pub settle: Duration,
+    pub processed: Option<PathBuf>,
+    pub failed: Option<PathBuf>,
+    #[serde(default)]
+    pub watch: WatchMode,
+    #[serde(default = "default_poll_interval", with = "humantime_serde")]
+    pub poll_interval: Duration,
+}
+
+impl FolderConfig {
+    pub fn processed_dir(&self) -> PathBuf {
+        self.processed
+            .clone()
+            .unwrap_or_else(|| self.path.join("processed"))
+    }
+
+    pub fn failed_dir(&self) -> PathBuf {
+        self.failed.clone().unwrap_or_else(|| self.path.join("failed"))
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Route {
+    /// Event type names (`brief.created`, …); checked against the known types.
+    pub events: Vec<String>,
+    /// Only events about these agents; empty = every agent.
+    #[serde(default)]
+    pub agents: Vec<String>,
+    /// Connector names.
+    pub to: Vec<String>,
+}
+
+impl Route {
+    pub fn matches(&self, kind: EventType, agent_id: Option<&str>) -> bool {
+        self.events.iter().any(|name| name == kind.as_str())
+            && (self.agents.is_empty()
+                || agent_id.is_some_and(|agent| self.agents.iter().any(|a| a == agent)))
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeliveryConfig {
+    #[serde(default = "default_retry_schedule", deserialize_with = "duration_list")]
+    pub retry_schedule: Vec<Duration>,
+    #[serde(default = "default_concurrency")]
+    pub concurrency: usize,
+    #[serde(default = "default_shutdown_timeout", with = "humantime_serde")]
+    pub shutdown_timeout: Duration,
+    /// How long a claimed delivery stays leased to this process; a crash leaves it
+    /// reclaimable after this long.
+    #[serde(default = "default_lease", with = "humantime_serde")]
+    pub lease: Duration,
+}
+
+impl Default for DeliveryConfig {
+    fn default() -> Self {
+        Self {
+            retry_schedule: default_retry_schedule(),
+            concurrency: default_concurrency(),
+            shutdown_timeout: default_shutdown_timeout(),
+            lease: default_lease(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+/// `["5s", "5m"]` → durations, naming the entry that does not parse.
+fn duration_list<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Vec<Duration>, D::Error> {
+    let texts = Vec::<String>::deserialize(deserializer)?;
+    texts
+        .iter()
+        .enumerate()
+        .map(|(index, text)| {
+            humantime::parse_duration(text).map_err(|error| {
+                serde::de::Error::custom(format!("entry {index} ({text:?}) is not a duration: {error}; write e.g. \"30s\", \"5m\", \"2h\""))
+            })
+        })
+        .collect()
+}
+
+fn default_base_url() -> String {
+    DEFAULT_BASE_URL.to_owned()
+}
+fn default_max_requests_per_minute() -> u32 {
+    // 90% of Clairo's 1,000/minute per business: the rest is left to the business's
+    // other integrations, which share the same budget.
+    900
+}
+fn default_api_timeout() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_max_attempts() -> u32 {
+    5
+}
+fn default_state_path() -> PathBuf {
+    PathBuf::from("/var/lib/clairo-sync/state.db")
+}
+fn default_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 9464))
+}
+fn default_true() -> bool {
+    true
+}
+fn default_briefs_schedule() -> Schedule {
+    Schedule::parse("*/2 * * * *").expect("the default schedule parses")
+}
+fn default_conversations_schedule() -> Schedule {
+    Schedule::parse("*/5 * * * *").expect("the default schedule parses")
+}
+fn default_list_limit() -> u32 {
+    100
+}
+fn default_refresh_interval() -> Duration {
+    Duration::from_secs(15 * 60)
+}
+fn default_settle() -> Duration {
+    Duration::from_secs(5)
+}
+fn default_poll_interval() -> Duration {
+    Duration::from_secs(10)
+}
+fn default_retry_schedule() -> Vec<Duration> {
+    // Standard Webhooks' schedule: about three days in all.
+    ["5s", "5m", "30m", "2h", "5h", "10h", "14h", "20h", "24h"]
+        .iter()
+        .map(|text| humantime::parse_duration(text).expect("the default schedule parses"))
+        .collect()
+}
+fn default_concurrency() -> usize {
+    4
+}
+fn default_shutdown_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+fn default_lease() -> Duration {
+    Duration::from_secs(5 * 60)
+}
+fn default_log_level() -> String {
+    "info".to_owned()
+}
+
+/// One thing wrong with a config: `<key.path>: <what is wrong>; <what to do>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub key: String,
+    pub message: String,
+}
+
+impl Problem {
+    pub fn new(key: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            key: key.into(),
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.key, self.message)
+    }
+}
+
+/// Every problem found in a config, for `check` to print one per line (exit 78).
+#[derive(Debug, Clone)]
+pub struct ConfigErrors(pub Vec<Problem>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (index, problem) in self.0.iter().enumerate() {
+            if index > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{problem}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+/// A config that parsed and validated, with its secrets read.
+#[derive(Debug, Clone)]
+pub struct LoadedConfig {
+    pub config: Config,
+    /// The resolved Clairo API key (`None` only where the caller allowed it).
+    pub api_key: Option<Secret>,
+    pub path: Option<PathBuf>,
+}
+
+/// How strictly to load.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Need {
+    /// The daemon: a config file must exist, an API key must be found.
+    Daemon,
+    /// Operator commands: the file is optional; the key is still required.
+    ApiOnly,
+}
+
+/// Loads the config file (if any) with env overrides, resolves secrets, validates.
+pub fn load(path: Option<&Path>, need: Need, sources: &SecretSources) -> Result<LoadedConfig, ConfigErrors> {
+    let mut figment = Figment::new();
+    if let Some(path) = path {
+        if !path.exists() {
+            if need == Need::Daemon {
+                return Err(ConfigErrors(vec![Problem::new(
+                    "config",
+                    format!(
+                        "{} does not exist; create it from the annotated example config/clairo-sync.toml, or pass -c FILE",
+                        path.display()
+                    ),
+                )]));
+            }
+        } else {
+            figment = figment.merge(Toml::file_exact(path));
+        }
+    }
+    figment = figment.merge(env_provider());
+    let mut config: Config = figment.extract().map_err(|error| ConfigErrors(figment_problems(error)))?;
+    let mut problems = Vec::new();
+    let api_key = secrets::resolve_api_key(&config.clairo, sources, &mut problems);
+    secrets::resolve_connector_secrets(&mut config.connectors, sources, &mut problems);
+    validate(&config, api_key.as_ref(), need, &mut problems);
+    if problems.is_empty() {
+        Ok(LoadedConfig {
+            config,
+            api_key,
+            path: path.map(Path::to_path_buf),
+        })
+    } else {
+        Err(ConfigErrors(problems))
+    }
+}
+
+fn env_provider() -> Env {
+    // `CLAIRO_SYNC_CONFIG` names the file; it is not a key inside it.
+    Env::prefixed(ENV_PREFIX)
+        .filter(|key| !key.as_str().eq_ignore_ascii_case("config"))
+        .split("__")
+}
+
+/// Turns figment's errors into `<key.path>: …; …` lines.
+fn figment_problems(error: figment::Error) -> Vec<Problem> {
+    error
+        .into_iter()
+        .map(|error| {
+            let key = if error.path.is_empty() {
+                "config".to_owned()
+            } else {
+                error.path.join(".")
+            };
+            let source = error
+                .metadata
+                .as_ref()
+                .map(|meta| meta.name.to_string())
+                .unwrap_or_default();
+            let what = match &error.kind {
+                figment::error::Kind::UnknownField(field, expected) => {
+                    return Problem::new(
+                        field_key(&key, field),
+                        format!(
+                            "unknown key; remove it or fix its spelling (expected one of: {})",
+                            expected.join(", ")
+                        ),
+                    );
+                }
+                figment::error::Kind::MissingField(field) => {
+                    return Problem::new(field_key(&key, field), "is required; add it".to_owned());
+                }
+                kind => kind.to_string(),
+            };
+            let from = if source.is_empty() { String::new() } else { format!(" (from {source})") };
+            Problem::new(key, format!("{what}{from}; fix the value"))
+        })
+        .collect()
+}
+
+/// figment's path sometimes ends with the field already, sometimes not.
+fn field_key(path: &str, field: &str) -> String {
+    if path == "config" {
+        field.to_owned()
+    } else if path == field || path.ends_with(&format!(".{field}")) {
+        path.to_owned()
+    } else {
+        format!("{path}.{field}")
+    }
+}
+
+fn validate(config: &Config, api_key: Option<&Secret>, need: Need, problems: &mut Vec<Problem>) {
+    match url::Url::parse(&config.clairo.base_url) {
+        Ok(url) if matches!(url.scheme(), "http" | "https") => {}
+        Ok(_) | Err(_) => problems.push(Problem::new(
+            "clairo.base_url",
+            format!(
+                "{:?} is not an http(s) URL; use e.g. {DEFAULT_BASE_URL}",
+                config.clairo.base_url
+            ),
+        )),
+    }
+    match api_key {
+        Some(key) if !key.expose().starts_with("clr_") => problems.push(Problem::new(
+            "clairo.api_key",
+            "the key does not start with clr_, so it is not a Clairo API key; generate one in the Clairo dashboard under Settings → API Keys",
+        )),
+        Some(_) => {}
+        None => {
+            let _ = need;
+            problems.push(Problem::new(
+                "clairo.api_key",
+                "no API key found; put it in the file named by clairo.api_key_file, the systemd credential clairo-api-key, or CLAIRO_API_KEY",
+            ))
+        }
+    }
+    if config.clairo.max_requests_per_minute == 0 {
+        problems.push(Problem::new(
+            "clairo.max_requests_per_minute",
+            "must be at least 1; Clairo allows 1000 per business, 900 leaves room for other integrations",
+        ));
+    }
+    if config.clairo.max_attempts == 0 {
+        problems.push(Problem::new("clairo.max_attempts", "must be at least 1; the default is 5"));
+    }
+    if config.state.path.as_os_str().is_empty() {
+        problems.push(Problem::new("state.path", "is empty; name the SQLite file, e.g. /var/lib/clairo-sync/state.db"));
+    }
+    if let Some(briefs) = &config.sync.briefs {
+        check_limit("sync.briefs.limit", briefs.limit, problems);
+    }
+    if let Some(conversations) = &config.sync.conversations {
+        check_limit("sync.conversations.limit", conversations.limit, problems);
+        if conversations.refresh_interval.is_zero() {
+            problems.push(Problem::new(
+                "sync.conversations.refresh_interval",
+                "must be longer than zero; e.g. \"15m\"",
+            ));
+        }
+    }
+    for (index, folder) in config.meetings.folders.iter().enumerate() {
+        let key = format!("meetings.folders[{index}]");
+        if !folder.path.is_absolute() {
+            problems.push(Problem::new(
+                format!("{key}.path"),
+                format!("{} is not an absolute path; write it from /", folder.path.display()),
+            ));
+        }
+        for (name, dir) in [("processed", &folder.processed), ("failed", &folder.failed)] {
+            if let Some(dir) = dir
+                && !dir.is_absolute()
+            {
+                problems.push(Problem::new(
+                    format!("{key}.{name}"),
+                    format!("{} is not an absolute path; write it from /", dir.display()),
+                ));
+            }
+        }
+        if folder.agent.trim().is_empty() {
+            problems.push(Problem::new(
+                format!("{key}.agent"),
+                "is empty; name the agent id recordings are uploaded to (see `clairo-sync agents`)",
+            ));
+        }
+    }
+    for (name, connector) in &config.connectors {
+        if !valid_name(name) {
+            problems.push(Problem::new(
+                format!("connectors.{name}"),
+                "names may hold only letters, digits, '_' and '-'; rename the table",
+            ));
+        }
+        for problem in connector.validate() {
+            let key = format!("connectors.{name}.{}", problem.key);
+            // A missing secret was already reported, with where to put it.
+            if !problems.iter().any(|known| known.key == key) {
+                problems.push(Problem::new(key, problem.message));
+            }
+        }
+    }
+    for (index, route) in config.routes.iter().enumerate() {
+        let key = format!("routes[{index}]");
+        if route.events.is_empty() {
+            problems.push(Problem::new(
+                format!("{key}.events"),
+                "is empty; list the event types to route (brief.created, conversation.updated, meeting.processed)",
+            ));
+        }
+        for event in &route.events {
+            if EventType::parse(event).is_none() {
+                problems.push(Problem::new(
+                    format!("{key}.events"),
+                    format!(
+                        "{event:?} is not an event type; use brief.created, conversation.updated or meeting.processed"
+                    ),
+                ));
+            }
+        }
+        if route.to.is_empty() {
+            problems.push(Problem::new(format!("{key}.to"), "is empty; name at least one connector"));
+        }
+        for target in &route.to {
+            if !config.connectors.contains_key(target) {
+                let known: Vec<&str> = config.connectors.keys().map(String::as_str).collect();
+                problems.push(Problem::new(
+                    format!("{key}.to"),
+                    format!(
+                        "{target:?} is not a configured connector; add [connectors.{target}] or use one of: {}",
+                        if known.is_empty() { "(none configured)".to_owned() } else { known.join(", ") }
+                    ),
+                ));
+            }
+        }
+    }
+    if config.delivery.retry_schedule.is_empty() {
+        problems.push(Problem::new(
+            "delivery.retry_schedule",
+            "is empty, so a failed delivery would die at once; list the waits, e.g. [\"5s\", \"5m\", \"30m\"]",
+        ));
+    }
+    if config.delivery.concurrency == 0 {
+        problems.push(Problem::new("delivery.concurrency", "must be at least 1; the default is 4"));
+    }
+    if config.delivery.lease < Duration::from_secs(5) {
+        problems.push(Problem::new(
+            "delivery.lease",
+            "is shorter than 5s, so a slow delivery could be claimed twice; use at least the connectors' timeout",
+        ));
+    }
+}
+
+fn check_limit(key: &str, limit: u32, problems: &mut Vec<Problem>) {
+    if limit == 0 {
+        problems.push(Problem::new(key, "must be at least 1; the API's default is 50"));
+    }
+}
+
+fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+}

@@ -1,0 +1,121 @@
+//! Reading secrets: an inline value, a `*_file`, a systemd credential
+//! (`$CREDENTIALS_DIRECTORY/<name>`) or an environment variable — never printed.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use clairo_connectors::{ConnectorConfig, Secret};
+
+use super::{ClairoConfig, Problem};
+
+/// Where secrets may come from besides the config itself, read once from the process
+/// environment (and replaceable in tests).
+#[derive(Debug, Clone, Default)]
+pub struct SecretSources {
+    /// systemd's `$CREDENTIALS_DIRECTORY` (LoadCredential=).
+    pub credentials_dir: Option<PathBuf>,
+    /// `CLAIRO_API_KEY`.
+    pub api_key_env: Option<Secret>,
+}
+
+impl SecretSources {
+    pub fn from_env() -> Self {
+        Self {
+            credentials_dir: std::env::var_os("CREDENTIALS_DIRECTORY").map(PathBuf::from),
+            api_key_env: std::env::var("CLAIRO_API_KEY")
+                .ok()
+                .filter(|key| !key.trim().is_empty())
+                .map(|key| Secret::new(key.trim())),
+        }
+    }
+
+    fn credential(&self, name: &str) -> Option<PathBuf> {
+        let path = self.credentials_dir.as_ref()?.join(name);
+        path.is_file().then_some(path)
+    }
+}
+
+/// The name of the systemd credential that holds the Clairo API key.
+pub const API_KEY_CREDENTIAL: &str = "clairo-api-key";
+
+/// Reads a secret file: the whole file, less surrounding white space (editors and
+/// `echo` add a trailing newline). Errors never quote the file's content.
+pub fn read_secret_file(path: &Path) -> Result<Secret, String> {
+    match std::fs::read_to_string(path) {
+        Ok(text) if text.trim().is_empty() => Err(format!("{} is empty; put the secret in it", path.display())),
+        Ok(text) => Ok(Secret::new(text.trim())),
+        Err(error) => Err(format!(
+            "cannot read {}: {error}; check that the file exists and the clairo-sync user may read it",
+            path.display()
+        )),
+    }
+}
+
+/// Order: `api_key` (inline or `CLAIRO_SYNC_CLAIRO__API_KEY`), `api_key_file`,
+/// `CLAIRO_API_KEY`, then the credential `clairo-api-key`.
+pub(super) fn resolve_api_key(
+    clairo: &ClairoConfig,
+    sources: &SecretSources,
+    problems: &mut Vec<Problem>,
+) -> Option<Secret> {
+    if let Some(key) = &clairo.api_key {
+        return Some(key.clone());
+    }
+    if let Some(path) = &clairo.api_key_file {
+        return match read_secret_file(path) {
+            Ok(key) => Some(key),
+            Err(message) => {
+                problems.push(Problem::new("clairo.api_key_file", message));
+                // Already reported: do not report "no key" too.
+                Some(Secret::new("clr_unreadable"))
+            }
+        };
+    }
+    if let Some(key) = &sources.api_key_env {
+        return Some(key.clone());
+    }
+    let path = sources.credential(API_KEY_CREDENTIAL)?;
+    match read_secret_file(&path) {
+        Ok(key) => Some(key),
+        Err(message) => {
+            problems.push(Problem::new("clairo.api_key", format!("credential {API_KEY_CREDENTIAL}: {message}")));
+            Some(Secret::new("clr_unreadable"))
+        }
+    }
+}
+
+/// Fills each connector's secrets from `<key>_file` or the credential `<connector>-<key>`.
+pub(super) fn resolve_connector_secrets(
+    connectors: &mut BTreeMap<String, ConnectorConfig>,
+    sources: &SecretSources,
+    problems: &mut Vec<Problem>,
+) {
+    for (name, connector) in connectors.iter_mut() {
+        for slot in connector.secret_slots() {
+            if slot.value.is_some() {
+                continue;
+            }
+            let credential = format!("{name}-{}", slot.key.replace('_', "-"));
+            let found = match slot.file {
+                Some(path) => Some((format!("connectors.{name}.{}_file", slot.key), path.clone())),
+                None => sources
+                    .credential(&credential)
+                    .map(|path| (format!("connectors.{name}.{}", slot.key), path)),
+            };
+            match found {
+                Some((key, path)) => match read_secret_file(&path) {
+                    Ok(secret) => *slot.value = Some(secret),
+                    Err(message) => problems.push(Problem::new(key, message)),
+                },
+                None if slot.required => problems.push(Problem::new(
+                    format!("connectors.{name}.{}", slot.key),
+                    format!(
+                        "is required; set {key}_file to a file holding it, or provide the systemd credential {credential}",
+                        key = slot.key
+                    ),
+                )),
+                None => {}
+            }
+        }
+    }
+}

@@ -1,0 +1,258 @@
+//! `run` and `sync --once`: wiring the client, the store, the sources, the scheduler and
+//! the dispatcher together, and the daemon's life (signals, shutdown).
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use clairo_connectors::Connector;
+use tokio::sync::watch;
+
+use crate::clairo::{ClairoClient, ClientOptions, RateLimiter};
+use crate::config::{Config, LoadedConfig, Schedule};
+use crate::dispatch::Dispatcher;
+use crate::metrics::{Metrics, PollLabels, SourceLabels};
+use crate::sources::{self, PollError, SourceContext, SourceKind, Wakers};
+use crate::store::Store;
+
+/// After Clairo rejects the key (401) or the plan (403), polling pauses this long: the
+/// problem needs a person, and hammering the API with a bad key helps nobody. A reload
+/// (SIGHUP) ends the pause at once.
+pub const AUTH_BACKOFF: Duration = Duration::from_secs(5 * 60);
+
+/// The longest single sleep of the scheduler: after it, the wall clock is read again, so
+/// a clock that jumped (NTP, suspend) is noticed within this long.
+const MAX_SLEEP: Duration = Duration::from_secs(30);
+
+/// Shared between the sources and the health endpoint: whether Clairo accepts the key.
+#[derive(Default)]
+pub struct AuthGate {
+    blocked: Mutex<Option<(Instant, String)>>,
+}
+
+impl AuthGate {
+    pub fn block(&self, reason: String) {
+        *self.blocked.lock().expect("auth gate") = Some((Instant::now() + AUTH_BACKOFF, reason));
+    }
+
+    pub fn clear(&self) {
+        *self.blocked.lock().expect("auth gate") = None;
+    }
+
+    /// The reason polling is paused, while it is.
+    pub fn blocked(&self) -> Option<String> {
+        let guard = self.blocked.lock().expect("auth gate");
+        guard
+            .as_ref()
+            .filter(|(until, _)| Instant::now() < *until)
+            .map(|(_, reason)| reason.clone())
+    }
+
+    /// Whether the last answer was a rejection (for readiness), even after the pause.
+    pub fn rejected(&self) -> Option<String> {
+        self.blocked.lock().expect("auth gate").as_ref().map(|(_, reason)| reason.clone())
+    }
+}
+
+/// Everything a running daemon holds.
+pub struct Runtime {
+    pub config: Arc<Config>,
+    pub store: Store,
+    pub metrics: Metrics,
+    pub client: ClairoClient,
+    pub wakers: Wakers,
+    pub auth: Arc<AuthGate>,
+    pub connectors: BTreeMap<String, Arc<dyn Connector>>,
+}
+
+impl Runtime {
+    pub async fn start(loaded: &LoadedConfig, limiter: Option<Arc<RateLimiter>>) -> anyhow::Result<Self> {
+        let config = Arc::new(loaded.config.clone());
+        if let Some(parent) = config.state.path.parent()
+            && !parent.as_os_str().is_empty()
+            && !parent.exists()
+        {
+            std::fs::create_dir_all(parent)
+                .with_context(|| format!("cannot create the state directory {}", parent.display()))?;
+        }
+        let store = Store::open(&config.state.path).await?;
+        let metrics = Metrics::new();
+        let client = build_client(loaded, limiter, metrics.clone())?;
+        let connectors = build_connectors(&config)?;
+        Ok(Self {
+            config,
+            store,
+            metrics,
+            client,
+            wakers: Wakers::default(),
+            auth: Arc::new(AuthGate::default()),
+            connectors,
+        })
+    }
+
+    pub fn source_context(&self) -> SourceContext {
+        SourceContext::new(
+            &self.config,
+            self.client.clone(),
+            self.store.clone(),
+            self.metrics.clone(),
+            self.wakers.clone(),
+        )
+    }
+
+    pub fn dispatcher(&self) -> Dispatcher {
+        Dispatcher::new(
+            self.store.clone(),
+            self.metrics.clone(),
+            self.wakers.clone(),
+            self.config.delivery.clone(),
+        )
+    }
+}
+
+pub fn build_client(loaded: &LoadedConfig, limiter: Option<Arc<RateLimiter>>, metrics: Metrics) -> anyhow::Result<ClairoClient> {
+    let clairo = &loaded.config.clairo;
+    let api_key = loaded.api_key.clone().context("no Clairo API key")?;
+    let limiter = limiter.unwrap_or_else(|| Arc::new(RateLimiter::new(clairo.max_requests_per_minute)));
+    limiter.set_budget(clairo.max_requests_per_minute);
+    let options = ClientOptions {
+        base_url: url::Url::parse(&clairo.base_url).context("clairo.base_url")?,
+        api_key,
+        max_requests_per_minute: clairo.max_requests_per_minute,
+        timeout: clairo.timeout,
+        max_attempts: clairo.max_attempts,
+        backoff_base: Duration::from_millis(500),
+        backoff_cap: Duration::from_secs(30),
+    };
+    Ok(ClairoClient::new(options, limiter, metrics)?)
+}
+
+pub fn build_connectors(config: &Config) -> anyhow::Result<BTreeMap<String, Arc<dyn Connector>>> {
+    let mut connectors = BTreeMap::new();
+    for (name, connector) in &config.connectors {
+        let built = connector
+            .build(name)
+            .map_err(|error| anyhow::anyhow!("connectors.{name}: {error}"))?;
+        connectors.insert(name.clone(), built);
+    }
+    Ok(connectors)
+}
+
+/// One run of one source: recorded in the store, counted, logged.
+pub async fn run_source(kind: SourceKind, context: &SourceContext, config: &Config, auth: &AuthGate) -> Result<sources::PollReport, PollError> {
+    let source = kind.name();
+    if let Err(error) = context.store.start_run(source).await {
+        tracing::error!(source, %error, "Cannot record the start of a poll run.");
+    }
+    let started = Instant::now();
+    let result = sources::poll(kind, context, config).await;
+    let outcome = if result.is_ok() { "success" } else { "failure" };
+    context
+        .metrics
+        .poll_runs
+        .get_or_create(&PollLabels {
+            source: source.to_owned(),
+            outcome: outcome.to_owned(),
+        })
+        .inc();
+    let error_text = result.as_ref().err().map(ToString::to_string);
+    if let Err(error) = context.store.finish_run(source, error_text.as_deref()).await {
+        tracing::error!(source, %error, "Cannot record the end of a poll run.");
+    }
+    match &result {
+        Ok(report) => {
+            auth.clear();
+            context
+                .metrics
+                .last_success
+                .get_or_create(&SourceLabels { source: source.to_owned() })
+                .set(chrono::Utc::now().timestamp_millis() as f64 / 1000.0);
+            tracing::info!(
+                source,
+                listed = report.listed,
+                new = report.new_items,
+                events = report.events,
+                detail_calls = report.detail_calls,
+                skipped = report.skipped,
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                "Poll run finished."
+            );
+        }
+        Err(error) if error.is_auth_failure() => {
+            auth.block(error.to_string());
+            tracing::error!(
+                source,
+                %error,
+                pause_s = AUTH_BACKOFF.as_secs(),
+                "Clairo refused the credentials; polling pauses. Fix the key, then reload (systemctl reload clairo-sync)."
+            );
+        }
+        Err(error) => tracing::error!(source, %error, "Poll run failed; the next scheduled run tries again."),
+    }
+    result
+}
+
+/// Sleeps until `schedule` next fires, re-reading the wall clock at least every
+/// [`MAX_SLEEP`] so a clock jump neither loses a run nor causes a burst of them.
+/// Returns false when `shutdown` turned true meanwhile.
+pub async fn sleep_until_next(schedule: &Schedule, shutdown: &mut watch::Receiver<bool>) -> bool {
+    let Some(mut target) = schedule.next_after(chrono::Utc::now()) else {
+        // A schedule that never fires again (a date in the past): wait for shutdown.
+        let _ = shutdown.wait_for(|stop| *stop).await;
+        return false;
+    };
+    loop {
+        let now = chrono::Utc::now();
+        if now >= target {
+            return true;
+        }
+        // The clock went backwards: a sooner firing exists now.
+        if let Some(sooner) = schedule.next_after(now)
+            && sooner < target
+        {
+            target = sooner;
+        }
+        let wait = (target - now).to_std().unwrap_or_default().min(MAX_SLEEP);
+        tokio::select! {
+            _ = tokio::time::sleep(wait.max(Duration::from_millis(10))) => {}
+            _ = shutdown.wait_for(|stop| *stop) => return false,
+        }
+    }
+}
+
+/// A source's life in the daemon: once at start-up (covering runs missed while down),
+/// then on its schedule, never two runs at once (the loop is sequential), runs missed
+/// while one was going coalesced into the next.
+pub async fn source_loop(
+    kind: SourceKind,
+    context: SourceContext,
+    config: Arc<Config>,
+    auth: Arc<AuthGate>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let schedule = match kind {
+        SourceKind::Briefs => config.sync.briefs.as_ref().map(|s| s.schedule.clone()),
+        SourceKind::Conversations => config.sync.conversations.as_ref().map(|s| s.schedule.clone()),
+    }
+    .expect("an enabled source has a schedule");
+    let mut first = true;
+    loop {
+        if !first && !sleep_until_next(&schedule, &mut shutdown).await {
+            return;
+        }
+        first = false;
+        if *shutdown.borrow() {
+            return;
+        }
+        if let Some(reason) = auth.blocked() {
+            tracing::debug!(source = kind.name(), %reason, "Polling paused after Clairo refused the credentials.");
+            continue;
+        }
+        let run = run_source(kind, &context, &config, &auth);
+        tokio::select! {
+            _ = run => {}
+            _ = shutdown.wait_for(|stop| *stop) => return,
+        }
+    }
+}

@@ -1,0 +1,364 @@
+//! The dispatcher: one worker per connector takes due deliveries from the outbox under a
+//! lease, runs up to `delivery.concurrency` of them at once, and records every attempt.
+//! A slow or dead connector only ever holds up its own worker.
+//!
+//! A delivery's life: `pending` → claimed (leased) → attempt → `delivered`, back to
+//! `pending` with a later due time (retry), or `dead` (kept, listed, replayable).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use clairo_connectors::{Attempt, CheckpointSink, Connector, Delivery, Verdict};
+use rand::Rng;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+use crate::config::DeliveryConfig;
+use crate::metrics::{ConnectorLabels, DeliveryLabels, Metrics};
+use crate::sources::Wakers;
+use crate::store::{AttemptRow, ClaimedDelivery, NextState, Store, now_ms};
+
+/// ±20% around each wait of the retry schedule, so deliveries that failed together do
+/// not all come back at the same instant.
+const JITTER: f64 = 0.2;
+
+/// Even with nothing due, a worker looks at the outbox this often: it picks up
+/// `deliveries retry` from the CLI (another process) within seconds.
+const IDLE_RECHECK: Duration = Duration::from_secs(2);
+
+/// After a state-database error (disk full, locked), a worker waits this long before it
+/// tries again, instead of spinning.
+const STORE_ERROR_BACKOFF: Duration = Duration::from_secs(5);
+
+/// Where a delivery goes after an attempt with this verdict: pure, so the retry policy
+/// can be tested on its own.
+pub fn next_state(
+    verdict: &Verdict,
+    attempts_before: i64,
+    schedule: &[Duration],
+    now_ms: i64,
+    jitter_factor: f64,
+) -> NextState {
+    match verdict {
+        Verdict::Delivered => NextState::Delivered,
+        Verdict::Permanent { .. } => NextState::Dead,
+        Verdict::Retry { after, .. } => {
+            let index = attempts_before as usize;
+            let Some(wait) = schedule.get(index) else {
+                return NextState::Dead;
+            };
+            let jittered = wait.mul_f64(jitter_factor.clamp(1.0 - JITTER, 1.0 + JITTER));
+            let wait = match after {
+                Some(after) if *after > jittered => *after,
+                _ => jittered,
+            };
+            NextState::Retry {
+                at_ms: now_ms + wait.as_millis() as i64,
+            }
+        }
+    }
+}
+
+/// A random factor in [1 - JITTER, 1 + JITTER].
+pub fn jitter_factor() -> f64 {
+    rand::rng().random_range((1.0 - JITTER)..=(1.0 + JITTER))
+}
+
+struct StoreCheckpoints {
+    store: Store,
+    delivery_id: i64,
+}
+
+#[async_trait]
+impl CheckpointSink for StoreCheckpoints {
+    async fn save(&self, checkpoint: serde_json::Value) -> Result<(), String> {
+        self.store
+            .save_checkpoint(self.delivery_id, &checkpoint)
+            .await
+            .map_err(|error| error.to_string())
+    }
+}
+
+/// Everything the workers share.
+#[derive(Clone)]
+pub struct Dispatcher {
+    store: Store,
+    metrics: Metrics,
+    wakers: Wakers,
+    settings: DeliveryConfig,
+    /// Identifies this process's leases, so shutdown releases exactly its own.
+    owner: String,
+}
+
+impl Dispatcher {
+    pub fn new(store: Store, metrics: Metrics, wakers: Wakers, settings: DeliveryConfig) -> Self {
+        let owner = format!("{}-{:08x}", std::process::id(), rand::rng().random::<u32>());
+        Self {
+            store,
+            metrics,
+            wakers,
+            settings,
+            owner,
+        }
+    }
+
+    pub fn owner(&self) -> &str {
+        &self.owner
+    }
+
+    /// Runs one worker per connector until `shutdown` turns true; then stops claiming,
+    /// lets in-flight deliveries finish within `shutdown_timeout`, and releases the rest.
+    pub async fn run(&self, connectors: BTreeMap<String, Arc<dyn Connector>>, shutdown: watch::Receiver<bool>) {
+        let mut workers = JoinSet::new();
+        for (name, connector) in connectors {
+            let this = self.clone();
+            let shutdown = shutdown.clone();
+            workers.spawn(async move { this.worker(name, connector, shutdown).await });
+        }
+        while workers.join_next().await.is_some() {}
+        match self.store.release_leases(&self.owner).await {
+            Ok(0) => {}
+            Ok(released) => tracing::info!(released, "Released the leases of deliveries still in flight at shutdown."),
+            Err(error) => tracing::warn!(%error, "Could not release leases at shutdown; they expire on their own."),
+        }
+    }
+
+    /// Sends every due delivery of every connector until none is due (for `sync --once`).
+    pub async fn drain_due(&self, connectors: &BTreeMap<String, Arc<dyn Connector>>) -> Result<(), crate::store::StoreError> {
+        for (name, connector) in connectors {
+            loop {
+                let claimed = self.claim(name, self.settings.concurrency).await?;
+                if claimed.is_empty() {
+                    break;
+                }
+                let mut in_flight = JoinSet::new();
+                for delivery in claimed {
+                    let this = self.clone();
+                    let connector = connector.clone();
+                    in_flight.spawn(async move { this.attempt(&*connector, delivery).await });
+                }
+                while in_flight.join_next().await.is_some() {}
+            }
+        }
+        self.update_queue_depth().await;
+        Ok(())
+    }
+
+    async fn claim(&self, connector: &str, limit: usize) -> Result<Vec<ClaimedDelivery>, crate::store::StoreError> {
+        let now = now_ms();
+        let lease_until = now + self.settings.lease.as_millis() as i64;
+        self.store
+            .claim_due(connector, &self.owner, now, lease_until, limit as i64)
+            .await
+    }
+
+    async fn worker(&self, name: String, connector: Arc<dyn Connector>, mut shutdown: watch::Receiver<bool>) {
+        let wake = self.wakers.for_connector(&name);
+        let mut in_flight: JoinSet<()> = JoinSet::new();
+        loop {
+            if *shutdown.borrow() {
+                break;
+            }
+            let free = self.settings.concurrency.saturating_sub(in_flight.len());
+            let mut wait = IDLE_RECHECK;
+            if free > 0 {
+                match self.claim(&name, free).await {
+                    Ok(claimed) => {
+                        for delivery in claimed {
+                            let this = self.clone();
+                            let connector = connector.clone();
+                            in_flight.spawn(async move { this.attempt(&*connector, delivery).await });
+                        }
+                        if let Ok(Some(next)) = self.store.next_due_at(&name).await {
+                            let until = Duration::from_millis((next - now_ms()).max(0) as u64);
+                            wait = wait.min(until.max(Duration::from_millis(50)));
+                        }
+                    }
+                    Err(error) => {
+                        tracing::error!(connector = %name, %error, "Cannot claim deliveries from the state database; retrying shortly.");
+                        wait = STORE_ERROR_BACKOFF;
+                    }
+                }
+            }
+            self.update_queue_depth_for(&name).await;
+            tokio::select! {
+                _ = wake.notified() => {}
+                Some(_) = in_flight.join_next(), if !in_flight.is_empty() => {}
+                _ = tokio::time::sleep(wait) => {}
+                _ = shutdown.changed() => {}
+            }
+        }
+        if !in_flight.is_empty() {
+            let grace = self.settings.shutdown_timeout;
+            let finished = tokio::time::timeout(grace, async { while in_flight.join_next().await.is_some() {} }).await;
+            if finished.is_err() {
+                tracing::warn!(connector = %name, pending = in_flight.len(), "Deliveries still in flight at the shutdown timeout were stopped; they will be retried.");
+                in_flight.abort_all();
+                while in_flight.join_next().await.is_some() {}
+            }
+        }
+    }
+
+    /// One attempt at one claimed delivery, recorded whatever happens.
+    async fn attempt(&self, connector: &dyn Connector, delivery: ClaimedDelivery) {
+        let started_at = now_ms();
+        let started = Instant::now();
+        let checkpoints = StoreCheckpoints {
+            store: self.store.clone(),
+            delivery_id: delivery.id,
+        };
+        let attempt_number = delivery.attempts + 1;
+        // The lease must outlive the attempt, or another worker could take it meanwhile.
+        let limit = self.settings.lease.saturating_sub(Duration::from_secs(2)).max(Duration::from_secs(1));
+        let attempt = match tokio::time::timeout(
+            limit,
+            connector.deliver(Delivery {
+                event: &delivery.event,
+                attempt: attempt_number as u32,
+                checkpoint: delivery.checkpoint.clone(),
+                checkpoints: &checkpoints,
+            }),
+        )
+        .await
+        {
+            Ok(attempt) => attempt,
+            Err(_) => Attempt::retry(format!("the attempt took longer than {}s", limit.as_secs()), None),
+        };
+        let duration_ms = started.elapsed().as_millis() as i64;
+        let next = next_state(
+            &attempt.verdict,
+            delivery.attempts,
+            &self.settings.retry_schedule,
+            now_ms(),
+            jitter_factor(),
+        );
+        let (outcome, reason) = match (&attempt.verdict, &next) {
+            (Verdict::Delivered, _) => ("delivered", None),
+            (Verdict::Retry { reason, .. }, NextState::Retry { .. }) => ("retry", Some(reason.clone())),
+            (Verdict::Retry { reason, .. }, _) => ("dead", Some(format!("{reason} (retries exhausted)"))),
+            (Verdict::Permanent { reason }, _) => ("dead", Some(reason.clone())),
+        };
+        let row = AttemptRow {
+            attempt: attempt_number,
+            started_at,
+            duration_ms,
+            status_code: attempt.status_code.map(i64::from),
+            outcome: outcome.to_owned(),
+            reason: reason.clone(),
+            response: attempt.response.clone(),
+        };
+        let connector_name = delivery.connector.as_str();
+        match &next {
+            NextState::Delivered => tracing::info!(
+                connector = connector_name,
+                event_id = %delivery.event.id,
+                event_type = %delivery.event.kind,
+                attempt = attempt_number,
+                "Delivered."
+            ),
+            NextState::Retry { at_ms } => tracing::warn!(
+                connector = connector_name,
+                event_id = %delivery.event.id,
+                attempt = attempt_number,
+                retry_in_s = (at_ms - now_ms()) / 1000,
+                reason = reason.as_deref().unwrap_or(""),
+                "Delivery failed; will retry."
+            ),
+            NextState::Dead => tracing::error!(
+                connector = connector_name,
+                event_id = %delivery.event.id,
+                attempt = attempt_number,
+                reason = reason.as_deref().unwrap_or(""),
+                "Delivery is dead; `clairo-sync deliveries list --dead` shows it, `deliveries retry` replays it."
+            ),
+        }
+        if let Err(error) = self.store.finish_attempt(delivery.id, &row, &next).await {
+            // The lease runs out and the delivery is attempted again: at least once, never lost.
+            tracing::error!(connector = connector_name, event_id = %delivery.event.id, %error, "Cannot record a delivery attempt; it will be repeated when its lease ends.");
+            return;
+        }
+        self.metrics
+            .deliveries
+            .get_or_create(&DeliveryLabels {
+                connector: connector_name.to_owned(),
+                outcome: outcome.to_owned(),
+            })
+            .inc();
+        if next == NextState::Delivered {
+            let latency = (now_ms() - delivery.event_created_at).max(0) as f64 / 1000.0;
+            self.metrics
+                .delivery_latency
+                .get_or_create(&ConnectorLabels {
+                    connector: connector_name.to_owned(),
+                })
+                .observe(latency);
+        }
+    }
+
+    async fn update_queue_depth_for(&self, connector: &str) {
+        if let Ok(stats) = self.store.queue_stats().await {
+            let pending = stats.iter().find(|s| s.connector == connector).map_or(0, |s| s.pending);
+            self.metrics
+                .delivery_queue_depth
+                .get_or_create(&ConnectorLabels {
+                    connector: connector.to_owned(),
+                })
+                .set(pending);
+        }
+    }
+
+    pub async fn update_queue_depth(&self) {
+        if let Ok(stats) = self.store.queue_stats().await {
+            for stat in stats {
+                self.metrics
+                    .delivery_queue_depth
+                    .get_or_create(&ConnectorLabels {
+                        connector: stat.connector.clone(),
+                    })
+                    .set(stat.pending);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn schedule() -> Vec<Duration> {
+        vec![Duration::from_secs(5), Duration::from_secs(300)]
+    }
+
+    #[test]
+    fn a_retry_waits_the_scheduled_time_within_the_jitter() {
+        for factor in [0.8, 1.0, 1.2] {
+            let NextState::Retry { at_ms } = next_state(&Verdict::Retry { after: None, reason: "x".into() }, 0, &schedule(), 0, factor)
+            else {
+                panic!("expected a retry")
+            };
+            assert!((4_000..=6_000).contains(&at_ms), "{at_ms}");
+        }
+    }
+
+    #[test]
+    fn a_longer_retry_after_wins_over_the_schedule() {
+        let verdict = Verdict::Retry { after: Some(Duration::from_secs(60)), reason: "429".into() };
+        assert_eq!(next_state(&verdict, 0, &schedule(), 0, 1.0), NextState::Retry { at_ms: 60_000 });
+        let short = Verdict::Retry { after: Some(Duration::from_secs(1)), reason: "429".into() };
+        assert_eq!(next_state(&short, 0, &schedule(), 0, 1.0), NextState::Retry { at_ms: 5_000 });
+    }
+
+    #[test]
+    fn after_the_last_scheduled_retry_the_delivery_is_dead() {
+        let verdict = Verdict::Retry { after: None, reason: "503".into() };
+        assert!(matches!(next_state(&verdict, 1, &schedule(), 0, 1.0), NextState::Retry { .. }));
+        assert_eq!(next_state(&verdict, 2, &schedule(), 0, 1.0), NextState::Dead);
+    }
+
+    #[test]
+    fn a_permanent_failure_is_dead_at_once() {
+        assert_eq!(next_state(&Verdict::Permanent { reason: "400".into() }, 0, &schedule(), 0, 1.0), NextState::Dead);
+    }
+}

@@ -1,0 +1,123 @@
+//! `/metrics`, `/healthz` and `/readyz` on `[http] listen`.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use serde_json::json;
+use tokio::sync::watch;
+
+use crate::config::Config;
+use crate::daemon::{AuthGate, Runtime};
+use crate::metrics::Metrics;
+use crate::store::{Store, now_ms};
+
+#[derive(Clone)]
+pub struct HealthState {
+    metrics: Metrics,
+    store: Store,
+    auth: Arc<AuthGate>,
+    config: Arc<Config>,
+}
+
+impl HealthState {
+    pub fn new(runtime: &Runtime) -> Self {
+        Self {
+            metrics: runtime.metrics.clone(),
+            store: runtime.store.clone(),
+            auth: runtime.auth.clone(),
+            config: runtime.config.clone(),
+        }
+    }
+}
+
+pub async fn serve(listener: tokio::net::TcpListener, state: HealthState, mut stop: watch::Receiver<bool>) {
+    let app = Router::new()
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .with_state(state);
+    let shutdown = async move {
+        let _ = stop.wait_for(|stop| *stop).await;
+    };
+    if let Err(error) = axum::serve(listener, app).with_graceful_shutdown(shutdown).await {
+        tracing::error!(%error, "The metrics and health endpoint stopped.");
+    }
+}
+
+/// OpenMetrics when the scraper asks for it (as Prometheus does), else the classic
+/// text format 0.0.4, which is the same text without the `# EOF` trailer and with
+/// unit/“_created” lines absent (prometheus-client emits neither here).
+async fn metrics(State(state): State<HealthState>, headers: HeaderMap) -> Response {
+    let body = state.metrics.encode_openmetrics();
+    let wants_openmetrics = headers
+        .get(header::ACCEPT)
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|accept| accept.contains("application/openmetrics-text"));
+    if wants_openmetrics {
+        (
+            [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+            body,
+        )
+            .into_response()
+    } else {
+        let classic: String = body
+            .lines()
+            .filter(|line| *line != "# EOF")
+            .map(|line| format!("{line}\n"))
+            .collect();
+        ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], classic).into_response()
+    }
+}
+
+/// 200 only when the state DB takes writes, Clairo accepts the key, and every source's
+/// last run succeeded or is younger than its schedule allows; otherwise 503 naming the
+/// failing checks.
+async fn readyz(State(state): State<HealthState>) -> Response {
+    let mut failing = serde_json::Map::new();
+    if let Err(error) = state.store.check_writable().await {
+        failing.insert("state_db".into(), json!(error.to_string()));
+    }
+    if let Some(reason) = state.auth.rejected() {
+        failing.insert("api_key".into(), json!(reason));
+    }
+    if let Ok(runs) = state.store.source_runs().await {
+        for kind in crate::sources::SourceKind::enabled(&state.config) {
+            let schedule = match kind {
+                crate::sources::SourceKind::Briefs => state.config.sync.briefs.as_ref().map(|s| s.schedule.clone()),
+                crate::sources::SourceKind::Conversations => state.config.sync.conversations.as_ref().map(|s| s.schedule.clone()),
+            };
+            let Some(run) = runs.iter().find(|run| run.source == kind.name()) else {
+                failing.insert(format!("source.{}", kind.name()), json!("no run yet"));
+                continue;
+            };
+            if run.last_outcome.as_deref() == Some("failure") {
+                // A failure is tolerated until the run after next was due.
+                let allowed_until = schedule.as_ref().and_then(|schedule| {
+                    let since = chrono::DateTime::from_timestamp_millis(run.last_success_at.unwrap_or(run.last_started_at))?;
+                    let next = schedule.next_after(since)?;
+                    schedule.next_after(next)
+                });
+                let stale = allowed_until.is_none_or(|until| until.timestamp_millis() < now_ms());
+                if stale {
+                    failing.insert(
+                        format!("source.{}", kind.name()),
+                        json!(run.last_error.clone().unwrap_or_else(|| "last run failed".into())),
+                    );
+                }
+            }
+        }
+    }
+    if failing.is_empty() {
+        (StatusCode::OK, axum::Json(json!({"status": "ready"}))).into_response()
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            axum::Json(json!({"status": "not ready", "failing": failing})),
+        )
+            .into_response()
+    }
+}

@@ -1,0 +1,93 @@
+//! Discovery briefs: list; fetch the detail only of ids never seen; record each with its
+//! `brief.created` event.
+
+use serde_json::{Map, Value};
+
+use crate::clairo::{BriefDetail, BriefSummary, ClairoError};
+use crate::config::BriefsSync;
+use crate::store::BriefRecord;
+use clairo_connectors::EventType;
+
+use super::{PollError, PollReport, SourceContext};
+
+pub const SOURCE: &str = "briefs";
+
+pub async fn poll(context: &SourceContext, section: &BriefsSync) -> Result<PollReport, PollError> {
+    let listing = context.client.briefs(Some(section.limit)).await?;
+    context.report_skipped(SOURCE, &listing);
+    let mut report = PollReport {
+        listed: listing.items.len(),
+        skipped: listing.skipped.len(),
+        ..PollReport::default()
+    };
+    if listing.returned == section.limit as usize {
+        tracing::warn!(
+            source = SOURCE,
+            limit = section.limit,
+            "The briefs list came back exactly `limit` long, so older briefs may be missing from it; raise sync.briefs.limit."
+        );
+    }
+    let ids: Vec<String> = listing.items.iter().map(|brief| brief.id.clone()).collect();
+    let known = context.store.known_briefs(&ids).await?;
+    let baseline = context.baseline_only(SOURCE).await?;
+    // The list is newest first: record the oldest first, so receivers see leads in order.
+    let mut new: Vec<&BriefSummary> = listing.items.iter().filter(|brief| !known.contains(&brief.id)).collect();
+    new.sort_by(|a, b| a.created_at.cmp(&b.created_at));
+    for summary in new {
+        report.new_items += 1;
+        if baseline {
+            context.store.record_brief(&record(summary, None), None).await?;
+            continue;
+        }
+        report.detail_calls += 1;
+        let detail = match context.client.brief(&summary.id).await {
+            Ok(detail) => detail,
+            Err(ClairoError::NotFound { .. }) => {
+                tracing::warn!(source = SOURCE, id = %summary.id, "A listed brief was gone when its detail was fetched; skipped.");
+                continue;
+            }
+            Err(error) => return Err(error.into()),
+        };
+        let data = merge(summary, &detail);
+        let agent_id = summary.agent_id.clone().or(detail.agent_id.clone());
+        let event = context.event(EventType::BriefCreated, &summary.id, agent_id.as_deref(), data.clone());
+        if context.store.record_brief(&record(summary, Some(data)), Some(&event)).await? {
+            report.events += 1;
+            context.emitted(&event);
+        }
+    }
+    if baseline {
+        context.mark_baseline_done(SOURCE).await?;
+    }
+    Ok(report)
+}
+
+fn record(summary: &BriefSummary, merged: Option<Value>) -> BriefRecord {
+    BriefRecord {
+        id: summary.id.clone(),
+        agent_id: summary.agent_id.clone(),
+        conversation_id: summary.conversation_id.clone(),
+        created_at: summary.created_at.clone(),
+        raw: merged.unwrap_or_else(|| summary.raw.clone()),
+    }
+}
+
+/// The event's `data`: the list item and the detail merged, the detail winning where both
+/// have a field (the docs' detail example lacks agentId, conversationId and createdAt).
+pub fn merge(summary: &BriefSummary, detail: &BriefDetail) -> Value {
+    let mut merged = match &summary.raw {
+        Value::Object(map) => map.clone(),
+        _ => Map::new(),
+    };
+    if let Value::Object(detail) = &detail.raw {
+        for (key, value) in detail {
+            if !value.is_null() || !merged.contains_key(key) {
+                merged.insert(key.clone(), value.clone());
+            }
+        }
+    }
+    for key in ["id", "agentId", "conversationId", "summary", "answers", "conversation", "createdAt"] {
+        merged.entry(key.to_owned()).or_insert(Value::Null);
+    }
+    Value::Object(merged)
+}

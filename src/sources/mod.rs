@@ -1,0 +1,213 @@
+//! The pollers: each turns what the Clairo API lists into recorded items and events,
+//! writing item, event and deliveries in one transaction (the outbox), and waking the
+//! dispatcher. A source never calls a connector.
+
+pub mod briefs;
+pub mod conversations;
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+
+use clairo_connectors::{Event, EventType, event_id};
+use tokio::sync::Notify;
+
+use crate::clairo::{ClairoClient, ClairoError, Listing};
+use crate::config::{Config, Route, StartFrom};
+use crate::metrics::{Metrics, SourceLabels};
+use crate::store::{NewEvent, Store, StoreError};
+
+/// Decides which connectors an event goes to, from the config's `[[routes]]`.
+#[derive(Debug, Clone, Default)]
+pub struct Router {
+    routes: Vec<Route>,
+}
+
+impl Router {
+    pub fn new(routes: &[Route]) -> Self {
+        Self {
+            routes: routes.to_vec(),
+        }
+    }
+
+    /// The connectors (each once, in name order) that routes send this event to.
+    pub fn connectors_for(&self, kind: EventType, agent_id: Option<&str>) -> Vec<String> {
+        let names: BTreeSet<&str> = self
+            .routes
+            .iter()
+            .filter(|route| route.matches(kind, agent_id))
+            .flat_map(|route| route.to.iter().map(String::as_str))
+            .collect();
+        names.into_iter().map(str::to_owned).collect()
+    }
+}
+
+/// Wakes the dispatcher's worker for a connector as soon as a delivery is queued for it,
+/// so a new event goes out at once rather than on the next tick.
+#[derive(Clone, Default)]
+pub struct Wakers {
+    inner: Arc<std::sync::Mutex<HashMap<String, Arc<Notify>>>>,
+}
+
+impl Wakers {
+    pub fn for_connector(&self, connector: &str) -> Arc<Notify> {
+        let mut map = self.inner.lock().expect("wakers lock");
+        map.entry(connector.to_owned()).or_default().clone()
+    }
+
+    pub fn wake(&self, connectors: &[String]) {
+        for connector in connectors {
+            self.for_connector(connector).notify_one();
+        }
+    }
+}
+
+/// What every source needs.
+#[derive(Clone)]
+pub struct SourceContext {
+    pub client: ClairoClient,
+    pub store: Store,
+    pub router: Router,
+    pub metrics: Metrics,
+    pub wakers: Wakers,
+    pub start_from: StartFrom,
+}
+
+impl SourceContext {
+    pub fn new(config: &Config, client: ClairoClient, store: Store, metrics: Metrics, wakers: Wakers) -> Self {
+        Self {
+            client,
+            store,
+            router: Router::new(&config.routes),
+            metrics,
+            wakers,
+            start_from: config.sync.start_from,
+        }
+    }
+
+    /// An event about `key`, routed; `None` when no route takes it (the item is still recorded).
+    pub fn event(&self, kind: EventType, key: &str, agent_id: Option<&str>, data: serde_json::Value) -> NewEvent {
+        NewEvent {
+            event: Event {
+                id: event_id(kind, key),
+                kind,
+                timestamp: chrono::Utc::now(),
+                data,
+            },
+            agent_id: agent_id.map(str::to_owned),
+            connectors: self.router.connectors_for(kind, agent_id),
+        }
+    }
+
+    /// Counts the event and wakes its connectors' workers (after the commit).
+    pub fn emitted(&self, event: &NewEvent) {
+        self.metrics
+            .events
+            .get_or_create(&crate::metrics::TypeLabel {
+                r#type: event.event.kind.as_str().to_owned(),
+            })
+            .inc();
+        self.wakers.wake(&event.connectors);
+    }
+
+    /// Whether this source's first successful run is still to come and `start_from = "now"`
+    /// says to record what exists without emitting events for it.
+    pub async fn baseline_only(&self, source: &str) -> Result<bool, StoreError> {
+        if self.start_from == StartFrom::All {
+            return Ok(false);
+        }
+        Ok(self.store.meta(&baseline_key(source)).await?.is_none())
+    }
+
+    pub async fn mark_baseline_done(&self, source: &str) -> Result<(), StoreError> {
+        self.store.set_meta(&baseline_key(source), &crate::store::now_ms().to_string()).await
+    }
+
+    /// Logs and counts the items a list could not parse; the rest of the poll goes on.
+    pub fn report_skipped<T>(&self, source: &str, listing: &Listing<T>) {
+        for skipped in &listing.skipped {
+            tracing::warn!(
+                source,
+                index = skipped.index,
+                id = skipped.id.as_deref().unwrap_or("-"),
+                reason = %skipped.reason,
+                "Skipped an item the API returned that could not be parsed."
+            );
+            self.metrics
+                .items_skipped
+                .get_or_create(&SourceLabels {
+                    source: source.to_owned(),
+                })
+                .inc();
+        }
+    }
+}
+
+fn baseline_key(source: &str) -> String {
+    format!("baseline_done.{source}")
+}
+
+/// Why a poll run failed.
+#[derive(Debug, thiserror::Error)]
+pub enum PollError {
+    #[error(transparent)]
+    Api(#[from] ClairoError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl PollError {
+    pub fn is_auth_failure(&self) -> bool {
+        matches!(self, Self::Api(error) if error.is_auth_failure())
+    }
+}
+
+/// What one run did, for logs and tests.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PollReport {
+    pub listed: usize,
+    pub new_items: usize,
+    pub events: usize,
+    pub detail_calls: usize,
+    pub skipped: usize,
+}
+
+/// The sources a config turns on, by name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SourceKind {
+    Briefs,
+    Conversations,
+}
+
+impl SourceKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Briefs => "briefs",
+            Self::Conversations => "conversations",
+        }
+    }
+
+    pub fn enabled(config: &Config) -> Vec<SourceKind> {
+        let mut kinds = Vec::new();
+        if config.sync.briefs.is_some() {
+            kinds.push(Self::Briefs);
+        }
+        if config.sync.conversations.is_some() {
+            kinds.push(Self::Conversations);
+        }
+        kinds
+    }
+}
+
+/// Runs one poll of `kind`. The config section exists (checked by the caller).
+pub async fn poll(kind: SourceKind, context: &SourceContext, config: &Config) -> Result<PollReport, PollError> {
+    match kind {
+        SourceKind::Briefs => {
+            let section = config.sync.briefs.as_ref().expect("briefs enabled");
+            briefs::poll(context, section).await
+        }
+        SourceKind::Conversations => {
+            let section = config.sync.conversations.as_ref().expect("conversations enabled");
+            conversations::poll(context, section).await
+        }
+    }
+}

@@ -1,0 +1,720 @@
+//! The state database (SQLite, WAL): what has been seen, the events made from it and the
+//! outbox of deliveries. Every SQL statement of clairo-sync lives in this module, so that
+//! another backend can be added without touching sources, dispatch or connectors.
+//!
+//! The outbox rule: an item, its event and one delivery per routed connector are written
+//! in ONE transaction, so a crash either loses nothing or repeats a delivery whose outcome
+//! was unknown.
+
+use std::collections::{HashMap, HashSet};
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use clairo_connectors::Event;
+use serde::Serialize;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{Row, Sqlite, SqlitePool, Transaction};
+
+/// How long a writer waits for another connection's write lock before failing. Writes are
+/// short (one small transaction), so a wait this long means something is wrong.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Connections in the pool: the dispatcher's workers and the pollers read concurrently
+/// under WAL; SQLite serializes writers anyway.
+const MAX_CONNECTIONS: u32 = 4;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot open the state database {path}: {source}; check that the directory exists and is writable by the clairo-sync user")]
+    Open {
+        path: String,
+        #[source]
+        source: sqlx::Error,
+    },
+    #[error("cannot migrate the state database: {0}; restore a backup or move the file aside to start afresh")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("state database error: {0}")]
+    Sql(#[from] sqlx::Error),
+}
+
+impl StoreError {
+    /// The disk is full (or the file system read-only): new work must wait.
+    pub fn is_disk_full(&self) -> bool {
+        let text = self.to_string().to_ascii_lowercase();
+        text.contains("database or disk is full") || text.contains("readonly") || text.contains("read-only")
+    }
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// Milliseconds since the Unix epoch, the store's unit of time.
+pub fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+#[derive(Clone)]
+pub struct Store {
+    pool: SqlitePool,
+}
+
+/// An event to record, with the connectors its routes send it to.
+#[derive(Debug, Clone)]
+pub struct NewEvent {
+    pub event: Event,
+    pub agent_id: Option<String>,
+    pub connectors: Vec<String>,
+}
+
+/// A brief seen in the list, merged with its detail.
+#[derive(Debug, Clone)]
+pub struct BriefRecord {
+    pub id: String,
+    pub agent_id: Option<String>,
+    pub conversation_id: Option<String>,
+    pub created_at: Option<String>,
+    pub raw: serde_json::Value,
+}
+
+/// What the store remembers of a conversation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConversationState {
+    pub id: String,
+    pub agent_id: Option<String>,
+    pub status: Option<String>,
+    pub message_count: i64,
+    pub updated_at: Option<String>,
+    pub last_checked_at: i64,
+}
+
+/// A delivery claimed by a dispatcher worker, leased until `lease_until`.
+#[derive(Debug, Clone)]
+pub struct ClaimedDelivery {
+    pub id: i64,
+    pub connector: String,
+    pub event: Event,
+    pub event_created_at: i64,
+    /// Attempts made before this one.
+    pub attempts: i64,
+    pub checkpoint: Option<serde_json::Value>,
+}
+
+/// One attempt's record, as kept for `deliveries list`.
+#[derive(Debug, Clone, Serialize)]
+pub struct AttemptRow {
+    pub attempt: i64,
+    pub started_at: i64,
+    pub duration_ms: i64,
+    pub status_code: Option<i64>,
+    pub outcome: String,
+    pub reason: Option<String>,
+    pub response: Option<String>,
+}
+
+/// Where a delivery goes after an attempt.
+#[derive(Debug, Clone, PartialEq)]
+pub enum NextState {
+    Delivered,
+    Retry { at_ms: i64 },
+    Dead,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct DeliveryRow {
+    pub id: i64,
+    pub event_id: String,
+    pub event_type: String,
+    pub connector: String,
+    pub status: String,
+    pub attempts: i64,
+    pub next_attempt_at: i64,
+    pub last_error: Option<String>,
+    pub created_at: i64,
+    pub updated_at: i64,
+    pub delivered_at: Option<i64>,
+    pub last_attempt: Option<AttemptRow>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct QueueStats {
+    pub connector: String,
+    pub pending: i64,
+    pub oldest_pending_at: Option<i64>,
+    pub dead: i64,
+    pub delivered: i64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct SourceRun {
+    pub source: String,
+    pub last_started_at: i64,
+    pub last_finished_at: Option<i64>,
+    pub last_outcome: Option<String>,
+    pub last_error: Option<String>,
+    pub last_success_at: Option<i64>,
+    pub runs: i64,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct DeliveryFilter {
+    pub dead_only: bool,
+    pub connector: Option<String>,
+    pub limit: i64,
+}
+
+impl Store {
+    /// Opens (creating if missing) the state file and applies pending migrations.
+    pub async fn open(path: &Path) -> Result<Self> {
+        let options = SqliteConnectOptions::from_str("sqlite://")
+            .map_err(|source| StoreError::Open {
+                path: path.display().to_string(),
+                source,
+            })?
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(BUSY_TIMEOUT)
+            .foreign_keys(true);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(MAX_CONNECTIONS)
+            .connect_with(options)
+            .await
+            .map_err(|source| StoreError::Open {
+                path: path.display().to_string(),
+                source,
+            })?;
+        sqlx::migrate!("./migrations").run(&pool).await?;
+        Ok(Self { pool })
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    /// Writers take the lock at BEGIN, so two writers queue on the busy timeout instead
+    /// of one failing at once when it upgrades a read transaction.
+    async fn write_tx(&self) -> Result<Transaction<'static, Sqlite>> {
+        Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?)
+    }
+
+    /// Checks that the database accepts a write (readiness).
+    pub async fn check_writable(&self) -> Result<()> {
+        let mut tx = self.write_tx().await?;
+        sqlx::query("INSERT INTO meta (key, value) VALUES ('last_write_check', ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value")
+            .bind(now_ms().to_string())
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn meta(&self, key: &str) -> Result<Option<String>> {
+        Ok(sqlx::query_scalar("SELECT value FROM meta WHERE key = ?")
+            .bind(key)
+            .fetch_optional(&self.pool)
+            .await?)
+    }
+
+    pub async fn set_meta(&self, key: &str, value: &str) -> Result<()> {
+        sqlx::query("INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value")
+            .bind(key)
+            .bind(value)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    // ---- briefs ----
+
+    /// Which of `ids` are already recorded.
+    pub async fn known_briefs(&self, ids: &[String]) -> Result<HashSet<String>> {
+        let rows: Vec<String> = sqlx::query_scalar("SELECT id FROM briefs WHERE id IN (SELECT value FROM json_each(?))")
+            .bind(serde_json::to_string(ids).expect("strings serialize"))
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows.into_iter().collect())
+    }
+
+    /// Records a brief and, in the same transaction, its event and deliveries.
+    /// A brief already recorded is left alone (and no event is made twice).
+    pub async fn record_brief(&self, brief: &BriefRecord, event: Option<&NewEvent>) -> Result<bool> {
+        let mut tx = self.write_tx().await?;
+        let inserted = sqlx::query(
+            "INSERT INTO briefs (id, agent_id, conversation_id, created_at, raw, seen_at) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING",
+        )
+        .bind(&brief.id)
+        .bind(&brief.agent_id)
+        .bind(&brief.conversation_id)
+        .bind(&brief.created_at)
+        .bind(brief.raw.to_string())
+        .bind(now_ms())
+        .execute(&mut *tx)
+        .await?
+        .rows_affected()
+            == 1;
+        if inserted && let Some(event) = event {
+            insert_event(&mut tx, event).await?;
+        }
+        tx.commit().await?;
+        Ok(inserted)
+    }
+
+    pub async fn brief_count(&self) -> Result<i64> {
+        Ok(sqlx::query_scalar("SELECT COUNT(*) FROM briefs").fetch_one(&self.pool).await?)
+    }
+
+    // ---- conversations ----
+
+    pub async fn conversation_states(&self, ids: &[String]) -> Result<HashMap<String, ConversationState>> {
+        let rows = sqlx::query(
+            "SELECT id, agent_id, status, message_count, updated_at, last_checked_at FROM conversations WHERE id IN (SELECT value FROM json_each(?))",
+        )
+        .bind(serde_json::to_string(ids).expect("strings serialize"))
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|row| {
+                let state = conversation_from_row(&row);
+                (state.id.clone(), state)
+            })
+            .collect())
+    }
+
+    /// ACTIVE conversations last checked before `checked_before` (ms), oldest first.
+    pub async fn active_conversations_due(&self, checked_before: i64, agents: &[String]) -> Result<Vec<ConversationState>> {
+        let rows = sqlx::query(
+            "SELECT id, agent_id, status, message_count, updated_at, last_checked_at FROM conversations
+             WHERE status = 'ACTIVE' AND last_checked_at < ?
+               AND (json_array_length(?) = 0 OR agent_id IN (SELECT value FROM json_each(?)))
+             ORDER BY last_checked_at",
+        )
+        .bind(checked_before)
+        .bind(serde_json::to_string(agents).expect("strings serialize"))
+        .bind(serde_json::to_string(agents).expect("strings serialize"))
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.iter().map(conversation_from_row).collect())
+    }
+
+    /// Records what is now known of a conversation and, in the same transaction, its
+    /// event. `previous_count` guards against a concurrent writer: the row is updated
+    /// only if it still holds the count the caller diffed against.
+    pub async fn record_conversation(
+        &self,
+        state: &ConversationState,
+        raw: Option<&serde_json::Value>,
+        previous_count: Option<i64>,
+        event: Option<&NewEvent>,
+    ) -> Result<bool> {
+        let mut tx = self.write_tx().await?;
+        let changed = match previous_count {
+            None => sqlx::query(
+                "INSERT INTO conversations (id, agent_id, status, message_count, updated_at, last_checked_at, raw)
+                 VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING",
+            )
+            .bind(&state.id)
+            .bind(&state.agent_id)
+            .bind(&state.status)
+            .bind(state.message_count)
+            .bind(&state.updated_at)
+            .bind(state.last_checked_at)
+            .bind(raw.map(|raw| raw.to_string()))
+            .execute(&mut *tx)
+            .await?
+            .rows_affected(),
+            Some(previous) => sqlx::query(
+                "UPDATE conversations SET agent_id = COALESCE(?, agent_id), status = ?, message_count = ?, updated_at = ?,
+                        last_checked_at = ?, raw = COALESCE(?, raw)
+                 WHERE id = ? AND message_count = ?",
+            )
+            .bind(&state.agent_id)
+            .bind(&state.status)
+            .bind(state.message_count)
+            .bind(&state.updated_at)
+            .bind(state.last_checked_at)
+            .bind(raw.map(|raw| raw.to_string()))
+            .bind(&state.id)
+            .bind(previous)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected(),
+        } == 1;
+        if changed && let Some(event) = event {
+            insert_event(&mut tx, event).await?;
+        }
+        tx.commit().await?;
+        Ok(changed)
+    }
+
+    pub async fn conversation_count(&self) -> Result<i64> {
+        Ok(sqlx::query_scalar("SELECT COUNT(*) FROM conversations").fetch_one(&self.pool).await?)
+    }
+
+    // ---- events and deliveries ----
+
+    pub async fn event_count(&self) -> Result<i64> {
+        Ok(sqlx::query_scalar("SELECT COUNT(*) FROM events").fetch_one(&self.pool).await?)
+    }
+
+    /// Records an event that has no item of its own (e.g. a test event).
+    pub async fn record_event(&self, event: &NewEvent) -> Result<()> {
+        let mut tx = self.write_tx().await?;
+        insert_event(&mut tx, event).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Claims up to `limit` due deliveries of `connector` (pending, next attempt due,
+    /// lease free or expired) under a lease that ends at `lease_until`.
+    pub async fn claim_due(
+        &self,
+        connector: &str,
+        owner: &str,
+        now: i64,
+        lease_until: i64,
+        limit: i64,
+    ) -> Result<Vec<ClaimedDelivery>> {
+        let mut tx = self.write_tx().await?;
+        let rows = sqlx::query(
+            "UPDATE deliveries SET lease_owner = ?, lease_until = ?, updated_at = ?
+             WHERE id IN (
+                 SELECT id FROM deliveries
+                 WHERE connector = ? AND status = 'pending' AND next_attempt_at <= ?
+                   AND (lease_until IS NULL OR lease_until <= ?)
+                 ORDER BY next_attempt_at, id LIMIT ?)
+             RETURNING id, event_id, attempts, checkpoint",
+        )
+        .bind(owner)
+        .bind(lease_until)
+        .bind(now)
+        .bind(connector)
+        .bind(now)
+        .bind(now)
+        .bind(limit)
+        .fetch_all(&mut *tx)
+        .await?;
+        let mut claimed = Vec::with_capacity(rows.len());
+        for row in rows {
+            let event_id: String = row.get("event_id");
+            let event_row = sqlx::query("SELECT envelope, created_at FROM events WHERE id = ?")
+                .bind(&event_id)
+                .fetch_one(&mut *tx)
+                .await?;
+            let envelope: String = event_row.get("envelope");
+            let event: Event = serde_json::from_str(&envelope)
+                .map_err(|error| sqlx::Error::Decode(format!("event {event_id}: {error}").into()))?;
+            let checkpoint: Option<String> = row.get("checkpoint");
+            claimed.push(ClaimedDelivery {
+                id: row.get("id"),
+                connector: connector.to_owned(),
+                event,
+                event_created_at: event_row.get("created_at"),
+                attempts: row.get("attempts"),
+                checkpoint: checkpoint.and_then(|text| serde_json::from_str(&text).ok()),
+            });
+        }
+        tx.commit().await?;
+        claimed.sort_by_key(|delivery| delivery.id);
+        Ok(claimed)
+    }
+
+    /// Saves a connector's progress on a delivery (kept across retries and crashes).
+    pub async fn save_checkpoint(&self, delivery_id: i64, checkpoint: &serde_json::Value) -> Result<()> {
+        sqlx::query("UPDATE deliveries SET checkpoint = ?, updated_at = ? WHERE id = ?")
+            .bind(checkpoint.to_string())
+            .bind(now_ms())
+            .bind(delivery_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Records an attempt and moves the delivery to its next state, releasing the lease.
+    pub async fn finish_attempt(
+        &self,
+        delivery_id: i64,
+        attempt: &AttemptRow,
+        next: &NextState,
+    ) -> Result<()> {
+        let mut tx = self.write_tx().await?;
+        sqlx::query(
+            "INSERT INTO attempts (delivery_id, attempt, started_at, duration_ms, status_code, outcome, reason, response)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(delivery_id)
+        .bind(attempt.attempt)
+        .bind(attempt.started_at)
+        .bind(attempt.duration_ms)
+        .bind(attempt.status_code)
+        .bind(&attempt.outcome)
+        .bind(&attempt.reason)
+        .bind(&attempt.response)
+        .execute(&mut *tx)
+        .await?;
+        let now = now_ms();
+        let (status, next_at, delivered_at) = match next {
+            NextState::Delivered => ("delivered", now, Some(now)),
+            NextState::Retry { at_ms } => ("pending", *at_ms, None),
+            NextState::Dead => ("dead", now, None),
+        };
+        sqlx::query(
+            "UPDATE deliveries SET status = ?, attempts = attempts + 1, next_attempt_at = ?, delivered_at = ?,
+                    last_error = ?, lease_owner = NULL, lease_until = NULL, updated_at = ?
+             WHERE id = ?",
+        )
+        .bind(status)
+        .bind(next_at)
+        .bind(delivered_at)
+        .bind(if matches!(next, NextState::Delivered) { None } else { attempt.reason.clone() })
+        .bind(now)
+        .bind(delivery_id)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Gives back leases this process holds (shutdown), so another run takes them at once.
+    pub async fn release_leases(&self, owner: &str) -> Result<u64> {
+        Ok(sqlx::query("UPDATE deliveries SET lease_owner = NULL, lease_until = NULL WHERE lease_owner = ? AND status = 'pending'")
+            .bind(owner)
+            .execute(&self.pool)
+            .await?
+            .rows_affected())
+    }
+
+    /// When the next pending delivery of `connector` is due (ms), if any, counting leases.
+    pub async fn next_due_at(&self, connector: &str) -> Result<Option<i64>> {
+        Ok(sqlx::query_scalar(
+            "SELECT MIN(MAX(next_attempt_at, COALESCE(lease_until, 0))) FROM deliveries WHERE connector = ? AND status = 'pending'",
+        )
+        .bind(connector)
+        .fetch_one(&self.pool)
+        .await?)
+    }
+
+    pub async fn queue_stats(&self) -> Result<Vec<QueueStats>> {
+        let rows = sqlx::query(
+            "SELECT connector,
+                    SUM(status = 'pending') AS pending,
+                    MIN(CASE WHEN status = 'pending' THEN created_at END) AS oldest,
+                    SUM(status = 'dead') AS dead,
+                    SUM(status = 'delivered') AS delivered
+             FROM deliveries GROUP BY connector ORDER BY connector",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|row| QueueStats {
+                connector: row.get("connector"),
+                pending: row.get("pending"),
+                oldest_pending_at: row.get("oldest"),
+                dead: row.get("dead"),
+                delivered: row.get("delivered"),
+            })
+            .collect())
+    }
+
+    pub async fn list_deliveries(&self, filter: &DeliveryFilter) -> Result<Vec<DeliveryRow>> {
+        let rows = sqlx::query(
+            "SELECT d.id, d.event_id, e.type, d.connector, d.status, d.attempts, d.next_attempt_at, d.last_error,
+                    d.created_at, d.updated_at, d.delivered_at
+             FROM deliveries d JOIN events e ON e.id = d.event_id
+             WHERE (? = 0 OR d.status = 'dead') AND (? IS NULL OR d.connector = ?)
+             ORDER BY d.id DESC LIMIT ?",
+        )
+        .bind(filter.dead_only)
+        .bind(&filter.connector)
+        .bind(&filter.connector)
+        .bind(if filter.limit > 0 { filter.limit } else { i64::MAX })
+        .fetch_all(&self.pool)
+        .await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for row in rows {
+            let id: i64 = row.get("id");
+            let last_attempt = sqlx::query(
+                "SELECT attempt, started_at, duration_ms, status_code, outcome, reason, response FROM attempts
+                 WHERE delivery_id = ? ORDER BY id DESC LIMIT 1",
+            )
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?
+            .map(|row| attempt_from_row(&row));
+            out.push(DeliveryRow {
+                id,
+                event_id: row.get("event_id"),
+                event_type: row.get("type"),
+                connector: row.get("connector"),
+                status: row.get("status"),
+                attempts: row.get("attempts"),
+                next_attempt_at: row.get("next_attempt_at"),
+                last_error: row.get("last_error"),
+                created_at: row.get("created_at"),
+                updated_at: row.get("updated_at"),
+                delivered_at: row.get("delivered_at"),
+                last_attempt,
+            });
+        }
+        Ok(out)
+    }
+
+    pub async fn attempts(&self, delivery_id: i64) -> Result<Vec<AttemptRow>> {
+        let rows = sqlx::query(
+            "SELECT attempt, started_at, duration_ms, status_code, outcome, reason, response FROM attempts
+             WHERE delivery_id = ? ORDER BY id",
+        )
+        .bind(delivery_id)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.iter().map(attempt_from_row).collect())
+    }
+
+    /// Re-queues deliveries (attempts reset, the event and its id unchanged). `ids` empty
+    /// with `all_dead` re-queues every dead delivery. Returns how many were re-queued.
+    pub async fn retry_deliveries(&self, ids: &[i64], all_dead: bool) -> Result<u64> {
+        let now = now_ms();
+        let affected = if all_dead {
+            sqlx::query(
+                "UPDATE deliveries SET status = 'pending', attempts = 0, next_attempt_at = ?, lease_owner = NULL,
+                        lease_until = NULL, updated_at = ? WHERE status = 'dead'",
+            )
+            .bind(now)
+            .bind(now)
+            .execute(&self.pool)
+            .await?
+            .rows_affected()
+        } else {
+            sqlx::query(
+                "UPDATE deliveries SET status = 'pending', attempts = 0, next_attempt_at = ?, lease_owner = NULL,
+                        lease_until = NULL, updated_at = ?
+                 WHERE id IN (SELECT value FROM json_each(?)) AND status <> 'pending'",
+            )
+            .bind(now)
+            .bind(now)
+            .bind(serde_json::to_string(ids).expect("ids serialize"))
+            .execute(&self.pool)
+            .await?
+            .rows_affected()
+        };
+        Ok(affected)
+    }
+
+    /// Connectors with pending deliveries (including ones no longer configured).
+    pub async fn pending_connectors(&self) -> Result<Vec<String>> {
+        Ok(sqlx::query_scalar("SELECT DISTINCT connector FROM deliveries WHERE status = 'pending' ORDER BY connector")
+            .fetch_all(&self.pool)
+            .await?)
+    }
+
+    // ---- source runs ----
+
+    pub async fn start_run(&self, source: &str) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO source_runs (source, last_started_at, runs) VALUES (?, ?, 1)
+             ON CONFLICT (source) DO UPDATE SET last_started_at = excluded.last_started_at, runs = runs + 1",
+        )
+        .bind(source)
+        .bind(now_ms())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn finish_run(&self, source: &str, error: Option<&str>) -> Result<()> {
+        let now = now_ms();
+        sqlx::query(
+            "UPDATE source_runs SET last_finished_at = ?, last_outcome = ?, last_error = ?,
+                    last_success_at = CASE WHEN ? IS NULL THEN ? ELSE last_success_at END
+             WHERE source = ?",
+        )
+        .bind(now)
+        .bind(if error.is_none() { "success" } else { "failure" })
+        .bind(error)
+        .bind(error)
+        .bind(now)
+        .bind(source)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn source_runs(&self) -> Result<Vec<SourceRun>> {
+        let rows = sqlx::query(
+            "SELECT source, last_started_at, last_finished_at, last_outcome, last_error, last_success_at, runs
+             FROM source_runs ORDER BY source",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|row| SourceRun {
+                source: row.get("source"),
+                last_started_at: row.get("last_started_at"),
+                last_finished_at: row.get("last_finished_at"),
+                last_outcome: row.get("last_outcome"),
+                last_error: row.get("last_error"),
+                last_success_at: row.get("last_success_at"),
+                runs: row.get("runs"),
+            })
+            .collect())
+    }
+}
+
+async fn insert_event(tx: &mut Transaction<'static, Sqlite>, event: &NewEvent) -> Result<()> {
+    let now = now_ms();
+    let inserted = sqlx::query(
+        "INSERT INTO events (id, type, agent_id, created_at, envelope) VALUES (?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING",
+    )
+    .bind(&event.event.id)
+    .bind(event.event.kind.as_str())
+    .bind(&event.agent_id)
+    .bind(now)
+    .bind(event.event.to_json())
+    .execute(&mut **tx)
+    .await?
+    .rows_affected();
+    if inserted == 0 {
+        // The same event (same stable id) was recorded before: its deliveries exist.
+        return Ok(());
+    }
+    for connector in &event.connectors {
+        sqlx::query(
+            "INSERT INTO deliveries (event_id, connector, status, next_attempt_at, created_at, updated_at)
+             VALUES (?, ?, 'pending', ?, ?, ?) ON CONFLICT (event_id, connector) DO NOTHING",
+        )
+        .bind(&event.event.id)
+        .bind(connector)
+        .bind(now)
+        .bind(now)
+        .bind(now)
+        .execute(&mut **tx)
+        .await?;
+    }
+    Ok(())
+}
+
+fn conversation_from_row(row: &sqlx::sqlite::SqliteRow) -> ConversationState {
+    ConversationState {
+        id: row.get("id"),
+        agent_id: row.get("agent_id"),
+        status: row.get("status"),
+        message_count: row.get("message_count"),
+        updated_at: row.get("updated_at"),
+        last_checked_at: row.get("last_checked_at"),
+    }
+}
+
+fn attempt_from_row(row: &sqlx::sqlite::SqliteRow) -> AttemptRow {
+    AttemptRow {
+        attempt: row.get("attempt"),
+        started_at: row.get("started_at"),
+        duration_ms: row.get("duration_ms"),
+        status_code: row.get("status_code"),
+        outcome: row.get("outcome"),
+        reason: row.get("reason"),
+        response: row.get("response"),
+    }
+}

@@ -1,0 +1,278 @@
+//! Shared helpers of the integration tests.
+
+use std::path::{Path, PathBuf};
+
+/// The clairo-sync binary cargo built for these tests.
+pub fn bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_clairo-sync"))
+}
+
+/// Writes `text` to `dir/name` and returns the path.
+pub fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, text).expect("write test file");
+    path
+}
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use clairo_sandbox::{Sandbox, SandboxConfig};
+
+/// The webhook secret of the tests' receivers.
+pub const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+
+/// One request a receiver got.
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub at: Instant,
+    pub id: String,
+    pub timestamp: String,
+    pub signature: String,
+    pub body: Bytes,
+    pub answered: u16,
+}
+
+impl Received {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).expect("a JSON body")
+    }
+}
+
+/// How a receiver answers: a queue of scripted answers, then `default`.
+#[derive(Clone)]
+pub struct Receiver {
+    pub url: String,
+    state: Arc<Mutex<ReceiverState>>,
+}
+
+struct ReceiverState {
+    received: Vec<Received>,
+    script: VecDeque<(u16, Option<String>)>,
+    default: u16,
+    delay: Duration,
+}
+
+impl Receiver {
+    pub async fn start() -> Self {
+        let state = Arc::new(Mutex::new(ReceiverState {
+            received: Vec::new(),
+            script: VecDeque::new(),
+            default: 200,
+            delay: Duration::ZERO,
+        }));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr: SocketAddr = listener.local_addr().unwrap();
+        let app = Router::new().route("/hook", post(receive)).with_state(state.clone());
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Self {
+            url: format!("http://{addr}/hook"),
+            state,
+        }
+    }
+
+    /// Answers `status` (with `Retry-After: retry_after` when given) to the next `count` requests.
+    pub fn script(&self, count: usize, status: u16, retry_after: Option<&str>) {
+        let mut state = self.state.lock().unwrap();
+        for _ in 0..count {
+            state.script.push_back((status, retry_after.map(str::to_owned)));
+        }
+    }
+
+    pub fn answer(&self, status: u16) {
+        self.state.lock().unwrap().default = status;
+    }
+
+    pub fn delay(&self, delay: Duration) {
+        self.state.lock().unwrap().delay = delay;
+    }
+
+    pub fn received(&self) -> Vec<Received> {
+        self.state.lock().unwrap().received.clone()
+    }
+
+    /// Requests answered 2xx.
+    pub fn delivered(&self) -> Vec<Received> {
+        self.received().into_iter().filter(|r| (200..300).contains(&r.answered)).collect()
+    }
+
+    pub async fn wait_for_delivered(&self, count: usize, within: Duration) -> Vec<Received> {
+        let deadline = Instant::now() + within;
+        loop {
+            let delivered = self.delivered();
+            let distinct: std::collections::HashSet<_> = delivered.iter().map(|r| r.id.clone()).collect();
+            if distinct.len() >= count || Instant::now() > deadline {
+                return delivered;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+async fn receive(State(state): State<Arc<Mutex<ReceiverState>>>, headers: HeaderMap, body: Bytes) -> Response {
+    let delay = state.lock().unwrap().delay;
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
+    }
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
+    let mut state = state.lock().unwrap();
+    let (status, retry_after) = state.script.pop_front().unwrap_or((state.default, None));
+    state.received.push(Received {
+        at: Instant::now(),
+        id: header("webhook-id"),
+        timestamp: header("webhook-timestamp"),
+        signature: header("webhook-signature"),
+        body,
+        answered: status,
+    });
+    let mut response = StatusCode::from_u16(status).unwrap().into_response();
+    if let Some(retry_after) = retry_after {
+        response.headers_mut().insert("retry-after", HeaderValue::from_str(&retry_after).unwrap());
+    }
+    response
+}
+
+/// A sandbox with `seed_briefs` briefs and no seeded conversations unless asked.
+pub async fn sandbox(seed_briefs: usize, seed_conversations: usize) -> Sandbox {
+    clairo_sandbox::start(
+        SandboxConfig {
+            seed_briefs,
+            seed_conversations,
+            ..SandboxConfig::default()
+        },
+        "127.0.0.1:0".parse().unwrap(),
+    )
+    .await
+    .expect("the sandbox starts")
+}
+
+/// A daemon config: briefs polled every `schedule`, webhook to `receiver`, a file archive.
+pub fn daemon_config(dir: &Path, sandbox: &Sandbox, receiver: &Receiver, extra: &str) -> PathBuf {
+    let text = format!(
+        r#"
+[clairo]
+base_url = "{base}"
+api_key = "clr_sandbox_key"
+max_attempts = 3
+
+[state]
+path = "{state}"
+
+[http]
+enabled = false
+
+[sync.briefs]
+schedule = "*/2 * * * * *"
+
+[connectors.hook]
+type = "webhook"
+url = "{url}"
+secret = "{SECRET}"
+timeout = "5s"
+
+[connectors.archive]
+type = "file"
+path = "{archive}"
+
+[[routes]]
+events = ["brief.created", "conversation.updated"]
+to = ["hook", "archive"]
+{extra}
+"#,
+        base = sandbox.base_url(),
+        state = dir.join("state.db").display(),
+        url = receiver.url,
+        archive = dir.join("events.jsonl").display(),
+    );
+    write(dir, "clairo-sync.toml", &text)
+}
+
+/// The real daemon binary, killed on drop.
+pub struct Daemon {
+    pub child: Child,
+}
+
+impl Daemon {
+    pub fn start(config: &Path) -> Self {
+        let child = Command::new(bin())
+            .args(["run", "-c"])
+            .arg(config)
+            .env("RUST_LOG", "info")
+            .env_remove("CLAIRO_API_KEY")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("the daemon starts");
+        Self { child }
+    }
+
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Sends SIGTERM and waits for the exit code.
+    pub fn terminate(&mut self, within: Duration) -> Option<i32> {
+        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+        let deadline = Instant::now() + within;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status.code();
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs the binary to completion with `args`, returning (exit code, stdout, stderr).
+pub fn run_cli(args: &[&str]) -> (i32, String, String) {
+    let output = Command::new(bin())
+        .args(args)
+        .env_remove("CLAIRO_API_KEY")
+        .output()
+        .expect("the binary runs");
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+/// Verifies a Standard Webhooks signature with this test's own HMAC code, independent of
+/// the connector's.
+pub fn signature_is_valid(received: &Received, secret: &str) -> bool {
+    use base64::Engine as _;
+    use hmac::{Hmac, Mac};
+    let key = base64::engine::general_purpose::STANDARD
+        .decode(secret.strip_prefix("whsec_").unwrap())
+        .unwrap();
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(&key).unwrap();
+    mac.update(received.id.as_bytes());
+    mac.update(b".");
+    mac.update(received.timestamp.as_bytes());
+    mac.update(b".");
+    mac.update(&received.body);
+    let expected = format!("v1,{}", base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes()));
+    received.signature.split(' ').any(|candidate| candidate == expected)
+}
