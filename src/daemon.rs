@@ -55,7 +55,8 @@ impl AuthGate {
     }
 }
 
-/// Everything a running daemon holds.
+/// Everything a running daemon holds. The store, metrics, wakers, auth state and rate
+/// limiter live as long as the process; the rest is a [`Generation`], replaced on reload.
 pub struct Runtime {
     pub config: Arc<Config>,
     pub store: Store,
@@ -64,6 +65,23 @@ pub struct Runtime {
     pub wakers: Wakers,
     pub auth: Arc<AuthGate>,
     pub connectors: BTreeMap<String, Arc<dyn Connector>>,
+    pub limiter: Arc<RateLimiter>,
+}
+
+/// What one config produces: replaced whole on SIGHUP, so every part sees one config.
+pub struct Generation {
+    pub config: Arc<Config>,
+    pub context: SourceContext,
+    pub connectors: BTreeMap<String, Arc<dyn Connector>>,
+}
+
+impl Generation {
+    pub fn schedule(&self, kind: SourceKind) -> Option<Schedule> {
+        match kind {
+            SourceKind::Briefs => self.config.sync.briefs.as_ref().map(|s| s.schedule.clone()),
+            SourceKind::Conversations => self.config.sync.conversations.as_ref().map(|s| s.schedule.clone()),
+        }
+    }
 }
 
 impl Runtime {
@@ -78,8 +96,11 @@ impl Runtime {
         }
         let store = Store::open(&config.state.path).await?;
         let metrics = Metrics::new();
-        let client = build_client(loaded, limiter, metrics.clone())?;
+        let limiter = limiter.unwrap_or_else(|| Arc::new(RateLimiter::new(config.clairo.max_requests_per_minute)));
+        let client = build_client(loaded, Some(limiter.clone()), metrics.clone())?;
         let connectors = build_connectors(&config)?;
+        let sources: Vec<&str> = SourceKind::enabled(&config).iter().map(|kind| kind.name()).collect();
+        metrics.init_labels(&sources, connectors.keys());
         Ok(Self {
             config,
             store,
@@ -87,6 +108,36 @@ impl Runtime {
             client,
             wakers: Wakers::default(),
             auth: Arc::new(AuthGate::default()),
+            connectors,
+            limiter,
+        })
+    }
+
+    /// The generation of the config the daemon started with.
+    pub fn first_generation(&self) -> Generation {
+        Generation {
+            config: self.config.clone(),
+            context: self.source_context(),
+            connectors: self.connectors.clone(),
+        }
+    }
+
+    /// Builds the generation of a reloaded config (secrets re-read by the loader). The
+    /// state database and the listen address stay as they were: those need a restart.
+    pub fn generation_for(&self, loaded: &LoadedConfig) -> anyhow::Result<Generation> {
+        let config = Arc::new(loaded.config.clone());
+        if config.state.path != self.config.state.path {
+            tracing::warn!("state.path changed; the new path is used only after a restart.");
+        }
+        if config.http.listen != self.config.http.listen || config.http.enabled != self.config.http.enabled {
+            tracing::warn!("[http] changed; it takes effect only after a restart.");
+        }
+        let client = build_client(loaded, Some(self.limiter.clone()), self.metrics.clone())?;
+        let connectors = build_connectors(&config)?;
+        let context = SourceContext::new(&config, client, self.store.clone(), self.metrics.clone(), self.wakers.clone());
+        Ok(Generation {
+            config,
+            context,
             connectors,
         })
     }
@@ -223,25 +274,39 @@ pub async fn sleep_until_next(schedule: &Schedule, shutdown: &mut watch::Receive
 
 /// A source's life in the daemon: once at start-up (covering runs missed while down),
 /// then on its schedule, never two runs at once (the loop is sequential), runs missed
-/// while one was going coalesced into the next.
+/// while one was going coalesced into the next. A reload swaps the schedule at once; a run
+/// in progress finishes on the config it started with. After a failed run, a reload runs
+/// the source at once (the fix for a rejected key takes effect without waiting).
 pub async fn source_loop(
     kind: SourceKind,
-    context: SourceContext,
-    config: Arc<Config>,
+    mut generations: watch::Receiver<Arc<Generation>>,
     auth: Arc<AuthGate>,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let schedule = match kind {
-        SourceKind::Briefs => config.sync.briefs.as_ref().map(|s| s.schedule.clone()),
-        SourceKind::Conversations => config.sync.conversations.as_ref().map(|s| s.schedule.clone()),
-    }
-    .expect("an enabled source has a schedule");
-    let mut first = true;
+    let mut run_now = true;
+    let mut last_failed = false;
     loop {
-        if !first && !sleep_until_next(&schedule, &mut shutdown).await {
-            return;
+        let generation = generations.borrow_and_update().clone();
+        let Some(schedule) = generation.schedule(kind) else {
+            // Not configured (now): wait for a reload that turns it on.
+            tokio::select! {
+                changed = generations.changed() => if changed.is_err() { return },
+                _ = shutdown.wait_for(|stop| *stop) => return,
+            }
+            run_now = true;
+            continue;
+        };
+        if !run_now {
+            tokio::select! {
+                fired = sleep_until_next(&schedule, &mut shutdown) => if !fired { return },
+                changed = generations.changed() => {
+                    if changed.is_err() { return }
+                    run_now = last_failed;
+                    continue;
+                }
+            }
         }
-        first = false;
+        run_now = false;
         if *shutdown.borrow() {
             return;
         }
@@ -249,9 +314,9 @@ pub async fn source_loop(
             tracing::debug!(source = kind.name(), %reason, "Polling paused after Clairo refused the credentials.");
             continue;
         }
-        let run = run_source(kind, &context, &config, &auth);
+        let run = run_source(kind, &generation.context, &generation.config, &auth);
         tokio::select! {
-            _ = run => {}
+            result = run => last_failed = result.is_err(),
             _ = shutdown.wait_for(|stop| *stop) => return,
         }
     }

@@ -10,8 +10,7 @@ use axum::routing::get;
 use serde_json::json;
 use tokio::sync::watch;
 
-use crate::config::Config;
-use crate::daemon::{AuthGate, Runtime};
+use crate::daemon::{AuthGate, Generation, Runtime};
 use crate::metrics::Metrics;
 use crate::store::{Store, now_ms};
 
@@ -20,16 +19,16 @@ pub struct HealthState {
     metrics: Metrics,
     store: Store,
     auth: Arc<AuthGate>,
-    config: Arc<Config>,
+    generations: watch::Receiver<Arc<Generation>>,
 }
 
 impl HealthState {
-    pub fn new(runtime: &Runtime) -> Self {
+    pub fn new(runtime: &Runtime, generations: watch::Receiver<Arc<Generation>>) -> Self {
         Self {
             metrics: runtime.metrics.clone(),
             store: runtime.store.clone(),
             auth: runtime.auth.clone(),
-            config: runtime.config.clone(),
+            generations,
         }
     }
 }
@@ -48,9 +47,8 @@ pub async fn serve(listener: tokio::net::TcpListener, state: HealthState, mut st
     }
 }
 
-/// OpenMetrics when the scraper asks for it (as Prometheus does), else the classic
-/// text format 0.0.4, which is the same text without the `# EOF` trailer and with
-/// unit/“_created” lines absent (prometheus-client emits neither here).
+/// OpenMetrics when the scraper asks for it (as Prometheus does), else the classic text
+/// format 0.0.4 (what `curl` and older scrapers read).
 async fn metrics(State(state): State<HealthState>, headers: HeaderMap) -> Response {
     let body = state.metrics.encode_openmetrics();
     let wants_openmetrics = headers
@@ -64,13 +62,37 @@ async fn metrics(State(state): State<HealthState>, headers: HeaderMap) -> Respon
         )
             .into_response()
     } else {
-        let classic: String = body
-            .lines()
-            .filter(|line| *line != "# EOF")
-            .map(|line| format!("{line}\n"))
-            .collect();
-        ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], classic).into_response()
+        (
+            [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+            openmetrics_to_classic(&body),
+        )
+            .into_response()
     }
+}
+
+/// The classic format differs from OpenMetrics in what this registry emits only in two
+/// ways: a counter's HELP and TYPE name the `_total` series itself, and there is no
+/// `# EOF` trailer.
+pub fn openmetrics_to_classic(text: &str) -> String {
+    let counters: std::collections::HashSet<&str> = text
+        .lines()
+        .filter_map(|line| line.strip_prefix("# TYPE "))
+        .filter_map(|rest| rest.strip_suffix(" counter"))
+        .collect();
+    let mut out = String::with_capacity(text.len() + counters.len() * 16);
+    for line in text.lines() {
+        if line == "# EOF" {
+            continue;
+        }
+        let renamed = ["# HELP ", "# TYPE "].iter().find_map(|prefix| {
+            let rest = line.strip_prefix(prefix)?;
+            let (name, tail) = rest.split_once(' ')?;
+            counters.contains(name).then(|| format!("{prefix}{name}_total {tail}"))
+        });
+        out.push_str(renamed.as_deref().unwrap_or(line));
+        out.push('\n');
+    }
+    out
 }
 
 /// 200 only when the state DB takes writes, Clairo accepts the key, and every source's
@@ -84,12 +106,10 @@ async fn readyz(State(state): State<HealthState>) -> Response {
     if let Some(reason) = state.auth.rejected() {
         failing.insert("api_key".into(), json!(reason));
     }
+    let generation = state.generations.borrow().clone();
     if let Ok(runs) = state.store.source_runs().await {
-        for kind in crate::sources::SourceKind::enabled(&state.config) {
-            let schedule = match kind {
-                crate::sources::SourceKind::Briefs => state.config.sync.briefs.as_ref().map(|s| s.schedule.clone()),
-                crate::sources::SourceKind::Conversations => state.config.sync.conversations.as_ref().map(|s| s.schedule.clone()),
-            };
+        for kind in crate::sources::SourceKind::enabled(&generation.config) {
+            let schedule = generation.schedule(kind);
             let Some(run) = runs.iter().find(|run| run.source == kind.name()) else {
                 failing.insert(format!("source.{}", kind.name()), json!("no run yet"));
                 continue;

@@ -187,6 +187,50 @@ impl Metrics {
             .inc();
     }
 
+    /// Creates every bounded label set up front, so each contract metric is exposed (at
+    /// zero) from the first scrape, and alert rules see a series before anything happens.
+    pub fn init_labels<'a>(&self, sources: &[&str], connectors: impl IntoIterator<Item = &'a String>) {
+        for source in sources.iter().chain(["meetings"].iter()) {
+            for outcome in ["success", "failure"] {
+                let _ = self.poll_runs.get_or_create(&PollLabels {
+                    source: (*source).to_owned(),
+                    outcome: outcome.to_owned(),
+                });
+            }
+            let _ = self.items_skipped.get_or_create(&SourceLabels {
+                source: (*source).to_owned(),
+            });
+        }
+        for source in sources {
+            let _ = self.last_success.get_or_create(&SourceLabels {
+                source: (*source).to_owned(),
+            });
+        }
+        for kind in ["brief.created", "conversation.updated", "meeting.processed"] {
+            let _ = self.events.get_or_create(&TypeLabel {
+                r#type: kind.to_owned(),
+            });
+        }
+        for connector in connectors {
+            for outcome in ["delivered", "retry", "dead"] {
+                let _ = self.deliveries.get_or_create(&DeliveryLabels {
+                    connector: connector.clone(),
+                    outcome: outcome.to_owned(),
+                });
+            }
+            let labels = ConnectorLabels {
+                connector: connector.clone(),
+            };
+            let _ = self.delivery_queue_depth.get_or_create(&labels);
+            let _ = self.delivery_latency.get_or_create(&labels);
+        }
+        for outcome in ["uploaded", "duplicate", "rejected", "failed"] {
+            let _ = self.meeting_uploads.get_or_create(&OutcomeLabels {
+                outcome: outcome.to_owned(),
+            });
+        }
+    }
+
     /// The registry in the OpenMetrics text format.
     pub fn encode_openmetrics(&self) -> String {
         let mut out = String::new();

@@ -6,9 +6,13 @@
 #![forbid(unsafe_code)]
 
 mod event;
+pub mod lead;
 mod secret;
 
+pub mod email;
 pub mod file;
+pub mod hubspot;
+pub mod pipedrive;
 pub mod webhook;
 
 use std::path::PathBuf;
@@ -141,6 +145,9 @@ pub trait Connector: Send + Sync {
 #[serde(tag = "type", rename_all = "lowercase")]
 pub enum ConnectorConfig {
     Webhook(webhook::WebhookConfig),
+    Email(email::EmailConfig),
+    Hubspot(hubspot::HubspotConfig),
+    Pipedrive(pipedrive::PipedriveConfig),
     File(file::FileConfig),
 }
 
@@ -176,6 +183,9 @@ impl ConnectorConfig {
     pub fn kind(&self) -> &'static str {
         match self {
             Self::Webhook(_) => "webhook",
+            Self::Email(_) => "email",
+            Self::Hubspot(_) => "hubspot",
+            Self::Pipedrive(_) => "pipedrive",
             Self::File(_) => "file",
         }
     }
@@ -184,6 +194,9 @@ impl ConnectorConfig {
     pub fn secret_slots(&mut self) -> Vec<SecretSlot<'_>> {
         match self {
             Self::Webhook(config) => config.secret_slots(),
+            Self::Email(config) => config.secret_slots(),
+            Self::Hubspot(config) => config.secret_slots(),
+            Self::Pipedrive(config) => config.secret_slots(),
             Self::File(_) => Vec::new(),
         }
     }
@@ -193,6 +206,9 @@ impl ConnectorConfig {
     pub fn validate(&self) -> Vec<ConfigProblem> {
         match self {
             Self::Webhook(config) => config.validate(),
+            Self::Email(config) => config.validate(),
+            Self::Hubspot(config) => config.validate(),
+            Self::Pipedrive(config) => config.validate(),
             Self::File(config) => config.validate(),
         }
     }
@@ -201,6 +217,9 @@ impl ConnectorConfig {
     pub fn build(&self, name: &str) -> Result<Arc<dyn Connector>, String> {
         match self {
             Self::Webhook(config) => Ok(Arc::new(webhook::WebhookConnector::new(name, config)?)),
+            Self::Email(config) => Ok(Arc::new(email::EmailConnector::new(name, config)?)),
+            Self::Hubspot(config) => Ok(Arc::new(hubspot::HubspotConnector::new(name, config)?)),
+            Self::Pipedrive(config) => Ok(Arc::new(pipedrive::PipedriveConnector::new(name, config)?)),
             Self::File(config) => Ok(Arc::new(file::FileConnector::new(config))),
         }
     }

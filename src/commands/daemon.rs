@@ -4,12 +4,16 @@ use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::Context as _;
+use sd_notify::NotifyState;
 use tokio::signal::unix::{SignalKind, signal};
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 
-use crate::config::{Config, LogFormat};
-use crate::daemon::{self, Runtime};
-use crate::sources::SourceKind;
+use crate::config::{Config, LoadedConfig, LogFormat};
+use crate::daemon::{self, Generation, Runtime};
+use crate::dispatch::Dispatcher;
+use crate::metrics::Metrics;
+use crate::sources::{SourceKind, Wakers};
+use crate::store::Store;
 
 use super::{CommandError, CommandResult, load_daemon_config};
 
@@ -19,7 +23,12 @@ pub fn init_logging(config: &Config) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .or_else(|_| tracing_subscriber::EnvFilter::try_new(&config.log_level))
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    // Colours only for a person at a terminal, never in files, pipes or the journal.
+    let colour = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(colour);
     let under_journald = std::env::var_os("JOURNAL_STREAM").is_some();
     let _ = match (config.log_format, under_journald) {
         (LogFormat::Json, _) => builder.json().flatten_event(true).try_init(),
@@ -33,7 +42,8 @@ pub async fn run(path: Option<&Path>) -> CommandResult {
     init_logging(&loaded.config);
     let runtime = Runtime::start(&loaded, None).await.map_err(CommandError::Other)?;
     let (stop_tx, stop_rx) = watch::channel(false);
-    let serving = serve(runtime, stop_rx);
+    let (reload_tx, reload_rx) = mpsc::channel(1);
+    let serving = serve(runtime, reload_rx, stop_rx);
     tokio::pin!(serving);
     let mut terminate = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
     let mut interrupt = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
@@ -44,42 +54,78 @@ pub async fn run(path: Option<&Path>) -> CommandResult {
             _ = terminate.recv() => break,
             _ = interrupt.recv() => break,
             _ = hangup.recv() => {
-                tracing::warn!("SIGHUP received, but this build cannot reload its config in place; restart the service to apply changes.");
+                notify_systemd(&[NotifyState::Reloading]);
+                if let Ok(now) = NotifyState::monotonic_usec_now() {
+                    notify_systemd(&[now]);
+                }
+                match load_daemon_config(path) {
+                    Ok(loaded) => {
+                        tracing::info!("SIGHUP: the config is valid; switching to it.");
+                        let _ = reload_tx.send(loaded).await;
+                    }
+                    Err(errors) => {
+                        for problem in &errors.0 {
+                            tracing::error!(%problem, "SIGHUP: the new config is invalid; still running on the previous one.");
+                        }
+                        notify_systemd(&[NotifyState::Ready]);
+                    }
+                }
             }
         }
     }
     tracing::info!("Stopping: no new polls; in-flight deliveries finish or are released.");
+    notify_systemd(&[NotifyState::Stopping]);
     let _ = stop_tx.send(true);
     serving.await.map_err(CommandError::Other)
 }
 
-/// The daemon's work until `stop` turns true: sources on their schedules, the dispatcher.
-pub async fn serve(runtime: Runtime, stop: watch::Receiver<bool>) -> anyhow::Result<()> {
+/// Tells systemd (Type=notify) about the daemon's state; a no-op outside systemd.
+fn notify_systemd(states: &[NotifyState<'_>]) {
+    if std::env::var_os("NOTIFY_SOCKET").is_some()
+        && let Err(error) = sd_notify::notify(states)
+    {
+        tracing::warn!(%error, "Cannot notify systemd.");
+    }
+}
+
+/// The daemon's work until `stop` turns true: sources on their schedules, the dispatcher,
+/// the health endpoint; each config from `reloads` replaces the running one.
+pub async fn serve(runtime: Runtime, mut reloads: mpsc::Receiver<LoadedConfig>, stop: watch::Receiver<bool>) -> anyhow::Result<()> {
     let runtime = Arc::new(runtime);
     warn_orphans(&runtime).await;
+    let (generation_tx, generations) = watch::channel(Arc::new(runtime.first_generation()));
     let mut tasks = tokio::task::JoinSet::new();
     if runtime.config.http.enabled {
         let listener = tokio::net::TcpListener::bind(runtime.config.http.listen)
             .await
             .with_context(|| format!("cannot listen on http.listen = {}; pick a free address", runtime.config.http.listen))?;
-        let state = crate::http::HealthState::new(&runtime);
+        let address = listener.local_addr().context("the listener's address")?;
+        tracing::info!(%address, "Serving /metrics, /healthz and /readyz on http://{address}");
+        let state = crate::http::HealthState::new(&runtime, generations.clone());
         let stop = stop.clone();
         tasks.spawn(async move { crate::http::serve(listener, state, stop).await });
     }
-    let dispatcher = runtime.dispatcher();
-    let connectors = runtime.connectors.clone();
-    let dispatch_stop = stop.clone();
-    tasks.spawn(async move { dispatcher.run(connectors, dispatch_stop).await });
-    let sources = SourceKind::enabled(&runtime.config);
-    if sources.is_empty() {
-        tracing::warn!("No source is enabled ([sync.briefs], [sync.conversations]): only queued deliveries will be sent.");
+    {
+        let generations = generations.clone();
+        let store = runtime.store.clone();
+        let metrics = runtime.metrics.clone();
+        let wakers = runtime.wakers.clone();
+        let stop = stop.clone();
+        tasks.spawn(async move { dispatch_loop(generations, store, metrics, wakers, stop).await });
     }
-    for kind in sources {
-        let context = runtime.source_context();
-        let config = runtime.config.clone();
+    for kind in [SourceKind::Briefs, SourceKind::Conversations] {
+        let generations = generations.clone();
         let auth = runtime.auth.clone();
         let stop = stop.clone();
-        tasks.spawn(async move { daemon::source_loop(kind, context, config, auth, stop).await });
+        tasks.spawn(async move { daemon::source_loop(kind, generations, auth, stop).await });
+    }
+    if SourceKind::enabled(&runtime.config).is_empty() {
+        tracing::warn!("No source is enabled ([sync.briefs], [sync.conversations]): only queued deliveries will be sent.");
+    }
+    if let Some(interval) = sd_notify::watchdog_enabled() {
+        let store = runtime.store.clone();
+        let stop = stop.clone();
+        tasks.spawn(async move { watchdog(interval, store, stop).await });
     }
     tracing::info!(
         version = env!("CARGO_PKG_VERSION"),
@@ -87,10 +133,74 @@ pub async fn serve(runtime: Runtime, stop: watch::Receiver<bool>) -> anyhow::Res
         connectors = runtime.connectors.len(),
         "clairo-sync is running."
     );
+    notify_systemd(&[NotifyState::Ready, NotifyState::Status("running")]);
+    let mut stop_wait = stop.clone();
+    loop {
+        tokio::select! {
+            Some(loaded) = reloads.recv() => {
+                match runtime.generation_for(&loaded) {
+                    Ok(generation) => {
+                        runtime.auth.clear();
+                        let _ = generation_tx.send(Arc::new(generation));
+                        tracing::info!("Reloaded: schedules, routes, connectors and secrets are the new config's.");
+                    }
+                    Err(error) => tracing::error!(%error, "Reload failed; still running on the previous config."),
+                }
+                notify_systemd(&[NotifyState::Ready]);
+            }
+            _ = stop_wait.wait_for(|stop| *stop) => break,
+        }
+    }
     while tasks.join_next().await.is_some() {}
     runtime.store.close().await;
     tracing::info!("Stopped.");
     Ok(())
+}
+
+/// Runs the dispatcher for the current generation's connectors; on a reload the old
+/// workers stop claiming, finish what is in flight, and the new ones take over.
+async fn dispatch_loop(
+    mut generations: watch::Receiver<Arc<Generation>>,
+    store: Store,
+    metrics: Metrics,
+    wakers: Wakers,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        let generation = generations.borrow_and_update().clone();
+        let dispatcher = Dispatcher::new(store.clone(), metrics.clone(), wakers.clone(), generation.config.delivery.clone());
+        let (retire_tx, retire_rx) = watch::channel(false);
+        let connectors = generation.connectors.clone();
+        let mut running = tokio::spawn(async move { dispatcher.run(connectors, retire_rx).await });
+        let shutting_down = tokio::select! {
+            changed = generations.changed() => changed.is_err(),
+            _ = stop.wait_for(|stop| *stop) => true,
+            _ = &mut running => return,
+        };
+        let _ = retire_tx.send(true);
+        let _ = running.await;
+        if shutting_down {
+            return;
+        }
+    }
+}
+
+/// Pings systemd's watchdog at half its interval, only while the state database takes
+/// writes: a daemon that cannot record anything is restarted rather than left stuck.
+async fn watchdog(interval: std::time::Duration, store: Store, mut stop: watch::Receiver<bool>) {
+    let mut ticker = tokio::time::interval(interval / 2);
+    // Skip, not burst, after a stall: a late ping is still one ping.
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {}
+            _ = stop.wait_for(|stop| *stop) => return,
+        }
+        match store.check_writable().await {
+            Ok(()) => notify_systemd(&[NotifyState::Watchdog]),
+            Err(error) => tracing::error!(%error, "The state database does not take writes; withholding the watchdog ping."),
+        }
+    }
 }
 
 /// Deliveries queued for a connector that is no longer configured wait, and say so.

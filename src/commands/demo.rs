@@ -123,7 +123,8 @@ retry_schedule = ["1s", "5s", "30s"]
             }
         })
     };
-    let serving = tokio::spawn(super::daemon::serve(runtime, stop_rx));
+    let (_reload_tx, reload_rx) = tokio::sync::mpsc::channel(1);
+    let serving = tokio::spawn(super::daemon::serve(runtime, reload_rx, stop_rx));
     match args.duration {
         Some(duration) => tokio::time::sleep(duration).await,
         None => {

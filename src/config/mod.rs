@@ -456,7 +456,7 @@ fn figment_problems(error: figment::Error) -> Vec<Problem> {
             let key = if error.path.is_empty() {
                 "config".to_owned()
             } else {
-                error.path.join(".")
+                key_path(&error.path)
             };
             let source = error
                 .metadata
@@ -482,6 +482,22 @@ fn figment_problems(error: figment::Error) -> Vec<Problem> {
             Problem::new(key, format!("{what}{from}; fix the value"))
         })
         .collect()
+}
+
+/// `["routes", "0", "to"]` → `routes[0].to`, the form every problem line uses.
+fn key_path(segments: &[String]) -> String {
+    let mut out = String::new();
+    for segment in segments {
+        if segment.chars().all(|c| c.is_ascii_digit()) && !out.is_empty() {
+            out.push_str(&format!("[{segment}]"));
+        } else {
+            if !out.is_empty() {
+                out.push('.');
+            }
+            out.push_str(segment);
+        }
+    }
+    out
 }
 
 /// figment's path sometimes ends with the field already, sometimes not.

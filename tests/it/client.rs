@@ -8,7 +8,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use clairo_connectors::Secret;
 use clairo_sandbox::{Faults, Sandbox, SandboxConfig};
 use clairo_sync::clairo::{ClairoClient, ClairoError, ClientOptions, MeetingUpload, RateLimiter};
-use clairo_sync::metrics::Metrics;
+use clairo_sync::metrics::{ApiRequestLabels, Metrics};
 use sha2::{Digest, Sha256};
 
 const KEY: &str = "clr_sandbox_key";
@@ -490,32 +490,55 @@ async fn every_request_is_counted_under_its_route_template_with_the_remaining_bu
     assert_eq!(metrics.api_rate_limit_remaining.get(), 48);
 }
 
+fn requests_counted(metrics: &Metrics, endpoint: &str, status: &str) -> u64 {
+    metrics
+        .api_requests
+        .get_or_create(&ApiRequestLabels {
+            endpoint: endpoint.to_owned(),
+            status: status.to_owned(),
+        })
+        .get()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "experiment"]
-async fn utilization_experiment() {
-    for (limit, window_s, run_s) in [(100u32, 6u64, 30u64), (50, 3, 21), (400, 24, 72)] {
-        let window = Duration::from_secs(window_s);
-        let sandbox = sandbox(SandboxConfig { rate_limit: limit, window, ..SandboxConfig::default() }).await;
-        let per_minute = (u64::from(limit) * 60 / window_s) as u32;
-        let opts = ClientOptions { max_requests_per_minute: per_minute, ..options(&sandbox, KEY) };
-        let client = client_with(opts, Metrics::new());
-        let deadline = Instant::now() + Duration::from_secs(run_s);
-        let mut tasks = Vec::new();
-        for _ in 0..8 {
-            let client = client.clone();
-            tasks.push(tokio::spawn(async move {
-                while Instant::now() < deadline {
-                    client.agents().await.unwrap();
-                }
-            }));
-        }
-        for task in tasks { task.await.unwrap(); }
-        let stats = sandbox.stats();
-        let first = stats.log.first().unwrap().unix_ms;
-        let last = stats.log.last().unwrap().unix_ms;
-        let ok = stats.by_status.get(&200).copied().unwrap_or(0);
-        let span = (last - first) as f64 / 1000.0;
-        let budget = f64::from(limit) / window_s as f64 * span;
-        eprintln!("limit {limit}/{window_s}s: {ok} ok over {span:.1}s = {:.3} of budget; 429s {}", ok as f64 / budget, stats.throttled);
-    }
+async fn an_unreachable_server_is_retried_then_reported_as_a_transport_error() {
+    let sandbox = sandbox(SandboxConfig::default()).await;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let closed_port = listener.local_addr().unwrap().port();
+    drop(listener);
+    let metrics = Metrics::new();
+    let mut options = options(&sandbox, KEY);
+    options.base_url = format!("http://127.0.0.1:{closed_port}/api/v1")
+        .parse()
+        .unwrap();
+    let client = client_with(options, metrics.clone());
+
+    let error = client.agents().await.unwrap_err();
+
+    assert!(matches!(error, ClairoError::Transport(_)), "{error:?}");
+    assert!(error.to_string().contains("clairo.base_url"), "{error}");
+    assert_eq!(requests_counted(&metrics, "GET /agents", "error"), 4);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_that_timed_out_is_retried_but_a_chat_message_is_not_sent_twice() {
+    let sandbox = sandbox(SandboxConfig::default()).await;
+    let support = sandbox.agent_id("SUPPORT");
+    sandbox.set_faults(Faults {
+        latency_ms: 3000,
+        ..Faults::default()
+    });
+    let metrics = Metrics::new();
+    let mut options = options(&sandbox, KEY);
+    options.timeout = Duration::from_millis(300);
+    let client = client_with(options, metrics.clone());
+
+    let error = client.agents().await.unwrap_err();
+    assert!(matches!(error, ClairoError::Transport(_)), "{error:?}");
+    assert_eq!(requests_counted(&metrics, "GET /agents", "error"), 4);
+
+    let error = client.chat(&support, "Hello?", None).await.unwrap_err();
+    assert!(matches!(error, ClairoError::Transport(_)), "{error:?}");
+    assert!(error.to_string().contains("not sent again"), "{error}");
+    assert_eq!(requests_counted(&metrics, "POST /chat", "error"), 1);
 }

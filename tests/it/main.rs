@@ -4,5 +4,6 @@
 mod client;
 mod config;
 mod engine;
+mod health;
 mod store;
 mod support;

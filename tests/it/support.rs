@@ -276,3 +276,74 @@ pub fn signature_is_valid(received: &Received, secret: &str) -> bool {
     let expected = format!("v1,{}", base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes()));
     received.signature.split(' ').any(|candidate| candidate == expected)
 }
+
+/// A daemon whose stderr (its log) is kept for the test to read.
+pub struct LoggedDaemon {
+    pub daemon: Daemon,
+    log: Arc<Mutex<Vec<String>>>,
+}
+
+impl LoggedDaemon {
+    pub fn start(config: &Path, envs: &[(&str, &str)]) -> Self {
+        let mut child = Command::new(bin())
+            .args(["run", "-c"])
+            .arg(config)
+            .env("RUST_LOG", "info")
+            .env_remove("CLAIRO_API_KEY")
+            .envs(envs.iter().copied())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("the daemon starts");
+        let stderr = child.stderr.take().unwrap();
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            use std::io::BufRead as _;
+            for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+                eprintln!("[daemon] {line}");
+                sink.lock().unwrap().push(line);
+            }
+        });
+        Self {
+            daemon: Daemon { child },
+            log,
+        }
+    }
+
+    pub fn log(&self) -> Vec<String> {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// Waits for a log line containing `needle` and returns it.
+    pub async fn wait_for_line(&self, needle: &str, within: Duration) -> Option<String> {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(line) = self.log().into_iter().find(|line| line.contains(needle)) {
+                return Some(line);
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// The address of /metrics, /healthz and /readyz, from the daemon's log.
+    pub async fn http_address(&self) -> String {
+        let line = self
+            .wait_for_line("Serving /metrics", Duration::from_secs(20))
+            .await
+            .expect("the daemon logs its listen address");
+        let start = line.find("http://").expect("an http:// address") + "http://".len();
+        line[start..].split_whitespace().next().unwrap().to_owned()
+    }
+
+    pub fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .args([&format!("-{name}"), &self.daemon.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+}
