@@ -53,6 +53,19 @@ pub enum Command {
     Chat(MessageArgs),
     /// Send an answer to a Discovery agent
     Discover(MessageArgs),
+    /// Print a shell completion script (for packagers)
+    #[command(hide = true)]
+    Completions {
+        /// The shell to complete for
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page, clairo-sync(1), in roff (for packagers)
+    #[command(hide = true)]
+    Manpage {
+        /// Write clairo-sync.1 and one page per subcommand into this folder instead
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, Args)]

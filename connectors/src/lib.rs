@@ -5,6 +5,7 @@
 //! checkpoint it saved last time, and stores whatever it answers.
 #![forbid(unsafe_code)]
 
+mod crm;
 mod event;
 pub mod lead;
 mod secret;

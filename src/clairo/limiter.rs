@@ -755,3 +755,138 @@ mod tests {
         }
     }
 }
+
+/// Properties of the pacing arithmetic over arbitrary budgets, windows and requests in
+/// flight: simulated time, no sleeping.
+#[cfg(test)]
+mod pacing_properties {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// What the first response of a simulation says, and what was in flight when it came.
+    #[derive(Clone, Debug)]
+    struct Window {
+        budget: u32,
+        limit: Option<u32>,
+        remaining: u32,
+        reset: Duration,
+        /// Requests in flight when the response came, the answered one included.
+        in_flight: u32,
+        jitter: Duration,
+    }
+
+    fn window() -> impl Strategy<Value = Window> {
+        (
+            // Small budgets too, where the budget rather than the window sets the pace.
+            prop_oneof![1u32..=100, 1u32..=2_000, 1u32..=100_000],
+            proptest::option::of(1u32..=2_000),
+            0u32..=2_000,
+            (0u64..=120_000).prop_map(Duration::from_millis),
+            1u32..=16,
+            (0u64..=50).prop_map(Duration::from_millis),
+        )
+            .prop_map(|(budget, limit, remaining, reset, in_flight, jitter)| Window {
+                budget,
+                limit,
+                remaining,
+                reset,
+                in_flight,
+                jitter,
+            })
+    }
+
+    /// Pacing after `in_flight` requests went out at `start` and the first answer described
+    /// `window`; that answer's permit is released, the others stay in flight.
+    fn after_first_answer(window: &Window, start: Instant) -> Pacing {
+        let mut pacing = Pacing::new(window.budget);
+        for _ in 0..window.in_flight {
+            pacing.grant(start);
+        }
+        let observation = Observation {
+            limit: window.limit,
+            remaining: Some(window.remaining),
+            window_id: Some(1_800_000_000),
+            reset_at: Some(start + window.reset),
+        };
+        pacing.observe(start, &observation, 0, window.jitter);
+        pacing.release();
+        pacing
+    }
+
+    /// Takes every slot `decide` gives until `until`, jumping to each time it names;
+    /// returns the grant instants. Stops when it must wait for a response.
+    fn grants_until(pacing: &mut Pacing, start: Instant, until: Instant) -> Vec<Instant> {
+        let mut now = start;
+        let mut grants = Vec::new();
+        // Every step either grants or moves time forward; this bounds the loop anyway.
+        for _ in 0..20_000 {
+            if now >= until {
+                break;
+            }
+            match pacing.decide(now) {
+                Decision::Go => {
+                    pacing.grant(now);
+                    grants.push(now);
+                }
+                Decision::WaitUntil(next) => {
+                    assert!(next > now, "a wait must move time forward");
+                    now = next;
+                }
+                Decision::WaitForResponse => break,
+            }
+        }
+        grants
+    }
+
+    proptest! {
+        #[test]
+        fn no_more_than_remaining_start_before_the_reset(window in window()) {
+            let start = Instant::now();
+            let reset = start + window.reset;
+            let mut pacing = after_first_answer(&window, start);
+            let grants = grants_until(&mut pacing, start, reset + window.jitter);
+            let before_reset = grants.iter().filter(|at| **at < reset).count() as u64;
+            // The server may not have counted the others in flight yet: they are owed too.
+            let allowed = u64::from(window.remaining).saturating_sub(u64::from(window.in_flight - 1));
+            prop_assert!(
+                before_reset <= allowed,
+                "{} started before the reset, {} allowed", before_reset, allowed
+            );
+        }
+
+        #[test]
+        fn starts_never_exceed_the_budget_per_minute(window in window()) {
+            let start = Instant::now();
+            let mut pacing = after_first_answer(&window, start);
+            let grants = grants_until(&mut pacing, start, start + window.reset + window.jitter);
+            let spacing = min_spacing(window.budget);
+            // The spacing is 60 s / budget rounded down to the nanosecond, so `budget + 1`
+            // starts may span up to `budget` nanoseconds less than a minute.
+            let minute = Duration::from_secs(60) - Duration::from_nanos(u64::from(window.budget));
+            let mut previous = start; // the requests in flight went out at `start`
+            for (index, at) in grants.iter().enumerate() {
+                prop_assert!(*at - previous >= spacing, "start {} came {:?} after the one before", index, *at - previous);
+                previous = *at;
+                if let Some(later) = grants.get(index + window.budget as usize) {
+                    prop_assert!(*later - *at >= minute, "{} starts within {:?}", window.budget + 1, *later - *at);
+                }
+            }
+        }
+
+        #[test]
+        fn once_the_reset_has_passed_the_next_request_goes(window in window()) {
+            let start = Instant::now();
+            let reset = start + window.reset;
+            let mut pacing = after_first_answer(&window, start);
+            let grants = grants_until(&mut pacing, start, reset);
+            // Every request has been answered (without rate-limit headers) by the reset.
+            for _ in 0..(window.in_flight - 1) as usize + grants.len() {
+                pacing.release();
+            }
+            let last = grants.last().copied().unwrap_or(start);
+            let after = (reset + window.jitter).max(last + min_spacing(window.budget));
+            prop_assert_eq!(pacing.decide(after), Decision::Go);
+        }
+    }
+}

@@ -119,8 +119,13 @@ pub async fn serve(runtime: Runtime, mut reloads: mpsc::Receiver<LoadedConfig>, 
         let stop = stop.clone();
         tasks.spawn(async move { daemon::source_loop(kind, generations, auth, stop).await });
     }
-    if SourceKind::enabled(&runtime.config).is_empty() {
-        tracing::warn!("No source is enabled ([sync.briefs], [sync.conversations]): only queued deliveries will be sent.");
+    {
+        let generations = generations.clone();
+        let stop = stop.clone();
+        tasks.spawn(async move { meetings_loop(generations, stop).await });
+    }
+    if SourceKind::enabled(&runtime.config).is_empty() && runtime.config.meetings.folders.is_empty() {
+        tracing::warn!("No source is enabled ([sync.briefs], [sync.conversations], [[meetings.folders]]): only queued deliveries will be sent.");
     }
     if let Some(interval) = sd_notify::watchdog_enabled() {
         let store = runtime.store.clone();
@@ -177,6 +182,38 @@ async fn dispatch_loop(
             _ = stop.wait_for(|stop| *stop) => true,
             _ = &mut running => return,
         };
+        let _ = retire_tx.send(true);
+        let _ = running.await;
+        if shutting_down {
+            return;
+        }
+    }
+}
+
+/// Watches the current generation's drop folders; on a reload the watchers stop (an
+/// upload in flight finishes within the shutdown timeout, or is resumed from its row)
+/// and the new config's watchers start.
+async fn meetings_loop(mut generations: watch::Receiver<Arc<Generation>>, mut stop: watch::Receiver<bool>) {
+    loop {
+        let generation = generations.borrow_and_update().clone();
+        let (retire_tx, retire_rx) = watch::channel(false);
+        let context = generation.context.clone();
+        let config = generation.config.clone();
+        let mut running = tokio::spawn(crate::sources::meetings::run(context, config, retire_rx));
+        let mut idle = false;
+        let shutting_down = tokio::select! {
+            changed = generations.changed() => changed.is_err(),
+            _ = stop.wait_for(|stop| *stop) => true,
+            _ = &mut running => { idle = true; false }
+        };
+        if idle {
+            // No folders configured (now): wait for a reload or the end.
+            tokio::select! {
+                changed = generations.changed() => if changed.is_err() { return },
+                _ = stop.wait_for(|stop| *stop) => return,
+            }
+            continue;
+        }
         let _ = retire_tx.send(true);
         let _ = running.await;
         if shutting_down {

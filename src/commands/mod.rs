@@ -4,8 +4,10 @@ mod api;
 mod check;
 mod daemon;
 mod demo;
+mod generate;
 mod outbox;
 mod sandbox;
+mod upload;
 
 use std::path::{Path, PathBuf};
 
@@ -49,9 +51,9 @@ pub async fn run(cli: Cli) -> CommandResult {
         Command::Status(args) => outbox::status(config_path.as_deref(), args.json).await,
         Command::Deliveries(command) => outbox::deliveries(config_path.as_deref(), command).await,
         Command::Demo(args) => demo::demo(&args).await,
-        Command::Upload(_) => Err(CommandError::Other(anyhow::anyhow!(
-            "this command is not available in this build yet"
-        ))),
+        Command::Upload(args) => upload::upload(config_path.as_deref(), &args).await,
+        Command::Completions { shell } => generate::completions(shell),
+        Command::Manpage { dir } => generate::manpage(dir.as_deref()),
     }
 }
 

@@ -9,10 +9,15 @@ use serde_json::json;
 use crate::cli::DeliveriesCommand;
 use crate::store::{DeliveryFilter, Store, now_ms};
 
-use super::{CommandResult, load_daemon_config};
+use crate::config::{Need, SecretSources};
+
+use super::CommandResult;
 
 async fn open_store(path: Option<&Path>) -> Result<Store, super::CommandError> {
-    let loaded = load_daemon_config(path)?;
+    let path = path
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| std::path::PathBuf::from(crate::config::DEFAULT_CONFIG_PATH));
+    let loaded = crate::config::load(Some(&path), Need::StateOnly, &SecretSources::default())?;
     Ok(Store::open(&loaded.config.state.path).await.map_err(anyhow::Error::from)?)
 }
 

@@ -404,6 +404,9 @@ pub enum Need {
     Daemon,
     /// Operator commands: the file is optional; the key is still required.
     ApiOnly,
+    /// Commands that only read the state database (`status`, `deliveries`): no secret is
+    /// read, so they work from a shell where only the service has its credentials.
+    StateOnly,
 }
 
 /// Loads the config file (if any) with env overrides, resolves secrets, validates.
@@ -411,7 +414,7 @@ pub fn load(path: Option<&Path>, need: Need, sources: &SecretSources) -> Result<
     let mut figment = Figment::new();
     if let Some(path) = path {
         if !path.exists() {
-            if need == Need::Daemon {
+            if need != Need::ApiOnly {
                 return Err(ConfigErrors(vec![Problem::new(
                     "config",
                     format!(
@@ -425,17 +428,26 @@ pub fn load(path: Option<&Path>, need: Need, sources: &SecretSources) -> Result<
         }
     }
     figment = figment.merge(env_provider());
+    finish(&figment, path, need, sources)
+}
+
+/// Extracts, resolves secrets (unless only the state is needed) and validates.
+fn finish(figment: &Figment, path: Option<&Path>, need: Need, sources: &SecretSources) -> Result<LoadedConfig, ConfigErrors> {
     let mut config: Config = figment.extract().map_err(|error| ConfigErrors(figment_problems(error)))?;
+    let path = path.map(Path::to_path_buf);
+    if need == Need::StateOnly {
+        return Ok(LoadedConfig {
+            config,
+            api_key: None,
+            path,
+        });
+    }
     let mut problems = Vec::new();
     let api_key = secrets::resolve_api_key(&config.clairo, sources, &mut problems);
     secrets::resolve_connector_secrets(&mut config.connectors, sources, &mut problems);
     validate(&config, api_key.as_ref(), need, &mut problems);
     if problems.is_empty() {
-        Ok(LoadedConfig {
-            config,
-            api_key,
-            path: path.map(Path::to_path_buf),
-        })
+        Ok(LoadedConfig { config, api_key, path })
     } else {
         Err(ConfigErrors(problems))
     }
@@ -584,6 +596,42 @@ fn validate(config: &Config, api_key: Option<&Secret>, need: Need, problems: &mu
                 "is empty; name the agent id recordings are uploaded to (see `clairo-sync agents`)",
             ));
         }
+        if folder.settle.is_zero() {
+            problems.push(Problem::new(
+                format!("{key}.settle"),
+                "must be longer than zero, or half-written files would be taken; e.g. \"5s\"",
+            ));
+        }
+        if folder.poll_interval < Duration::from_millis(100) {
+            problems.push(Problem::new(
+                format!("{key}.poll_interval"),
+                "is shorter than 100ms, which would rescan the folder in a busy loop; e.g. \"10s\"",
+            ));
+        }
+        let (processed, failed) = (folder.processed_dir(), folder.failed_dir());
+        for (name, dir) in [("processed", &processed), ("failed", &failed)] {
+            if *dir == folder.path {
+                problems.push(Problem::new(
+                    format!("{key}.{name}"),
+                    "is the drop folder itself, so finished files would be taken again; name a subfolder or another folder",
+                ));
+            }
+        }
+        if processed == failed {
+            problems.push(Problem::new(
+                format!("{key}.failed"),
+                "is the same folder as processed; keep them apart so failures stand out",
+            ));
+        }
+        if let Some(first) = config.meetings.folders[..index]
+            .iter()
+            .position(|other| other.path == folder.path)
+        {
+            problems.push(Problem::new(
+                format!("{key}.path"),
+                format!("is the same folder as meetings.folders[{first}]; list each folder once"),
+            ));
+        }
     }
     for (name, connector) in &config.connectors {
         if !valid_name(name) {
@@ -662,4 +710,11 @@ fn valid_name(name: &str) -> bool {
         && name
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+}
+
+/// [`load`] for a config held in memory rather than in a file (the fuzz target
+/// `config_load` drives it): the same env overrides, secrets and validation.
+pub fn load_str(text: &str, need: Need, sources: &SecretSources) -> Result<LoadedConfig, ConfigErrors> {
+    let figment = Figment::new().merge(Toml::string(text)).merge(env_provider());
+    finish(&figment, None, need, sources)
 }

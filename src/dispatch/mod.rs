@@ -362,3 +362,99 @@ mod tests {
         assert_eq!(next_state(&Verdict::Permanent { reason: "400".into() }, 0, &schedule(), 0, 1.0), NextState::Dead);
     }
 }
+
+/// Properties of the retry schedule over arbitrary schedules, attempts and Retry-After.
+#[cfg(test)]
+mod retry_properties {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    const DAY_MS: u64 = 86_400_000;
+
+    fn schedule() -> impl Strategy<Value = Vec<Duration>> {
+        proptest::collection::vec((0..=3 * DAY_MS).prop_map(Duration::from_millis), 0..12)
+    }
+
+    fn retry_after() -> impl Strategy<Value = Option<Duration>> {
+        proptest::option::of((0..=7 * DAY_MS).prop_map(Duration::from_millis))
+    }
+
+    /// The jitter factors `jitter_factor` can return, its ends included, and a few it
+    /// cannot (which must be clamped).
+    fn factor() -> impl Strategy<Value = f64> {
+        prop_oneof![
+            Just(1.0 - JITTER),
+            Just(1.0 + JITTER),
+            (1.0 - JITTER)..=(1.0 + JITTER),
+            -10.0f64..10.0,
+        ]
+    }
+
+    /// Unix milliseconds from 2001 to 2100.
+    fn now() -> impl Strategy<Value = i64> {
+        1_000_000_000_000i64..4_102_444_800_000
+    }
+
+    proptest! {
+        #[test]
+        fn delivered_stays_delivered(schedule in schedule(), attempts in 0i64..20, now in now(), factor in factor()) {
+            prop_assert_eq!(next_state(&Verdict::Delivered, attempts, &schedule, now, factor), NextState::Delivered);
+        }
+
+        #[test]
+        fn a_permanent_failure_is_dead(schedule in schedule(), attempts in 0i64..20, now in now(), factor in factor()) {
+            let verdict = Verdict::Permanent { reason: "400".into() };
+            prop_assert_eq!(next_state(&verdict, attempts, &schedule, now, factor), NextState::Dead);
+        }
+
+        #[test]
+        fn a_retry_waits_its_step_within_the_jitter_unless_a_longer_retry_after_wins(
+            schedule in schedule(),
+            index in any::<proptest::sample::Index>(),
+            after in retry_after(),
+            now in now(),
+            factor in factor(),
+        ) {
+            prop_assume!(!schedule.is_empty());
+            let attempts = index.index(schedule.len());
+            let verdict = Verdict::Retry { after, reason: "503".into() };
+            let NextState::Retry { at_ms } = next_state(&verdict, attempts as i64, &schedule, now, factor) else {
+                return Err(TestCaseError::fail("a retry within the schedule is retried"));
+            };
+            let wait_ms = (at_ms - now) as f64;
+            let step_ms = schedule[attempts].as_secs_f64() * 1000.0;
+            // Milliseconds are truncated, so allow one below the lower bound.
+            let jittered = wait_ms >= step_ms * (1.0 - JITTER) - 1.0 && wait_ms <= step_ms * (1.0 + JITTER);
+            match after {
+                Some(after) => {
+                    let after_ms = after.as_millis() as f64;
+                    prop_assert!(wait_ms >= after_ms, "waited {}ms, Retry-After asked {}ms", wait_ms, after_ms);
+                    prop_assert!(jittered || wait_ms == after_ms, "waited {}ms for a {}ms step", wait_ms, step_ms);
+                }
+                None => prop_assert!(jittered, "waited {}ms for a {}ms step", wait_ms, step_ms),
+            }
+        }
+
+        #[test]
+        fn past_the_end_of_the_schedule_a_retry_is_dead(
+            schedule in schedule(),
+            beyond in 0i64..100,
+            after in retry_after(),
+            now in now(),
+            factor in factor(),
+        ) {
+            let verdict = Verdict::Retry { after, reason: "503".into() };
+            let attempts = schedule.len() as i64 + beyond;
+            prop_assert_eq!(next_state(&verdict, attempts, &schedule, now, factor), NextState::Dead);
+        }
+    }
+
+    #[test]
+    fn the_jitter_factor_stays_within_twenty_percent() {
+        for _ in 0..10_000 {
+            let factor = jitter_factor();
+            assert!(((1.0 - JITTER)..=(1.0 + JITTER)).contains(&factor), "{factor}");
+        }
+    }
+}

@@ -64,6 +64,19 @@ pub async fn poll(context: &SourceContext, section: &ConversationsSync) -> Resul
             }
             if known.is_none() {
                 report.new_items += 1;
+                if baseline && let Some(count) = item.message_count {
+                    // Recording what exists needs no detail when the list gives the count.
+                    let state = ConversationState {
+                        id: item.id.clone(),
+                        agent_id: item.agent_id.clone(),
+                        status: item.status.clone(),
+                        message_count: count as i64,
+                        updated_at: item.updated_at.clone(),
+                        last_checked_at: now_ms(),
+                    };
+                    context.store.record_conversation(&state, Some(&item.raw), None, None).await?;
+                    continue;
+                }
             }
             refresh(context, &item.id, item.updated_at.clone(), known, baseline, &mut report).await?;
         }

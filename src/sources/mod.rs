@@ -4,6 +4,7 @@
 
 pub mod briefs;
 pub mod conversations;
+pub mod meetings;
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;

@@ -16,6 +16,8 @@ use serde::Serialize;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Row, Sqlite, SqlitePool, Transaction};
 
+pub mod meetings;
+
 /// How long a writer waits for another connection's write lock before failing. Writes are
 /// short (one small transaction), so a wait this long means something is wrong.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);

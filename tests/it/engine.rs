@@ -255,3 +255,30 @@ async fn an_invalid_key_fails_the_run_with_plain_words_and_one_request() {
     assert!(!stderr.contains("clr_revoked_key"), "the key leaked: {stderr}");
     assert_eq!(sandbox.stats().requests, 1, "no retry loop on 401");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn status_and_deliveries_work_without_the_services_secrets() {
+    let sandbox = sandbox(2, 0).await;
+    let receiver = Receiver::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = daemon_config(dir.path(), &sandbox, &receiver, "");
+    let config_arg = config.to_str().unwrap();
+    let (code, _, stderr) = run_cli(&["sync", "--once", "-c", config_arg]);
+    assert_eq!(code, 0, "{stderr}");
+    // From a shell, the credentials systemd hands the service are not there.
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace("api_key = \"clr_sandbox_key\"", "api_key_file = \"/run/credentials/clairo-sync.service/clairo-api-key\"")
+        .replace(&format!("secret = \"{SECRET}\""), "secret_file = \"/nonexistent/hook-secret\"");
+    std::fs::write(&config, text).unwrap();
+    let (code, stdout, stderr) = run_cli(&["status", "--json", "-c", config_arg]);
+    assert_eq!(code, 0, "{stderr}");
+    let status: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    let hook = status["connectors"].as_array().unwrap().iter().find(|c| c["connector"] == "hook").unwrap();
+    assert_eq!(hook["delivered"], 2);
+    assert_eq!(status["sources"][0]["source"], "briefs");
+    assert_eq!(status["sources"][0]["last_outcome"], "success");
+    let (code, stdout, stderr) = run_cli(&["deliveries", "list", "--json", "-c", config_arg]);
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(serde_json::from_str::<serde_json::Value>(&stdout).unwrap().as_array().unwrap().len(), 4);
+}

@@ -4,6 +4,9 @@
 mod client;
 mod config;
 mod engine;
+mod faults;
 mod health;
+mod meetings;
+mod ops;
 mod store;
 mod support;

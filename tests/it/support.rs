@@ -347,3 +347,80 @@ impl LoggedDaemon {
         assert!(status.success());
     }
 }
+
+/// A receiver that can go down and come back on the same port: while closed, connecting
+/// is refused, as when the receiving service is stopped.
+pub struct ClosableReceiver {
+    pub receiver: Receiver,
+    addr: SocketAddr,
+    server: Option<(tokio::sync::oneshot::Sender<()>, tokio::task::JoinHandle<()>)>,
+    /// Bound but not listening while closed: keeps the port ours and refuses connections.
+    held: Option<tokio::net::TcpSocket>,
+}
+
+impl ClosableReceiver {
+    /// Starts open.
+    pub async fn start() -> Self {
+        let socket = reusable_socket("127.0.0.1:0".parse().unwrap());
+        let addr = socket.local_addr().unwrap();
+        let receiver = Receiver {
+            url: format!("http://{addr}/hook"),
+            state: Arc::new(Mutex::new(ReceiverState {
+                received: Vec::new(),
+                script: VecDeque::new(),
+                default: 200,
+                delay: Duration::ZERO,
+            })),
+        };
+        let mut this = Self {
+            receiver,
+            addr,
+            server: None,
+            held: Some(socket),
+        };
+        this.open();
+        this
+    }
+
+    /// Stops accepting, lets requests in progress finish, closes every connection, and
+    /// then refuses new ones.
+    pub async fn close(&mut self) {
+        if let Some((stop, server)) = self.server.take() {
+            let _ = stop.send(());
+            let _ = tokio::time::timeout(Duration::from_secs(10), server).await;
+        }
+        if self.held.is_none() {
+            self.held = Some(reusable_socket(self.addr));
+        }
+    }
+
+    /// Accepts connections again, on the same port, with the same record of requests.
+    pub fn open(&mut self) {
+        if self.server.is_some() {
+            return;
+        }
+        let socket = self.held.take().unwrap_or_else(|| reusable_socket(self.addr));
+        let listener = socket.listen(1024).expect("listen on the receiver's port");
+        let app = Router::new()
+            .route("/hook", post(receive))
+            .with_state(self.receiver.state.clone());
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(async move {
+            let _ = axum::serve(listener, app)
+                .with_graceful_shutdown(async move {
+                    let _ = stopped.await;
+                })
+                .await;
+        });
+        self.server = Some((stop, server));
+    }
+}
+
+/// A TCP socket bound to `addr` with SO_REUSEADDR (so the port can be bound again while
+/// old connections linger in TIME_WAIT), not yet listening.
+fn reusable_socket(addr: SocketAddr) -> tokio::net::TcpSocket {
+    let socket = tokio::net::TcpSocket::new_v4().expect("a TCP socket");
+    socket.set_reuseaddr(true).expect("SO_REUSEADDR");
+    socket.bind(addr).expect("bind the receiver's port");
+    socket
+}

@@ -2,8 +2,10 @@
 """A real SMTP server for the email connector's tests (aiosmtpd on 127.0.0.1).
 
 Every accepted message is written to DIR as N.eml (the bytes as received), with
-N.json beside it holding the envelope: mail_from, rcpt_tos, and the login it was
-sent under (null without AUTH). Prints "ready" once it accepts connections, then
+N.json beside it holding the envelope (mail_from, rcpt_tos, and the login it was
+sent under, null without AUTH) and the message as Python's email package decodes
+it: headers (RFC 2047 words decoded) and each MIME leaf part's type, charset and
+text (transfer encoding undone). Prints "ready" once it accepts connections, then
 serves until killed.
 
     server.py --port PORT --dir DIR [--user U --password P] [--reject ADDR=REPLY]...
@@ -15,6 +17,8 @@ No STARTTLS is offered, ever.
 """
 
 import argparse
+import email
+import email.policy
 import itertools
 import json
 import logging
@@ -51,6 +55,7 @@ class Mailbox:
             "mail_from": envelope.mail_from,
             "rcpt_tos": envelope.rcpt_tos,
             "login": login,
+            **decoded(envelope.original_content),
         }
         base = os.path.join(self.directory, str(number))
         # The .json is written last and renamed into place: a reader that sees it
@@ -61,6 +66,27 @@ class Mailbox:
             json.dump(meta, sidecar)
         os.rename(base + ".json.tmp", base + ".json")
         return f"250 2.0.0 OK queued as test-{number}"
+
+
+def decoded(content):
+    message = email.message_from_bytes(content, policy=email.policy.default)
+    headers = {}
+    for name, value in message.items():
+        headers.setdefault(name.lower(), []).append(str(value))
+    parts = [
+        {
+            "type": part.get_content_type(),
+            "charset": part.get_content_charset(),
+            "text": part.get_content(),
+        }
+        for part in message.walk()
+        if not part.is_multipart()
+    ]
+    return {
+        "content_type": message.get_content_type(),
+        "headers": headers,
+        "parts": parts,
+    }
 
 
 class Credentials:

@@ -1,0 +1,586 @@
+use std::time::Duration;
+
+use serde_json::json;
+
+use super::fake::{FakeHubspot, Fault, Route};
+use super::*;
+use crate::crm::test_support::*;
+use crate::{ConnectorConfig, Verdict};
+
+const TOKEN: &str = "pat-na1-11111111-2222-3333-4444-555555555555";
+
+fn config(base_url: &str) -> HubspotConfig {
+    HubspotConfig {
+        token: Some(Secret::new(TOKEN)),
+        token_file: None,
+        base_url: base_url.to_owned(),
+        timeout: Duration::from_secs(5),
+        email_answer_key: None,
+        properties: BTreeMap::new(),
+        without_email: WithoutEmail::Note,
+    }
+}
+
+fn connector(config: &HubspotConfig) -> HubspotConnector {
+    HubspotConnector::new("crm", config).unwrap()
+}
+
+fn retry_of(attempt: &Attempt) -> (Option<Duration>, String) {
+    match &attempt.verdict {
+        Verdict::Retry { after, reason } => (*after, reason.clone()),
+        other => panic!("expected Retry, got {other:?} ({attempt:?})"),
+    }
+}
+
+fn permanent_of(attempt: &Attempt) -> String {
+    match &attempt.verdict {
+        Verdict::Permanent { reason } => reason.clone(),
+        other => panic!("expected Permanent, got {other:?} ({attempt:?})"),
+    }
+}
+
+#[tokio::test]
+async fn a_brief_upserts_its_contact_by_email_and_logs_a_note_on_it() {
+    let fake = FakeHubspot::start(TOKEN).await;
+    let connector = connector(&config(&fake.base_url));
+    let checkpoints = MemoryCheckpoints::default();
+    let event = john_brief();
+
+    let attempt = attempt(&connector, &event, &checkpoints, 1).await;
+
+    assert_eq!(attempt.verdict, Verdict::Delivered, "{attempt:?}");
+    assert_eq!(attempt.status_code, Some(201));
+    let contacts = fake.contacts();
+    assert_eq!(contacts.len(), 1);
+    let contact = &contacts[0];
+    assert_eq!(contact.properties["email"], "john@techstart.io");
+    assert_eq!(contact.properties["firstname"], "John");
+    assert_eq!(contact.properties["lastname"], "Smith");
+    assert_eq!(contact.properties["company"], "TechStart");
+    let notes = fake.notes();
+    assert_eq!(notes.len(), 1);
+    assert_eq!(notes[0].contact_ids, vec![contact.id.clone()]);
+    assert_eq!(
+        notes[0].properties["hs_timestamp"],
+        "2026-04-01T14:30:00.000Z"
+    );
+    let body = &notes[0].properties["hs_note_body"];
+    assert!(body.contains("CEO of TechStart"), "{body}");
+    assert!(body.contains(&event.id), "{body}");
+    assert_eq!(
+        checkpoints.current(),
+        Some(json!({"contact_id": contact.id, "note_id": notes[0].id}))
+    );
+    // Once with the contact (and the note about to be sent), once when done.
+    assert_eq!(checkpoints.saves(), 2);
+    let response = attempt.response.unwrap();
+    assert!(response.contains("created"), "{response}");
+    assert!(fake.rejections().is_empty(), "{:?}", fake.rejections());
+    assert!(
+        fake.authorizations()
+            .iter()
+            .all(|header| header == &format!("Bearer {TOKEN}"))
+    );
+}
+
+#[tokio::test]
+async fn mapped_answers_are_sent_as_string_properties() {
+    let fake = FakeHubspot::start(TOKEN).await;
+    let mut config = config(&fake.base_url);
+    config
+        .properties
+        .insert("team_size".to_owned(), "numemployees".to_owned());
+    config
+        .properties
+        .insert("budget".to_owned(), "budget_range".to_owned());
+    config
+        .properties
+        .insert("not_answered".to_owned(), "jobtitle".to_owned());
+
+    let attempt = attempt(
+        &connector(&config),
+        &john_brief(),
+        &MemoryCheckpoints::default(),
+        1,
+    )
+    .await;
+
+    assert_eq!(attempt.verdict, Verdict::Delivered, "{attempt:?}");
+    let contact = &fake.contacts()[0];
+    // 50 is a number in the brief; HubSpot takes it as the string "50".
+    assert_eq!(contact.properties["numemployees"], "50");
+    assert_eq!(contact.properties["budget_range"], "$50-100/month");
+    assert!(!contact.properties.contains_key("jobtitle"));
+    assert!(fake.rejections().is_empty(), "{:?}", fake.rejections());
+}
+
+#[tokio::test]
+async fn a_note_failing_with_500_after_the_contact_is_retried_and_makes_one_contact_and_one_note() {
+    let fake = FakeHubspot::start(TOKEN).await;
+    let connector = connector(&config(&fake.base_url));
+    let checkpoints = MemoryCheckpoints::default();
+    let event = john_brief();
+    fake.inject(Route::CreateNote, Fault::Status(500), 1);
+
+    let first = attempt(&connector, &event, &checkpoints, 1).await;
+
+    assert_eq!(first.status_code, Some(500));
+    let (_, reason) = retry_of(&first);
+    assert!(reason.contains("creating the note"), "{reason}");
+    assert!(reason.contains("will not be upserted again"), "{reason}");
+    let response = first.response.clone().unwrap();
+    assert!(response.contains("correlationId"), "{response}");
+    let contact_id = fake.contacts()[0].id.clone();
+    assert_eq!(checkpoints.current().unwrap()["contact_id"], contact_id);
+
+    let second = attempt(&connector, &event, &checkpoints, 2).await;
+
+    assert_eq!(second.verdict, Verdict::Delivered, "{second:?}");
+    assert_eq!(fake.contacts().len(), 1);
+    assert_eq!(fake.notes().len(), 1);
+    assert_eq!(fake.notes()[0].contact_ids, vec![contact_id]);
+    assert_eq!(fake.calls(Route::Upsert), 1, "the retry upserted again");
+    assert!(fake.rejections().is_empty(), "{:?}", fake.rejections());
+
+    // A third delivery (the dispatcher lost the outcome) sends nothing.
+    let third = attempt(&connector, &event, &checkpoints, 3).await;
+    assert_eq!(third.verdict, Verdict::Delivered);
+    assert_eq!(fake.notes().len(), 1);
+    assert!(third.response.unwrap().contains("already recorded"));
+}
+
+#[tokio::test]
+async fn a_retry_after_a_timeout_creates_no_second_contact() {
+    let fake = FakeHubspot::start(TOKEN).await;
+    let mut config = config(&fake.base_url);
+    config.timeout = Duration::from_millis(300);
+    let connector = connector(&config);
+    let checkpoints = MemoryCheckpoints::default();
+    let event = john_brief();
+    fake.inject(
+        Route::Upsert,
+        Fault::SlowAfterActing(Duration::from_secs(2)),
+        1,
+    );
+
+    let first = attempt(&connector, &event, &checkpoints, 1).await;
+
+    let (_, reason) = retry_of(&first);
+    assert!(reason.contains("no answer within 300ms"), "{reason}");
+    assert_eq!(first.status_code, None);
+    assert_eq!(
+        fake.contacts().len(),
+        1,
+        "the fake created the contact anyway"
+    );
+    assert_eq!(checkpoints.current(), None);
+
+    let second = attempt(&connector, &event, &checkpoints, 2).await;
+
+    assert_eq!(second.verdict, Verdict::Delivered, "{second:?}");
+    assert_eq!(fake.contacts().len(), 1);
+    assert_eq!(fake.notes().len(), 1);
+}
+
+#[tokio::test]
+async fn a_note_created_by_an_attempt_that_timed_out_is_found_not_created_again() {
+    let fake = FakeHubspot::start(TOKEN).await;
+    let mut config = config(&fake.base_url);
+    config.timeout = Duration::from_millis(300);
+    let connector = connector(&config);
+    let checkpoints = MemoryCheckpoints::default();
+    let event = john_brief();
+    fake.inject(
+        Route::CreateNote,
+        Fault::SlowAfterActing(Duration::from_secs(2)),
+        1,
+    );
+
+    let first = attempt(&connector, &event, &checkpoints, 1).await;
+    retry_of(&first);
+    assert_eq!(fake.notes().len(), 1, "the fake created the note anyway");
+
+    let second = attempt(&connector, &event, &checkpoints, 2).await;
+
+    assert_eq!(second.verdict, Verdict::Delivered, "{second:?}");
+    assert!(second.response.unwrap().contains("found"));
+    assert_eq!(fake.notes().len(), 1);
+    assert_eq!(fake.calls(Route::CreateNote), 1);
+    assert_eq!(
+        checkpoints.current().unwrap()["note_id"],
+        fake.notes()[0].id
+    );
+}
+
+#[tokio::test]
+async fn a_409_on_contact_create_is_treated_as_the_existing_contact() {
+    let fake = FakeHubspot::start(TOKEN).await;
+    let existing = fake.seed_contact("john@techstart.io");
+    fake.inject(Route::Upsert, Fault::Conflict, 1);
+    let checkpoints = MemoryCheckpoints::default();
+
+    let attempt = attempt(
+        &connector(&config(&fake.base_url)),
+        &john_brief(),
+        &checkpoints,
+        1,
+    )
+    .await;
+
+    assert_eq!(attempt.verdict, Verdict::Delivered, "{attempt:?}");
+    assert_eq!(fake.contacts().len(), 1);
+    assert_eq!(fake.notes()[0].contact_ids, vec![existing.clone()]);
+    assert_eq!(checkpoints.current().unwrap()["contact_id"], existing);
+}
+
+#[tokio::test]
+async fn where_email_cannot_key_an_upsert_the_contact_is_created_and_a_409_names_the_existing_one()
+{
+    let fake = FakeHubspot::start(TOKEN).await;
+    let existing = fake.seed_contact("john@techstart.io");
+    fake.inject(Route::Upsert, Fault::UpsertByEmailRefused, 1);
+
+    let attempt = attempt(
+        &connector(&config(&fake.base_url)),
+        &john_brief(),
+        &MemoryCheckpoints::default(),
+        1,
+    )
+    .await;
+
+    assert_eq!(attempt.verdict, Verdict::Delivered, "{attempt:?}");
+    assert_eq!(fake.calls(Route::CreateContact), 1);
+    assert_eq!(fake.contacts().len(), 1);
+    assert_eq!(fake.notes()[0].contact_ids, vec![existing]);
+}
+
+#[tokio::test]
+async fn a_429_ten_secondly_rolling_is_retried_after_the_interval() {
+    let fake = FakeHubspot::start(TOKEN).await;
+    fake.inject(
+        Route::Upsert,
+        Fault::TenSecondlyRolling {
+            interval_ms: 12_000,
+        },
+        1,
+    );
+
+    let attempt = attempt(
+        &connector(&config(&fake.base_url)),
+        &john_brief(),
+        &MemoryCheckpoints::default(),
+        1,
+    )
+    .await;
+
+    assert_eq!(attempt.status_code, Some(429));
+    let (after, reason) = retry_of(&attempt);
+    assert!(after.unwrap() >= Duration::from_millis(12_000), "{after:?}");
+    assert!(reason.contains("TEN_SECONDLY_ROLLING"), "{reason}");
+    assert!(
+        attempt
+            .response
+            .unwrap()
+            .contains("\"policyName\":\"TEN_SECONDLY_ROLLING\"")
+    );
+    assert!(fake.contacts().is_empty());
+}
+
+#[tokio::test]
+async fn a_429_daily_waits_for_the_next_midnight_utc() {
+    let fake = FakeHubspot::start(TOKEN).await;
+    fake.inject(Route::Upsert, Fault::Daily, 1);
+
+    let attempt = attempt(
+        &connector(&config(&fake.base_url)),
+        &john_brief(),
+        &MemoryCheckpoints::default(),
+        1,
+    )
+    .await;
+
+    let (after, reason) = retry_of(&attempt);
+    let after = after.unwrap();
+    assert!(
+        after > Duration::ZERO && after <= crm::MAX_WAIT,
+        "{after:?}"
+    );
+    assert!(reason.contains("midnight UTC"), "{reason}");
+}
+
+#[test]
+fn retry_after_wins_over_hubspots_policy() {
+    let mut headers = HeaderMap::new();
+    headers.insert("retry-after", "7".parse().unwrap());
+    headers.insert(
+        "x-hubspot-ratelimit-interval-milliseconds",
+        "10000".parse().unwrap(),
+    );
+    let body = json!({"policyName": "TEN_SECONDLY_ROLLING"});
+    let (wait, _) = rate_limit_wait(&headers, &body, Utc::now(), SystemTime::now());
+    assert_eq!(wait, Duration::from_secs(7));
+
+    let (wait, _) = rate_limit_wait(&HeaderMap::new(), &json!({}), Utc::now(), SystemTime::now());
+    assert_eq!(wait, DEFAULT_INTERVAL);
+}
+
+#[tokio::test]
+async fn a_brief_without_an_email_becomes_a_note_on_no_contact() {
+    let fake = FakeHubspot::start(TOKEN).await;
+    let checkpoints = MemoryCheckpoints::default();
+
+    let attempt = attempt(
+        &connector(&config(&fake.base_url)),
+        &anonymous_brief(),
+        &checkpoints,
+        1,
+    )
+    .await;
+
+    assert_eq!(attempt.verdict, Verdict::Delivered, "{attempt:?}");
+    assert!(fake.contacts().is_empty());
+    assert_eq!(fake.calls(Route::Upsert), 0);
+    let notes = fake.notes();
+    assert_eq!(notes.len(), 1);
+    assert!(notes[0].contact_ids.is_empty());
+    assert!(notes[0].properties["hs_note_body"].contains("Ann from Corp"));
+    assert!(attempt.response.unwrap().contains("no contact"));
+    assert_eq!(checkpoints.current(), Some(json!({"note_id": notes[0].id})));
+}
+
+#[tokio::test]
+async fn a_brief_without_an_email_is_skipped_under_the_skip_policy() {
+    let fake = FakeHubspot::start(TOKEN).await;
+    let mut config = config(&fake.base_url);
+    config.without_email = WithoutEmail::Skip;
+
+    let attempt = attempt(
+        &connector(&config),
+        &anonymous_brief(),
+        &MemoryCheckpoints::default(),
+        1,
+    )
+    .await;
+
+    assert_eq!(attempt.verdict, Verdict::Delivered);
+    assert!(attempt.response.unwrap().starts_with("skipped"));
+    assert!(fake.contacts().is_empty());
+    assert!(fake.notes().is_empty());
+    assert_eq!(fake.total_calls(), 0);
+}
+
+#[tokio::test]
+async fn a_401_is_permanent_says_to_check_the_token_and_never_shows_it() {
+    let fake = FakeHubspot::start(TOKEN).await;
+    let mut config = config(&fake.base_url);
+    let wrong = "pat-na1-99999999-wrong-token-0000";
+    config.token = Some(Secret::new(wrong));
+    let connector = connector(&config);
+
+    let attempt = attempt(&connector, &john_brief(), &MemoryCheckpoints::default(), 1).await;
+
+    assert_eq!(attempt.status_code, Some(401));
+    let reason = permanent_of(&attempt);
+    assert!(reason.contains("token"), "{reason}");
+    assert!(reason.contains("crm.objects.contacts.write"), "{reason}");
+    let response = attempt.response.unwrap();
+    assert!(response.contains("INVALID_AUTHENTICATION"), "{response}");
+    for secret in [wrong, TOKEN] {
+        assert!(!reason.contains(secret));
+        assert!(!response.contains(secret));
+    }
+    let probe = connector.probe().await.unwrap_err();
+    assert!(probe.contains("token"), "{probe}");
+    assert!(!probe.contains(wrong));
+}
+
+#[test]
+fn an_answer_echoing_the_token_is_scrubbed_before_it_is_kept() {
+    let connector = connector(&config("http://127.0.0.1:9"));
+    let answer = Answer {
+        status: StatusCode::BAD_REQUEST,
+        headers: HeaderMap::new(),
+        text: format!(r#"{{"message":"bad token {TOKEN}"}}"#),
+        json: Some(json!({"message": format!("bad token {TOKEN}")})),
+    };
+    let attempt = connector.failure(&answer, "creating the note");
+    assert!(!permanent_of(&attempt).contains(TOKEN));
+    assert!(!attempt.response.unwrap().contains(TOKEN));
+}
+
+#[tokio::test]
+async fn a_500_is_retried_and_a_400_is_permanent_each_keeping_hubspots_error_body() {
+    let fake = FakeHubspot::start(TOKEN).await;
+    let connector = connector(&config(&fake.base_url));
+    fake.inject(Route::Upsert, Fault::Status(503), 1);
+    let first = attempt(&connector, &john_brief(), &MemoryCheckpoints::default(), 1).await;
+    assert_eq!(first.status_code, Some(503));
+    let (after, _) = retry_of(&first);
+    assert_eq!(after, None);
+
+    fake.inject(Route::Upsert, Fault::Status(400), 1);
+    let second = attempt(&connector, &john_brief(), &MemoryCheckpoints::default(), 1).await;
+    assert_eq!(second.status_code, Some(400));
+    let reason = permanent_of(&second);
+    assert!(reason.contains("replay"), "{reason}");
+    assert!(
+        second
+            .response
+            .unwrap()
+            .contains("\"category\":\"VALIDATION_ERROR\"")
+    );
+}
+
+#[tokio::test]
+async fn a_meeting_becomes_a_note_on_no_contact() {
+    let fake = FakeHubspot::start(TOKEN).await;
+
+    let attempt = attempt(
+        &connector(&config(&fake.base_url)),
+        &meeting(),
+        &MemoryCheckpoints::default(),
+        1,
+    )
+    .await;
+
+    assert_eq!(attempt.verdict, Verdict::Delivered, "{attempt:?}");
+    let notes = fake.notes();
+    assert_eq!(notes.len(), 1);
+    assert!(notes[0].contact_ids.is_empty());
+    let body = &notes[0].properties["hs_note_body"];
+    assert!(body.contains("Weekly standup (45 min)"), "{body}");
+    assert!(body.contains("&lt;everyone&gt;"), "{body}");
+    assert!(fake.contacts().is_empty());
+    assert!(fake.rejections().is_empty(), "{:?}", fake.rejections());
+}
+
+#[tokio::test]
+async fn a_conversation_update_is_acknowledged_and_ignored() {
+    let fake = FakeHubspot::start(TOKEN).await;
+
+    let attempt = attempt(
+        &connector(&config(&fake.base_url)),
+        &conversation(),
+        &MemoryCheckpoints::default(),
+        1,
+    )
+    .await;
+
+    assert_eq!(attempt.verdict, Verdict::Delivered);
+    assert!(
+        attempt
+            .response
+            .unwrap()
+            .starts_with("ignored: conversation.updated")
+    );
+    assert_eq!(fake.total_calls(), 0);
+}
+
+#[tokio::test]
+async fn probing_lists_one_contact_with_the_token() {
+    let fake = FakeHubspot::start(TOKEN).await;
+    let description = connector(&config(&fake.base_url)).probe().await.unwrap();
+    assert!(description.contains("accepted the token"), "{description}");
+    assert_eq!(fake.calls(Route::ListContacts), 1);
+    assert!(fake.notes().is_empty());
+}
+
+#[tokio::test]
+async fn probing_where_nothing_listens_fails_in_plain_words() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = listener.local_addr().unwrap();
+    drop(listener);
+    let error = connector(&config(&format!("http://{address}")))
+        .probe()
+        .await
+        .unwrap_err();
+    assert!(error.contains("could not connect"), "{error}");
+}
+
+#[test]
+fn a_hubspot_table_parses_with_its_defaults() {
+    let table = r#"
+        type = "hubspot"
+        token_file = "/etc/clairo-sync/hubspot-token"
+    "#;
+    let ConnectorConfig::Hubspot(config) = toml::from_str::<ConnectorConfig>(table).unwrap() else {
+        panic!("not hubspot");
+    };
+    assert_eq!(config.base_url, "https://api.hubapi.com");
+    assert_eq!(config.timeout, Duration::from_secs(30));
+    assert_eq!(config.without_email, WithoutEmail::Note);
+    assert!(config.properties.is_empty());
+
+    let table = r#"
+        type = "hubspot"
+        token = "pat-na1-x"
+        timeout = "5s"
+        email_answer_key = "work_email"
+        without_email = "skip"
+        properties = { budget = "budget_range" }
+    "#;
+    let ConnectorConfig::Hubspot(config) = toml::from_str::<ConnectorConfig>(table).unwrap() else {
+        panic!("not hubspot");
+    };
+    assert_eq!(config.without_email, WithoutEmail::Skip);
+    assert_eq!(config.properties["budget"], "budget_range");
+    assert_eq!(config.validate(), Vec::new());
+}
+
+#[test]
+fn an_unknown_key_in_a_hubspot_table_is_rejected() {
+    let table = "type = \"hubspot\"\ntoken_flie = \"/x\"\n";
+    let error = toml::from_str::<ConnectorConfig>(table)
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("token_flie"), "{error}");
+}
+
+#[test]
+fn validation_names_each_key_and_never_echoes_the_token() {
+    let mut config = config("ftp://api.hubapi.com");
+    config.token = Some(Secret::new("pat secret\nvalue"));
+    config.timeout = Duration::ZERO;
+    config.email_answer_key = Some(" ".to_owned());
+    config
+        .properties
+        .insert("size".to_owned(), "Company Size".to_owned());
+    config
+        .properties
+        .insert("mail".to_owned(), "email".to_owned());
+    let problems = config.validate();
+    let keys: Vec<&str> = problems
+        .iter()
+        .map(|problem| problem.key.as_str())
+        .collect();
+    assert_eq!(
+        keys,
+        [
+            "base_url",
+            "token",
+            "timeout",
+            "email_answer_key",
+            "properties.mail",
+            "properties.size"
+        ],
+        "{problems:?}"
+    );
+    for problem in &problems {
+        assert!(problem.message.contains("; "), "{problem:?}");
+        assert!(!problem.message.contains("secret"), "{problem:?}");
+    }
+    assert!(HubspotConnector::new("crm", &config).is_err());
+
+    config.token = None;
+    assert!(
+        config
+            .validate()
+            .iter()
+            .any(|problem| problem.key == "token" && problem.message.contains("token_file"))
+    );
+    let mut slots = config.secret_slots();
+    assert_eq!(slots.len(), 1);
+    assert_eq!(slots[0].key, "token");
+    assert!(slots[0].required);
+    assert!(slots.pop().unwrap().value.is_none());
+}

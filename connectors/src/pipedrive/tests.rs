@@ -1,0 +1,511 @@
+use std::time::Duration;
+
+use serde_json::json;
+
+use super::fake::{FakePipedrive, Fault, Route};
+use super::*;
+use crate::crm::test_support::*;
+use crate::{ConnectorConfig, Verdict};
+
+const TOKEN: &str = "4f1c2b3a9d8e7f6a5b4c3d2e1f0a9b8c7d6e5f4a";
+
+fn config(base_url: &str) -> PipedriveConfig {
+    PipedriveConfig {
+        api_token: Some(Secret::new(TOKEN)),
+        api_token_file: None,
+        base_url: base_url.to_owned(),
+        timeout: Duration::from_secs(5),
+        email_answer_key: None,
+        without_email: WithoutEmail::Note,
+        create_lead: false,
+    }
+}
+
+fn connector(config: &PipedriveConfig) -> PipedriveConnector {
+    PipedriveConnector::new("deals", config).unwrap()
+}
+
+fn retry_of(attempt: &Attempt) -> (Option<Duration>, String) {
+    match &attempt.verdict {
+        Verdict::Retry { after, reason } => (*after, reason.clone()),
+        other => panic!("expected Retry, got {other:?} ({attempt:?})"),
+    }
+}
+
+fn permanent_of(attempt: &Attempt) -> String {
+    match &attempt.verdict {
+        Verdict::Permanent { reason } => reason.clone(),
+        other => panic!("expected Permanent, got {other:?} ({attempt:?})"),
+    }
+}
+
+#[tokio::test]
+async fn a_brief_creates_its_person_and_attaches_a_note() {
+    let fake = FakePipedrive::start(TOKEN).await;
+    let checkpoints = MemoryCheckpoints::default();
+    let event = john_brief();
+
+    let attempt = attempt(&connector(&config(&fake.base_url)), &event, &checkpoints, 1).await;
+
+    assert_eq!(attempt.verdict, Verdict::Delivered, "{attempt:?}");
+    assert_eq!(attempt.status_code, Some(201));
+    let persons = fake.persons();
+    assert_eq!(persons.len(), 1);
+    assert_eq!(persons[0].name, "John Smith");
+    assert_eq!(persons[0].emails, vec!["john@techstart.io".to_owned()]);
+    let notes = fake.notes();
+    assert_eq!(notes.len(), 1);
+    assert_eq!(notes[0].person_id, Some(persons[0].id));
+    assert!(notes[0].content.contains("CEO of TechStart"));
+    assert!(notes[0].content.contains(&event.id));
+    assert_eq!(
+        checkpoints.current(),
+        Some(json!({"person_id": persons[0].id, "note_id": notes[0].id}))
+    );
+    // Before creating the person, with the person, and when done.
+    assert_eq!(checkpoints.saves(), 3);
+    assert!(fake.leads().is_empty());
+    assert!(fake.rejections().is_empty(), "{:?}", fake.rejections());
+}
+
+#[tokio::test]
+async fn a_brief_from_a_known_email_reuses_the_person() {
+    let fake = FakePipedrive::start(TOKEN).await;
+    let existing = fake.seed_person("John S.", "JOHN@techstart.io");
+
+    let attempt = attempt(
+        &connector(&config(&fake.base_url)),
+        &john_brief(),
+        &MemoryCheckpoints::default(),
+        1,
+    )
+    .await;
+
+    assert_eq!(attempt.verdict, Verdict::Delivered, "{attempt:?}");
+    assert_eq!(fake.persons().len(), 1);
+    assert_eq!(fake.calls(Route::CreatePerson), 0);
+    assert_eq!(fake.notes()[0].person_id, Some(existing));
+}
+
+#[tokio::test]
+async fn an_email_too_long_for_an_exact_search_is_still_matched_exactly() {
+    let fake = FakePipedrive::start(TOKEN).await;
+    let email = "john.smith@verylongcompanyname-example.com";
+    fake.seed_person("Other", &format!("x.{email}"));
+    let existing = fake.seed_person("John", email);
+    let event = brief(
+        json!({"email": email, "name": "John Smith"}),
+        "Wants a demo.",
+    );
+
+    let attempt = attempt(
+        &connector(&config(&fake.base_url)),
+        &event,
+        &MemoryCheckpoints::default(),
+        1,
+    )
+    .await;
+
+    assert_eq!(attempt.verdict, Verdict::Delivered, "{attempt:?}");
+    assert_eq!(fake.persons().len(), 2);
+    assert_eq!(fake.notes()[0].person_id, Some(existing));
+    assert!(fake.rejections().is_empty(), "{:?}", fake.rejections());
+}
+
+#[tokio::test]
+async fn with_create_lead_a_lead_is_opened_on_the_person() {
+    let fake = FakePipedrive::start(TOKEN).await;
+    let mut config = config(&fake.base_url);
+    config.create_lead = true;
+    let checkpoints = MemoryCheckpoints::default();
+
+    let attempt = attempt(&connector(&config), &john_brief(), &checkpoints, 1).await;
+
+    assert_eq!(attempt.verdict, Verdict::Delivered, "{attempt:?}");
+    let leads = fake.leads();
+    assert_eq!(leads.len(), 1);
+    assert_eq!(leads[0].title, "TechStart — Clairo brief");
+    assert_eq!(leads[0].person_id, fake.persons()[0].id);
+    assert_eq!(checkpoints.current().unwrap()["lead_id"], leads[0].id);
+    assert!(attempt.response.unwrap().contains(&leads[0].id));
+}
+
+#[tokio::test]
+async fn a_note_failing_with_500_after_the_person_is_retried_and_makes_one_person_and_one_note() {
+    let fake = FakePipedrive::start(TOKEN).await;
+    let connector = connector(&config(&fake.base_url));
+    let checkpoints = MemoryCheckpoints::default();
+    let event = john_brief();
+    fake.inject(Route::CreateNote, Fault::Status(500), 1);
+
+    let first = attempt(&connector, &event, &checkpoints, 1).await;
+
+    assert_eq!(first.status_code, Some(500));
+    let (_, reason) = retry_of(&first);
+    assert!(reason.contains("creating the note"), "{reason}");
+    assert!(reason.contains("will not be created again"), "{reason}");
+    assert!(first.response.unwrap().contains("\"success\":false"));
+    let person_id = fake.persons()[0].id;
+    assert_eq!(checkpoints.current().unwrap()["person_id"], person_id);
+
+    let second = attempt(&connector, &event, &checkpoints, 2).await;
+
+    assert_eq!(second.verdict, Verdict::Delivered, "{second:?}");
+    assert_eq!(fake.persons().len(), 1);
+    assert_eq!(fake.notes().len(), 1);
+    assert_eq!(fake.notes()[0].person_id, Some(person_id));
+    assert_eq!(
+        fake.calls(Route::SearchPersons),
+        1,
+        "the retry searched again"
+    );
+    assert!(fake.rejections().is_empty(), "{:?}", fake.rejections());
+
+    let third = attempt(&connector, &event, &checkpoints, 3).await;
+    assert_eq!(third.verdict, Verdict::Delivered);
+    assert!(third.response.unwrap().contains("already recorded"));
+    assert_eq!(fake.notes().len(), 1);
+}
+
+#[tokio::test]
+async fn a_retry_after_a_timeout_creates_no_second_person() {
+    let fake = FakePipedrive::start(TOKEN).await;
+    let mut config = config(&fake.base_url);
+    config.timeout = Duration::from_millis(300);
+    let connector = connector(&config);
+    let checkpoints = MemoryCheckpoints::default();
+    let event = john_brief();
+    fake.inject(
+        Route::CreatePerson,
+        Fault::SlowAfterActing(Duration::from_secs(2)),
+        1,
+    );
+
+    let first = attempt(&connector, &event, &checkpoints, 1).await;
+
+    let (_, reason) = retry_of(&first);
+    assert!(reason.contains("no answer within 300ms"), "{reason}");
+    assert_eq!(
+        fake.persons().len(),
+        1,
+        "the fake created the person anyway"
+    );
+
+    let second = attempt(&connector, &event, &checkpoints, 2).await;
+
+    assert_eq!(second.verdict, Verdict::Delivered, "{second:?}");
+    assert_eq!(fake.persons().len(), 1);
+    assert_eq!(fake.calls(Route::CreatePerson), 1);
+    assert_eq!(fake.notes().len(), 1);
+}
+
+#[tokio::test]
+async fn a_person_created_unseen_is_found_even_before_the_search_index_has_it() {
+    let fake = FakePipedrive::start(TOKEN).await;
+    let mut config = config(&fake.base_url);
+    config.timeout = Duration::from_millis(300);
+    let connector = connector(&config);
+    let checkpoints = MemoryCheckpoints::default();
+    let event = john_brief();
+    fake.lag_search();
+    fake.inject(
+        Route::CreatePerson,
+        Fault::SlowAfterActing(Duration::from_secs(2)),
+        1,
+    );
+
+    retry_of(&attempt(&connector, &event, &checkpoints, 1).await);
+    let second = attempt(&connector, &event, &checkpoints, 2).await;
+
+    assert_eq!(second.verdict, Verdict::Delivered, "{second:?}");
+    assert_eq!(fake.persons().len(), 1);
+    assert_eq!(fake.calls(Route::ListPersons), 1);
+    assert_eq!(fake.notes()[0].person_id, Some(fake.persons()[0].id));
+}
+
+#[tokio::test]
+async fn a_note_created_by_an_attempt_that_timed_out_is_found_not_created_again() {
+    let fake = FakePipedrive::start(TOKEN).await;
+    let mut config = config(&fake.base_url);
+    config.timeout = Duration::from_millis(300);
+    let connector = connector(&config);
+    let checkpoints = MemoryCheckpoints::default();
+    let event = john_brief();
+    fake.inject(
+        Route::CreateNote,
+        Fault::SlowAfterActing(Duration::from_secs(2)),
+        1,
+    );
+
+    retry_of(&attempt(&connector, &event, &checkpoints, 1).await);
+    let second = attempt(&connector, &event, &checkpoints, 2).await;
+
+    assert_eq!(second.verdict, Verdict::Delivered, "{second:?}");
+    assert_eq!(fake.notes().len(), 1);
+    assert_eq!(fake.calls(Route::CreateNote), 1);
+    assert_eq!(
+        checkpoints.current().unwrap()["note_id"],
+        fake.notes()[0].id
+    );
+}
+
+#[tokio::test]
+async fn a_429_is_retried_after_the_reset_pipedrive_announces() {
+    let fake = FakePipedrive::start(TOKEN).await;
+    fake.inject(
+        Route::SearchPersons,
+        Fault::RateLimited { reset_secs: 7 },
+        1,
+    );
+
+    let attempt = attempt(
+        &connector(&config(&fake.base_url)),
+        &john_brief(),
+        &MemoryCheckpoints::default(),
+        1,
+    )
+    .await;
+
+    assert_eq!(attempt.status_code, Some(429));
+    let (after, reason) = retry_of(&attempt);
+    assert!(after.unwrap() >= Duration::from_secs(7), "{after:?}");
+    assert!(reason.contains("rate-limiting"), "{reason}");
+    assert!(attempt.response.unwrap().contains("\"errorCode\":429"));
+    assert!(fake.persons().is_empty());
+}
+
+#[tokio::test]
+async fn a_used_up_window_pauses_between_calls_and_the_retry_resumes() {
+    let fake = FakePipedrive::start(TOKEN).await;
+    let connector = connector(&config(&fake.base_url));
+    let checkpoints = MemoryCheckpoints::default();
+    let event = john_brief();
+    fake.inject(
+        Route::CreatePerson,
+        Fault::LastInWindow { reset_secs: 3 },
+        1,
+    );
+
+    let first = attempt(&connector, &event, &checkpoints, 1).await;
+
+    let (after, reason) = retry_of(&first);
+    assert!(after.unwrap() >= Duration::from_secs(3), "{after:?}");
+    assert!(reason.contains("x-ratelimit-remaining: 0"), "{reason}");
+    assert_eq!(fake.calls(Route::CreateNote), 0);
+    assert!(checkpoints.current().unwrap()["person_id"].is_u64());
+
+    let second = attempt(&connector, &event, &checkpoints, 2).await;
+
+    assert_eq!(second.verdict, Verdict::Delivered, "{second:?}");
+    assert_eq!(fake.persons().len(), 1);
+    assert_eq!(fake.notes().len(), 1);
+}
+
+#[tokio::test]
+async fn a_brief_without_an_email_under_the_note_policy_is_kept_dead_and_creates_nothing() {
+    let fake = FakePipedrive::start(TOKEN).await;
+
+    let attempt = attempt(
+        &connector(&config(&fake.base_url)),
+        &anonymous_brief(),
+        &MemoryCheckpoints::default(),
+        1,
+    )
+    .await;
+
+    let reason = permanent_of(&attempt);
+    assert!(reason.contains("no contact email"), "{reason}");
+    assert!(reason.contains("without_email"), "{reason}");
+    assert!(fake.persons().is_empty());
+    assert!(fake.notes().is_empty());
+    assert_eq!(fake.total_calls(), 0);
+}
+
+#[tokio::test]
+async fn a_brief_without_an_email_is_skipped_under_the_skip_policy() {
+    let fake = FakePipedrive::start(TOKEN).await;
+    let mut config = config(&fake.base_url);
+    config.without_email = WithoutEmail::Skip;
+
+    let attempt = attempt(
+        &connector(&config),
+        &anonymous_brief(),
+        &MemoryCheckpoints::default(),
+        1,
+    )
+    .await;
+
+    assert_eq!(attempt.verdict, Verdict::Delivered);
+    assert!(attempt.response.unwrap().starts_with("skipped"));
+    assert!(fake.persons().is_empty());
+    assert_eq!(fake.total_calls(), 0);
+}
+
+#[tokio::test]
+async fn a_401_is_permanent_says_to_check_the_token_and_never_shows_it() {
+    let fake = FakePipedrive::start(TOKEN).await;
+    let mut config = config(&fake.base_url);
+    let wrong = "0000deadbeef0000deadbeef0000deadbeef0000";
+    config.api_token = Some(Secret::new(wrong));
+    let connector = connector(&config);
+
+    let attempt = attempt(&connector, &john_brief(), &MemoryCheckpoints::default(), 1).await;
+
+    assert_eq!(attempt.status_code, Some(401));
+    let reason = permanent_of(&attempt);
+    assert!(reason.contains("API token"), "{reason}");
+    let response = attempt.response.unwrap();
+    assert!(response.contains("unauthorized access"), "{response}");
+    for secret in [wrong, TOKEN] {
+        assert!(!reason.contains(secret));
+        assert!(!response.contains(secret));
+    }
+    let probe = connector.probe().await.unwrap_err();
+    assert!(probe.contains("API token"), "{probe}");
+    assert!(!probe.contains(wrong));
+    assert!(fake.rejections().is_empty(), "{:?}", fake.rejections());
+}
+
+#[tokio::test]
+async fn a_meeting_is_skipped_because_a_pipedrive_note_needs_a_person() {
+    let fake = FakePipedrive::start(TOKEN).await;
+
+    let attempt = attempt(
+        &connector(&config(&fake.base_url)),
+        &meeting(),
+        &MemoryCheckpoints::default(),
+        1,
+    )
+    .await;
+
+    assert_eq!(attempt.verdict, Verdict::Delivered);
+    assert!(
+        attempt
+            .response
+            .unwrap()
+            .starts_with("skipped: meeting.processed")
+    );
+    assert_eq!(fake.total_calls(), 0);
+}
+
+#[tokio::test]
+async fn a_conversation_update_is_acknowledged_and_ignored() {
+    let fake = FakePipedrive::start(TOKEN).await;
+
+    let attempt = attempt(
+        &connector(&config(&fake.base_url)),
+        &conversation(),
+        &MemoryCheckpoints::default(),
+        1,
+    )
+    .await;
+
+    assert_eq!(attempt.verdict, Verdict::Delivered);
+    assert!(
+        attempt
+            .response
+            .unwrap()
+            .starts_with("ignored: conversation.updated")
+    );
+    assert_eq!(fake.total_calls(), 0);
+}
+
+#[tokio::test]
+async fn a_5xx_is_retried_and_a_400_is_permanent() {
+    let fake = FakePipedrive::start(TOKEN).await;
+    let connector = connector(&config(&fake.base_url));
+    fake.inject(Route::SearchPersons, Fault::Status(502), 1);
+    let first = attempt(&connector, &john_brief(), &MemoryCheckpoints::default(), 1).await;
+    assert_eq!(first.status_code, Some(502));
+    assert_eq!(retry_of(&first).0, None);
+
+    fake.inject(Route::CreatePerson, Fault::Status(400), 1);
+    let second = attempt(&connector, &john_brief(), &MemoryCheckpoints::default(), 1).await;
+    assert_eq!(second.status_code, Some(400));
+    assert!(permanent_of(&second).contains("replay"));
+    assert!(fake.persons().is_empty());
+}
+
+#[tokio::test]
+async fn probing_reads_the_tokens_user() {
+    let fake = FakePipedrive::start(TOKEN).await;
+    let description = connector(&config(&fake.base_url)).probe().await.unwrap();
+    assert!(
+        description.contains("Pat Seller of Example Co"),
+        "{description}"
+    );
+    assert_eq!(fake.calls(Route::Me), 1);
+}
+
+#[test]
+fn a_pipedrive_table_parses_with_its_defaults() {
+    let table = r#"
+        type = "pipedrive"
+        api_token_file = "/etc/clairo-sync/pipedrive-token"
+    "#;
+    let ConnectorConfig::Pipedrive(config) = toml::from_str::<ConnectorConfig>(table).unwrap()
+    else {
+        panic!("not pipedrive");
+    };
+    assert_eq!(config.base_url, "https://api.pipedrive.com");
+    assert_eq!(config.timeout, Duration::from_secs(30));
+    assert_eq!(config.without_email, WithoutEmail::Note);
+    assert!(!config.create_lead);
+
+    let table = r#"
+        type = "pipedrive"
+        api_token = "abc123"
+        timeout = "10s"
+        email_answer_key = "work_email"
+        without_email = "skip"
+        create_lead = true
+    "#;
+    let ConnectorConfig::Pipedrive(config) = toml::from_str::<ConnectorConfig>(table).unwrap()
+    else {
+        panic!("not pipedrive");
+    };
+    assert!(config.create_lead);
+    assert_eq!(config.without_email, WithoutEmail::Skip);
+    assert_eq!(config.validate(), Vec::new());
+}
+
+#[test]
+fn an_unknown_key_in_a_pipedrive_table_is_rejected() {
+    let table = "type = \"pipedrive\"\ncreate_leads = true\n";
+    let error = toml::from_str::<ConnectorConfig>(table)
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("create_leads"), "{error}");
+}
+
+#[test]
+fn validation_names_each_key_and_never_echoes_the_token() {
+    let mut config = config("pipedrive.example.com");
+    config.api_token = Some(Secret::new("abc secret\n"));
+    config.timeout = Duration::ZERO;
+    config.email_answer_key = Some(String::new());
+    let problems = config.validate();
+    let keys: Vec<&str> = problems
+        .iter()
+        .map(|problem| problem.key.as_str())
+        .collect();
+    assert_eq!(
+        keys,
+        ["base_url", "api_token", "timeout", "email_answer_key"],
+        "{problems:?}"
+    );
+    for problem in &problems {
+        assert!(!problem.message.contains("secret"), "{problem:?}");
+    }
+    config.api_token = None;
+    assert!(
+        config
+            .validate()
+            .iter()
+            .any(|problem| problem.key == "api_token" && problem.message.contains("api_token_file"))
+    );
+    assert!(PipedriveConnector::new("deals", &config).is_err());
+    let slots = config.secret_slots();
+    assert_eq!(slots[0].key, "api_token");
+    assert!(slots[0].required);
+}

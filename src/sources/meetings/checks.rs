@@ -1,0 +1,427 @@
+//! What is checked before a recording is sent: which files in a drop folder count at all,
+//! what a recording is (extension and magic bytes must agree), whether it fits Clairo's
+//! limit, and the optional sidecar that names its title and agent. A file that fails gets
+//! a [`Rejection`] saying why and what to do, in words for the person who dropped it.
+
+use std::ffi::OsStr;
+use std::fmt;
+use std::io::Read as _;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// The largest recording sent as is. The docs say "Max size: 25MB"; 25,000,000 bytes is
+/// the conservative reading (design.md §4), so nothing the daemon sends is too large
+/// under either reading.
+pub const MAX_UPLOAD_BYTES: u64 = 25_000_000;
+
+/// A sidecar larger than this is not a sidecar (it holds a title and an agent id).
+const MAX_SIDECAR_BYTES: u64 = 64 * 1024;
+
+/// Bytes read from a file's start to recognise its format.
+const HEAD_BYTES: usize = 16;
+
+/// Endings of files that are still being written by someone (browsers, copy tools,
+/// editors) or that clairo-sync writes itself (`.error.txt`) or reads beside a recording
+/// (`.json`): never taken as recordings.
+const IGNORED_ENDINGS: [&str; 8] = [
+    ".part",
+    ".partial",
+    ".tmp",
+    ".crdownload",
+    ".download",
+    ".error.txt",
+    ".json",
+    "~",
+];
+
+/// Other audio (and audio-in-video) formats ffmpeg turns into Opus/WebM when
+/// `transcode = "auto"`; without it they are refused with a message saying so.
+const TRANSCODABLE: [&str; 21] = [
+    "m4a", "m4b", "mp4", "aac", "ogg", "oga", "opus", "flac", "mov", "mkv", "mka", "weba", "wma",
+    "amr", "3gp", "3ga", "caf", "aif", "aiff", "wv", "ac3",
+];
+
+/// Whether a directory entry's name may be a recording (dot files, temporaries, sidecars
+/// and our own error files are not).
+pub fn is_candidate_name(name: &OsStr) -> bool {
+    let name = name.to_string_lossy().to_lowercase();
+    !name.is_empty()
+        && !name.starts_with('.')
+        && !IGNORED_ENDINGS.iter().any(|ending| name.ends_with(ending))
+}
+
+/// The formats Clairo accepts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    Webm,
+    Mp3,
+    Wav,
+}
+
+impl Format {
+    pub fn from_extension(extension: &str) -> Option<Self> {
+        match extension {
+            "webm" => Some(Self::Webm),
+            "mp3" => Some(Self::Mp3),
+            "wav" => Some(Self::Wav),
+            _ => None,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Webm => "WebM",
+            Self::Mp3 => "MP3",
+            Self::Wav => "WAV",
+        }
+    }
+
+    /// The magic bytes: EBML for WebM, an ID3 tag or an MPEG frame sync (0xFF then three
+    /// more set bits) for MP3, `RIFF….WAVE` for WAV.
+    pub fn matches(self, head: &[u8]) -> bool {
+        match self {
+            Self::Webm => head.starts_with(&[0x1A, 0x45, 0xDF, 0xA3]),
+            Self::Mp3 => {
+                head.starts_with(b"ID3")
+                    || (head.len() >= 2 && head[0] == 0xFF && head[1] & 0xE0 == 0xE0)
+            }
+            Self::Wav => head.len() >= 12 && &head[..4] == b"RIFF" && &head[8..12] == b"WAVE",
+        }
+    }
+}
+
+/// Why a file is not uploaded, and what the person who dropped it can do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejection {
+    pub why: String,
+    pub what: String,
+}
+
+impl Rejection {
+    pub fn new(why: impl Into<String>, what: impl Into<String>) -> Self {
+        Self {
+            why: why.into(),
+            what: what.into(),
+        }
+    }
+}
+
+impl fmt::Display for Rejection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}; {}", self.why, self.what)
+    }
+}
+
+/// Whether oversize and other-format recordings can be converted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Conversion {
+    /// `[meetings] transcode = "off"`.
+    Off,
+    /// `transcode = "auto"` but ffmpeg is not on PATH.
+    NoFfmpeg,
+    Available,
+}
+
+impl Conversion {
+    /// The advice for a file only a conversion could make acceptable.
+    fn advice(self) -> &'static str {
+        match self {
+            Self::Off | Self::Available => {
+                "to have clairo-sync convert such files, install ffmpeg (e.g. `apt install ffmpeg`) and set `[meetings] transcode = \"auto\"`; \
+                 or convert it yourself to WebM/Opus (`ffmpeg -i INPUT -vn -ac 1 -c:a libopus -b:a 24k OUTPUT.webm`) and drop the result here"
+            }
+            Self::NoFfmpeg => {
+                "`[meetings] transcode = \"auto\"` is set but ffmpeg is not installed (not found on PATH): install it (e.g. `apt install ffmpeg`), \
+                 then move the file back into the drop folder"
+            }
+        }
+    }
+}
+
+/// How a file that passed the checks is sent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Plan {
+    /// As it is.
+    Direct(Format),
+    /// Converted to Opus in WebM first; the text says why (for the log).
+    Transcode(String),
+}
+
+/// A file that passed the checks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Inspection {
+    pub size: u64,
+    pub plan: Plan,
+}
+
+/// Why a file could not be inspected at all.
+#[derive(Debug)]
+pub enum InspectError {
+    /// Not uploadable; goes to failed/.
+    Rejected(Rejection),
+    /// It vanished (moved or deleted by someone else): nothing to do.
+    Gone,
+}
+
+/// Checks a file: non-empty, readable, extension and magic bytes, size.
+pub fn inspect(path: &Path, conversion: Conversion) -> Result<Inspection, InspectError> {
+    let metadata = match std::fs::metadata(path) {
+        Ok(metadata) => metadata,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+            return Err(InspectError::Gone);
+        }
+        Err(error) => return Err(InspectError::Rejected(unreadable(&error))),
+    };
+    let size = metadata.len();
+    if size == 0 {
+        return Err(InspectError::Rejected(Rejection::new(
+            "the file is empty (0 bytes)",
+            "the recording probably failed or was not copied completely; drop the complete file again",
+        )));
+    }
+    let head = match read_head(path) {
+        Ok(head) => head,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+            return Err(InspectError::Gone);
+        }
+        Err(error) => return Err(InspectError::Rejected(unreadable(&error))),
+    };
+    let extension = path
+        .extension()
+        .map(|extension| extension.to_string_lossy().to_lowercase())
+        .unwrap_or_default();
+    let plan = if let Some(format) = Format::from_extension(&extension) {
+        if !format.matches(&head) {
+            return Err(InspectError::Rejected(Rejection::new(
+                format!(
+                    "the file ends in .{extension} but does not hold {} audio (it starts with {})",
+                    format.name(),
+                    describe_head(&head)
+                ),
+                "export or save the recording again, or give it the extension of its real format",
+            )));
+        }
+        if size <= MAX_UPLOAD_BYTES {
+            Plan::Direct(format)
+        } else if conversion == Conversion::Available {
+            Plan::Transcode(format!("{} is over Clairo's 25 MB limit", megabytes(size)))
+        } else {
+            return Err(InspectError::Rejected(Rejection::new(
+                format!(
+                    "the file is {} ({size} bytes), over Clairo's limit of 25 MB ({MAX_UPLOAD_BYTES} bytes)",
+                    megabytes(size)
+                ),
+                conversion.advice(),
+            )));
+        }
+    } else if TRANSCODABLE.contains(&extension.as_str()) {
+        if conversion == Conversion::Available {
+            Plan::Transcode(format!(".{extension} is not a format Clairo accepts"))
+        } else {
+            return Err(InspectError::Rejected(Rejection::new(
+                format!(
+                    "Clairo accepts only webm, mp3 and wav recordings, and this is a .{extension} file"
+                ),
+                conversion.advice(),
+            )));
+        }
+    } else {
+        let kind = if extension.is_empty() {
+            "a file without an extension".to_owned()
+        } else {
+            format!("a .{extension} file")
+        };
+        return Err(InspectError::Rejected(Rejection::new(
+            format!("this is {kind}, not a recording clairo-sync can upload"),
+            "drop webm, mp3 or wav recordings into this folder (with `[meetings] transcode = \"auto\"` and ffmpeg, also m4a, ogg, opus, flac, aac or mp4)",
+        )));
+    };
+    Ok(Inspection { size, plan })
+}
+
+fn read_head(path: &Path) -> std::io::Result<Vec<u8>> {
+    let mut file = std::fs::File::open(path)?;
+    let mut head = Vec::with_capacity(HEAD_BYTES);
+    file.by_ref()
+        .take(HEAD_BYTES as u64)
+        .read_to_end(&mut head)?;
+    Ok(head)
+}
+
+pub fn unreadable(error: &std::io::Error) -> Rejection {
+    Rejection::new(
+        format!("the file cannot be read ({error})"),
+        "give the clairo-sync user read permission on it (chmod/chown), then move it back into the drop folder",
+    )
+}
+
+/// `"68 65 6c 6c 6f …", which looks like text`: enough to tell a mislabelled file.
+fn describe_head(head: &[u8]) -> String {
+    let hex: Vec<String> = head
+        .iter()
+        .take(8)
+        .map(|byte| format!("{byte:02x}"))
+        .collect();
+    let text = head
+        .iter()
+        .all(|byte| byte.is_ascii_graphic() || byte.is_ascii_whitespace());
+    format!(
+        "bytes {}{}",
+        hex.join(" "),
+        if text { ", which looks like text" } else { "" }
+    )
+}
+
+/// `26.2 MB` (decimal megabytes, as the limit is stated).
+pub fn megabytes(size: u64) -> String {
+    format!("{:.1} MB", size as f64 / 1_000_000.0)
+}
+
+/// The optional `<name>.json` beside a recording. Unknown keys are ignored.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Sidecar {
+    pub title: Option<String>,
+    /// Overrides the folder's agent.
+    pub agent_id: Option<String>,
+}
+
+/// The sidecar's path: `call.wav.json`, else `call.json`, if either exists.
+pub fn sidecar_path(path: &Path) -> Option<PathBuf> {
+    let name = path.file_name()?;
+    let mut full = name.to_os_string();
+    full.push(".json");
+    let beside = path.with_file_name(full);
+    if beside.is_file() {
+        return Some(beside);
+    }
+    let stem = path.with_extension("json");
+    (stem != path && stem.is_file()).then_some(stem)
+}
+
+/// Reads a sidecar; a malformed one is a rejection (the recording would otherwise go to
+/// the wrong agent or under the wrong title).
+pub fn read_sidecar(path: &Path) -> Result<Sidecar, Rejection> {
+    let fix = "it must be a JSON object such as {\"title\": \"Weekly standup\", \"agentId\": \"cm1…\"} (both keys optional); \
+               fix it, then move the recording and its sidecar back into the drop folder";
+    let name = path
+        .file_name()
+        .map(|name| name.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let metadata = std::fs::metadata(path).map_err(|error| {
+        Rejection::new(format!("its sidecar {name} cannot be read ({error})"), fix)
+    })?;
+    if metadata.len() > MAX_SIDECAR_BYTES {
+        return Err(Rejection::new(
+            format!(
+                "its sidecar {name} is {} bytes, too large for a title and an agent id",
+                metadata.len()
+            ),
+            fix,
+        ));
+    }
+    let text = std::fs::read(path).map_err(|error| {
+        Rejection::new(format!("its sidecar {name} cannot be read ({error})"), fix)
+    })?;
+    let sidecar: Sidecar = serde_json::from_slice(&text).map_err(|error| {
+        Rejection::new(format!("its sidecar {name} is not valid ({error})"), fix)
+    })?;
+    if sidecar
+        .agent_id
+        .as_deref()
+        .is_some_and(|agent| agent.trim().is_empty())
+    {
+        return Err(Rejection::new(
+            format!("its sidecar {name} has an empty agentId"),
+            fix,
+        ));
+    }
+    Ok(sidecar)
+}
+
+/// A title from a file name: the stem, `_` and `-` as spaces (`weekly_standup-2026.wav` →
+/// `weekly standup 2026`).
+pub fn title_from_name(path: &Path) -> String {
+    let stem = path
+        .file_stem()
+        .map(|stem| stem.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let spaced: String = stem
+        .chars()
+        .map(|c| if c == '_' || c == '-' { ' ' } else { c })
+        .collect();
+    let title = spaced.split_whitespace().collect::<Vec<_>>().join(" ");
+    if title.is_empty() {
+        "Recording".to_owned()
+    } else {
+        title
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn temporaries_sidecars_and_dot_files_are_not_recordings() {
+        for name in [
+            ".hidden.wav",
+            "call.wav.part",
+            "x.TMP",
+            "y.crdownload",
+            "z.wav.error.txt",
+            "call.wav.json",
+            "a~",
+        ] {
+            assert!(!is_candidate_name(OsStr::new(name)), "{name}");
+        }
+        for name in ["call.wav", "Standup.WEBM", "notes.txt"] {
+            assert!(is_candidate_name(OsStr::new(name)), "{name}");
+        }
+    }
+
+    #[test]
+    fn magic_bytes_must_match_the_extension() {
+        assert!(Format::Wav.matches(b"RIFF\x24\0\0\0WAVEfmt "));
+        assert!(!Format::Wav.matches(b"RIFF\x24\0\0\0AVI "));
+        assert!(Format::Mp3.matches(b"ID3\x04\0"));
+        assert!(Format::Mp3.matches(&[0xFF, 0xFB, 0x90, 0x00]));
+        assert!(!Format::Mp3.matches(&[0xFF, 0x1B]));
+        assert!(!Format::Mp3.matches(b"hello"));
+        assert!(Format::Webm.matches(&[0x1A, 0x45, 0xDF, 0xA3, 0x9F]));
+    }
+
+    #[test]
+    fn titles_come_from_the_file_name() {
+        assert_eq!(
+            title_from_name(Path::new("/in/weekly_standup-2026.wav")),
+            "weekly standup 2026"
+        );
+        assert_eq!(title_from_name(Path::new("/in/__.wav")), "Recording");
+    }
+
+    #[test]
+    fn a_too_large_file_names_ffmpeg_and_the_setting() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("big.wav");
+        std::fs::write(&path, b"RIFF\0\0\0\0WAVEfmt ").unwrap();
+        let file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+        file.set_len(MAX_UPLOAD_BYTES + 1).unwrap();
+        let Err(InspectError::Rejected(rejection)) = inspect(&path, Conversion::Off) else {
+            panic!("a file over the limit is rejected");
+        };
+        assert!(
+            rejection.what.contains("transcode = \"auto\""),
+            "{rejection}"
+        );
+        assert!(rejection.what.contains("ffmpeg"), "{rejection}");
+        assert!(matches!(
+            inspect(&path, Conversion::Available),
+            Ok(Inspection {
+                plan: Plan::Transcode(_),
+                ..
+            })
+        ));
+    }
+}

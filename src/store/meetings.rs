@@ -1,0 +1,297 @@
+//! Recordings taken from drop folders (or `clairo-sync upload`), keyed by the sha256 of
+//! their content: the dedupe record, the crash-recovery record and Clairo's answer.
+//!
+//! A row's life: `uploading` (claimed before the request is sent, so a crash mid-upload
+//! is noticed at the next start) → `done` (Clairo answered; written with the
+//! `meeting.processed` event in one transaction) or `failed` (Clairo or the checks
+//! refused the file; a later copy of the same content may claim the row again).
+
+use serde::Serialize;
+use sqlx::Row;
+
+use super::{NewEvent, Result, Store, insert_event, now_ms};
+
+/// What a caller wants to upload.
+#[derive(Debug, Clone)]
+pub struct MeetingClaim {
+    pub sha256: String,
+    /// The original file's name (not a transcoded copy's).
+    pub file_name: String,
+    pub source_path: String,
+    pub agent_id: String,
+    pub title: String,
+    pub size: u64,
+}
+
+/// What the store knows of one recording.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct MeetingRow {
+    pub sha256: String,
+    pub file_name: String,
+    pub source_path: String,
+    pub agent_id: String,
+    pub title: String,
+    pub size: i64,
+    pub status: MeetingStatus,
+    /// Requests sent for this content so far.
+    pub attempts: i64,
+    pub meeting_id: Option<String>,
+    pub transcript: Option<String>,
+    pub summary: Option<String>,
+    pub duration_sec: Option<f64>,
+    pub uploaded_as: Option<String>,
+    pub moved_to: Option<String>,
+    /// The last failure: why the row is `failed`, or why the last attempt of an
+    /// `uploading` row did not finish.
+    pub error: Option<String>,
+    pub raw: Option<serde_json::Value>,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MeetingStatus {
+    Uploading,
+    Done,
+    Failed,
+}
+
+impl MeetingStatus {
+    fn parse(text: &str) -> Self {
+        match text {
+            "done" => Self::Done,
+            "failed" => Self::Failed,
+            _ => Self::Uploading,
+        }
+    }
+}
+
+/// The answer to [`Store::claim_meeting`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum Claim {
+    /// The caller owns the upload now. `interrupted`: an earlier request for this same
+    /// file was sent and never answered (the process stopped mid-upload), so Clairo may
+    /// already have the recording.
+    Upload { interrupted: bool },
+    /// This content was uploaded already.
+    Done(MeetingRow),
+    /// Another file with this content is being uploaded (and was not taken over).
+    InProgress(MeetingRow),
+}
+
+/// Clairo's answer to an upload, as recorded.
+#[derive(Debug, Clone)]
+pub struct MeetingResult {
+    pub meeting_id: String,
+    pub title: String,
+    pub transcript: Option<String>,
+    pub summary: Option<String>,
+    pub duration_sec: Option<f64>,
+    pub uploaded_as: String,
+    pub raw: serde_json::Value,
+}
+
+/// `SELECT <every column> FROM meetings <rest>`, as one literal (sqlx takes only static SQL).
+macro_rules! select_meetings {
+    ($rest:literal) => {
+        concat!(
+            "SELECT sha256, file_name, source_path, agent_id, title, size, status, attempts, meeting_id, transcript, summary,
+                    duration_sec, uploaded_as, moved_to, error, raw, created_at, updated_at FROM meetings ",
+            $rest
+        )
+    };
+}
+
+impl Store {
+    /// Claims the upload of `claim.sha256` for `claim.source_path`, in one transaction:
+    /// a new content is recorded as `uploading`; a `failed` one is claimed again (the
+    /// file was dropped anew); an `uploading` one is resumed when it is this same file,
+    /// taken over when `take_over` says its file is gone, and reported otherwise.
+    pub async fn claim_meeting(&self, claim: &MeetingClaim, take_over: bool) -> Result<Claim> {
+        let mut tx = self.write_tx().await?;
+        let existing = sqlx::query(select_meetings!("WHERE sha256 = ?"))
+            .bind(&claim.sha256)
+            .fetch_optional(&mut *tx)
+            .await?
+            .map(|row| meeting_from_row(&row));
+        let now = now_ms();
+        let size = i64::try_from(claim.size).unwrap_or(i64::MAX);
+        let claimed = match existing {
+            None => {
+                sqlx::query(
+                    "INSERT INTO meetings (sha256, file_name, source_path, agent_id, title, size, status, attempts, created_at, updated_at)
+                     VALUES (?, ?, ?, ?, ?, ?, 'uploading', 0, ?, ?)",
+                )
+                .bind(&claim.sha256)
+                .bind(&claim.file_name)
+                .bind(&claim.source_path)
+                .bind(&claim.agent_id)
+                .bind(&claim.title)
+                .bind(size)
+                .bind(now)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+                Claim::Upload { interrupted: false }
+            }
+            Some(row) if row.status == MeetingStatus::Done => Claim::Done(row),
+            Some(row)
+                if row.status == MeetingStatus::Failed
+                    || row.source_path == claim.source_path
+                    || take_over =>
+            {
+                // Never answered: sent (attempts > 0) with no failure recorded since.
+                let interrupted = row.status == MeetingStatus::Uploading
+                    && row.attempts > 0
+                    && row.error.is_none();
+                sqlx::query(
+                    "UPDATE meetings SET status = 'uploading', file_name = ?, source_path = ?, agent_id = ?, title = ?, size = ?,
+                            error = CASE WHEN status = 'failed' THEN NULL ELSE error END, updated_at = ?
+                     WHERE sha256 = ?",
+                )
+                .bind(&claim.file_name)
+                .bind(&claim.source_path)
+                .bind(&claim.agent_id)
+                .bind(&claim.title)
+                .bind(size)
+                .bind(now)
+                .bind(&claim.sha256)
+                .execute(&mut *tx)
+                .await?;
+                Claim::Upload { interrupted }
+            }
+            Some(row) => Claim::InProgress(row),
+        };
+        tx.commit().await?;
+        Ok(claimed)
+    }
+
+    /// Notes that a request is about to be sent: from now until an answer is recorded,
+    /// a crash leaves the row looking interrupted.
+    pub async fn meeting_attempt(&self, sha256: &str) -> Result<()> {
+        sqlx::query("UPDATE meetings SET attempts = attempts + 1, error = NULL, updated_at = ? WHERE sha256 = ? AND status = 'uploading'")
+            .bind(now_ms())
+            .bind(sha256)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Records Clairo's answer and, in the same transaction, the `meeting.processed`
+    /// event and its deliveries. False when the row was not `uploading` (already done).
+    pub async fn record_meeting(
+        &self,
+        sha256: &str,
+        result: &MeetingResult,
+        event: Option<&NewEvent>,
+    ) -> Result<bool> {
+        let mut tx = self.write_tx().await?;
+        let updated = sqlx::query(
+            "UPDATE meetings SET status = 'done', meeting_id = ?, title = ?, transcript = ?, summary = ?, duration_sec = ?,
+                    uploaded_as = ?, raw = ?, error = NULL, updated_at = ?
+             WHERE sha256 = ? AND status = 'uploading'",
+        )
+        .bind(&result.meeting_id)
+        .bind(&result.title)
+        .bind(&result.transcript)
+        .bind(&result.summary)
+        .bind(result.duration_sec)
+        .bind(&result.uploaded_as)
+        .bind(result.raw.to_string())
+        .bind(now_ms())
+        .bind(sha256)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected()
+            == 1;
+        if updated && let Some(event) = event {
+            insert_event(&mut tx, event).await?;
+        }
+        tx.commit().await?;
+        Ok(updated)
+    }
+
+    /// An attempt failed in a way worth retrying (5xx, transport, credentials): the row
+    /// stays `uploading`, with the reason.
+    pub async fn meeting_will_retry(&self, sha256: &str, error: &str) -> Result<()> {
+        self.set_meeting_error(sha256, "uploading", error).await
+    }
+
+    /// The recording was refused (by Clairo or by a check after the claim): a new copy
+    /// of the same content may claim it again.
+    pub async fn meeting_failed(&self, sha256: &str, error: &str) -> Result<()> {
+        self.set_meeting_error(sha256, "failed", error).await
+    }
+
+    async fn set_meeting_error(&self, sha256: &str, status: &str, error: &str) -> Result<()> {
+        sqlx::query("UPDATE meetings SET status = ?, error = ?, updated_at = ? WHERE sha256 = ? AND status <> 'done'")
+            .bind(status)
+            .bind(error)
+            .bind(now_ms())
+            .bind(sha256)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Where the file went after the upload.
+    pub async fn meeting_moved(&self, sha256: &str, moved_to: &str) -> Result<()> {
+        sqlx::query("UPDATE meetings SET moved_to = ?, updated_at = ? WHERE sha256 = ?")
+            .bind(moved_to)
+            .bind(now_ms())
+            .bind(sha256)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn meeting(&self, sha256: &str) -> Result<Option<MeetingRow>> {
+        Ok(sqlx::query(select_meetings!("WHERE sha256 = ?"))
+            .bind(sha256)
+            .fetch_optional(&self.pool)
+            .await?
+            .map(|row| meeting_from_row(&row)))
+    }
+
+    /// Uploads whose request was sent and never answered (the process stopped mid-upload).
+    pub async fn interrupted_meetings(&self) -> Result<Vec<MeetingRow>> {
+        let rows = sqlx::query(select_meetings!(
+            "WHERE status = 'uploading' AND attempts > 0 AND error IS NULL ORDER BY updated_at"
+        ))
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.iter().map(meeting_from_row).collect())
+    }
+
+    pub async fn meeting_count(&self) -> Result<i64> {
+        Ok(sqlx::query_scalar("SELECT COUNT(*) FROM meetings")
+            .fetch_one(&self.pool)
+            .await?)
+    }
+}
+
+fn meeting_from_row(row: &sqlx::sqlite::SqliteRow) -> MeetingRow {
+    let raw: Option<String> = row.get("raw");
+    let status: String = row.get("status");
+    MeetingRow {
+        sha256: row.get("sha256"),
+        file_name: row.get("file_name"),
+        source_path: row.get("source_path"),
+        agent_id: row.get("agent_id"),
+        title: row.get("title"),
+        size: row.get("size"),
+        status: MeetingStatus::parse(&status),
+        attempts: row.get("attempts"),
+        meeting_id: row.get("meeting_id"),
+        transcript: row.get("transcript"),
+        summary: row.get("summary"),
+        duration_sec: row.get("duration_sec"),
+        uploaded_as: row.get("uploaded_as"),
+        moved_to: row.get("moved_to"),
+        error: row.get("error"),
+        raw: raw.and_then(|text| serde_json::from_str(&text).ok()),
+        created_at: row.get("created_at"),
+        updated_at: row.get("updated_at"),
+    }
+}

@@ -1,0 +1,296 @@
+//! What an operator installs beside the binary: the systemd unit (verified and hardened),
+//! its sysusers user, the Prometheus alert rules (checked and unit-tested), the generated
+//! completions and man pages, and the example config's way of getting the API key.
+//!
+//! These tests call systemd-analyze, systemd-sysusers and promtool. A missing tool fails the
+//! test and names the Debian package to install (.ci/run installs them): a skipped check
+//! would let a broken unit or rule file through unnoticed.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use crate::support::bin;
+
+/// The highest `systemd-analyze security` exposure the unit may have. 0 is fully locked
+/// down, 10 is unprotected; below 2 systemd calls it "OK", and what remains is what the
+/// daemon needs (outbound network, its state directory, the host's root file system).
+const MAX_EXPOSURE: f64 = 1.5;
+
+/// Where the packaged files live in the source tree.
+fn repo(path: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(path)
+}
+
+/// A command for `program`, or a failure naming the Debian package that provides it.
+fn tool(program: &str, package: &str) -> Command {
+    if let Err(error) = Command::new(program).arg("--version").output() {
+        panic!(
+            "`{program}` cannot be run ({error}); install the Debian package `{package}` \
+             (apt-get install --no-install-recommends {package}), as .ci/run does"
+        );
+    }
+    Command::new(program)
+}
+
+fn run(command: &mut Command) -> (Output, String) {
+    let output = command
+        .output()
+        .unwrap_or_else(|error| panic!("running {command:?}: {error}"));
+    let text = format!(
+        "{command:?} exited {}\n--- stdout\n{}\n--- stderr\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    (output, text)
+}
+
+fn read(path: &Path) -> String {
+    std::fs::read_to_string(path)
+        .unwrap_or_else(|error| panic!("reading {}: {error}", path.display()))
+}
+
+/// The unit as shipped, except that its commands run the binary cargo built:
+/// `systemd-analyze verify` insists that every Exec*= program exists.
+fn unit_with_built_binary(dir: &Path) -> PathBuf {
+    let shipped = read(&repo("systemd/clairo-sync.service"));
+    assert!(
+        shipped.contains("ExecStart=/usr/bin/clairo-sync run -c /etc/clairo-sync/clairo-sync.toml"),
+        "the unit runs the packaged binary with the packaged config"
+    );
+    let built = bin();
+    let unit = dir.join("clairo-sync.service");
+    std::fs::write(
+        &unit,
+        shipped.replace("/usr/bin/clairo-sync", &built.to_string_lossy()),
+    )
+    .expect("write the unit");
+    unit
+}
+
+/// The unit's `Key=` values, in order, from uncommented lines.
+fn unit_values(unit: &str, key: &str) -> Vec<String> {
+    let prefix = format!("{key}=");
+    unit.lines()
+        .filter_map(|line| line.trim().strip_prefix(&prefix))
+        .map(str::to_owned)
+        .collect()
+}
+
+#[test]
+fn the_unit_passes_systemd_analyze_verify() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let unit = unit_with_built_binary(dir.path());
+    // Documentation=man:clairo-sync(1) makes verify run `man`; give it the generated pages.
+    let man = dir.path().join("man");
+    let (output, text) = run(Command::new(bin())
+        .args(["manpage", "--dir"])
+        .arg(man.join("man1")));
+    assert!(output.status.success(), "{text}");
+    tool("man", "man-db");
+
+    let (output, text) = run(tool("systemd-analyze", "systemd")
+        .args(["verify", "--no-pager"])
+        .arg(&unit)
+        .env("MANPATH", &man));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    // Lines about other units (the host's own) are not this unit's business.
+    let about_this_unit: Vec<&str> = stderr
+        .lines()
+        .filter(|line| line.contains("clairo-sync"))
+        .collect();
+    assert!(
+        output.status.success() && about_this_unit.is_empty(),
+        "{text}"
+    );
+}
+
+#[test]
+fn the_unit_is_hardened_to_an_exposure_of_at_most_1_5() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let unit = unit_with_built_binary(dir.path());
+    let (output, text) = run(tool("systemd-analyze", "systemd")
+        .args(["security", "--offline=true", "--no-pager"])
+        .arg(&unit));
+    assert!(output.status.success(), "{text}");
+    // "→ Overall exposure level for clairo-sync.service: 1.1 OK 🙂"
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let exposure: f64 = stdout
+        .lines()
+        .find_map(|line| line.split_once("Overall exposure level for clairo-sync.service:"))
+        .and_then(|(_, rest)| rest.split_whitespace().next())
+        .and_then(|number| number.parse().ok())
+        .unwrap_or_else(|| panic!("no overall exposure level in the output\n{text}"));
+    assert!(
+        exposure <= MAX_EXPOSURE,
+        "exposure {exposure} > {MAX_EXPOSURE}\n{text}"
+    );
+}
+
+#[test]
+fn the_unit_keeps_what_the_daemon_needs() {
+    let unit = read(&repo("systemd/clairo-sync.service"));
+    let one = |key: &str| unit_values(&unit, key).join(" ");
+    assert_eq!(one("Type"), "notify");
+    assert_eq!(
+        one("NotifyAccess"),
+        "main",
+        "READY/WATCHDOG come from the daemon, never a child"
+    );
+    assert_eq!(one("WatchdogSec"), "60s");
+    assert_eq!(one("User"), "clairo-sync");
+    assert_eq!(
+        one("StateDirectory"),
+        "clairo-sync",
+        "the only place it writes by default"
+    );
+    assert_eq!(one("ConfigurationDirectory"), "clairo-sync");
+    assert_eq!(
+        one("LoadCredential"),
+        "clairo-api-key:/etc/clairo-sync/api-key"
+    );
+    assert!(
+        unit_values(&unit, "ExecReload")
+            .last()
+            .is_some_and(|reload| reload == "/bin/kill -HUP $MAINPID"),
+        "reload is SIGHUP"
+    );
+    let families = one("RestrictAddressFamilies");
+    for family in ["AF_UNIX", "AF_INET", "AF_INET6"] {
+        assert!(
+            families.split(' ').any(|f| f == family),
+            "{family} is needed (notify socket, HTTPS)"
+        );
+    }
+    assert!(
+        unit_values(&unit, "PrivateNetwork").is_empty(),
+        "the daemon calls out"
+    );
+    assert!(
+        unit_values(&unit, "DynamicUser").is_empty(),
+        "drop folders are shared through a static user's group"
+    );
+}
+
+#[test]
+fn the_sysusers_file_creates_the_user_the_unit_runs_as() {
+    let root = tempfile::tempdir().expect("temp dir");
+    std::fs::create_dir(root.path().join("etc")).expect("etc");
+    let (output, text) = run(tool("systemd-sysusers", "systemd")
+        .arg(format!("--root={}", root.path().display()))
+        .arg(repo("systemd/clairo-sync.sysusers")));
+    assert!(output.status.success(), "{text}");
+    let passwd = read(&root.path().join("etc/passwd"));
+    let user = passwd
+        .lines()
+        .find(|line| line.starts_with("clairo-sync:"))
+        .unwrap_or_else(|| panic!("no clairo-sync user in\n{passwd}"));
+    let fields: Vec<&str> = user.split(':').collect();
+    assert_eq!(
+        fields[5], "/var/lib/clairo-sync",
+        "home is the StateDirectory"
+    );
+    assert_eq!(fields[6], "/usr/sbin/nologin");
+    let group = read(&root.path().join("etc/group"));
+    assert!(
+        group.lines().any(|line| line.starts_with("clairo-sync:")),
+        "{group}"
+    );
+}
+
+#[test]
+fn the_alert_rules_pass_promtool_check_and_their_unit_tests() {
+    let (output, text) = run(tool("promtool", "prometheus")
+        .args(["check", "rules"])
+        .arg(repo("config/prometheus/clairo-sync.rules.yml")));
+    assert!(output.status.success(), "{text}");
+    let (output, text) = run(tool("promtool", "prometheus")
+        .args(["test", "rules"])
+        .arg(repo("config/prometheus/clairo-sync.rules.test.yml")));
+    assert!(output.status.success(), "{text}");
+}
+
+#[test]
+fn the_alert_rules_use_only_contract_metric_names() {
+    let rules = read(&repo("config/prometheus/clairo-sync.rules.yml"));
+    // design.md §9: the names dashboards and these rules rely on.
+    let contract = [
+        "clairo_sync_api_requests_total",
+        "clairo_sync_api_rate_limit_remaining",
+        "clairo_sync_api_throttled_total",
+        "clairo_sync_poll_runs_total",
+        "clairo_sync_last_success_timestamp_seconds",
+        "clairo_sync_events_total",
+        "clairo_sync_deliveries_total",
+        "clairo_sync_delivery_queue_depth",
+        "clairo_sync_delivery_latency_seconds",
+        "clairo_sync_meeting_uploads_total",
+        "clairo_sync_items_skipped_total",
+        "clairo_sync_build_info",
+    ];
+    let used: Vec<&str> = rules
+        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .filter(|word| word.starts_with("clairo_sync_"))
+        .collect();
+    assert!(
+        used.len() >= 8,
+        "the rules watch the daemon's metrics: {used:?}"
+    );
+    for word in used {
+        assert!(
+            contract.contains(&word),
+            "{word} is not a metric of design.md §9"
+        );
+    }
+}
+
+#[test]
+fn the_example_config_leaves_the_api_key_to_the_credential() {
+    // The unit hands the key over as the credential clairo-api-key; an api_key or
+    // api_key_file set in the example would win over it and point elsewhere.
+    let example = read(&repo("config/clairo-sync.toml"));
+    for line in example.lines() {
+        let setting = line.split('#').next().unwrap_or_default().trim();
+        assert!(
+            !setting.starts_with("api_key"),
+            "the example config sets `{setting}`"
+        );
+    }
+}
+
+#[test]
+fn completions_and_man_pages_come_from_the_binary() {
+    for shell in ["bash", "zsh", "fish"] {
+        let (output, text) = run(Command::new(bin()).args(["completions", shell]));
+        assert!(
+            output.status.success() && !output.stdout.is_empty(),
+            "{text}"
+        );
+        assert!(
+            String::from_utf8_lossy(&output.stdout).contains("deliveries"),
+            "{text}"
+        );
+    }
+    let (output, text) = run(Command::new(bin()).arg("manpage"));
+    assert!(output.status.success(), "{text}");
+    let page = String::from_utf8_lossy(&output.stdout);
+    assert!(page.contains(".TH clairo-sync 1"), "{text}");
+    assert!(page.contains(r#".SH "EXIT STATUS""#), "{text}");
+    assert!(
+        !page.contains("manpage"),
+        "the packagers' commands stay hidden\n{page}"
+    );
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (output, text) = run(Command::new(bin())
+        .args(["manpage", "--dir"])
+        .arg(dir.path()));
+    assert!(output.status.success(), "{text}");
+    for page in [
+        "clairo-sync.1",
+        "clairo-sync-run.1",
+        "clairo-sync-deliveries-retry.1",
+    ] {
+        assert!(dir.path().join(page).is_file(), "{page} was not written");
+    }
+}
