@@ -7,11 +7,13 @@ use std::time::Duration;
 use anyhow::Context as _;
 
 /// The command that regenerates BENCHMARKS.md.
-pub const COMMAND: &str = "cargo build --release --workspace && cargo run --release -p clairo-bench";
+pub const COMMAND: &str =
+    "cargo build --release --workspace && cargo run --release -p clairo-bench";
 
 /// Everything from this line on in BENCHMARKS.md is written by people and kept when the
 /// bench rewrites the file.
-const KEEP_MARKER: &str = "<!-- Everything below this line is kept when clairo-bench rewrites this file. -->";
+const KEEP_MARKER: &str =
+    "<!-- Everything below this line is kept when clairo-bench rewrites this file. -->";
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Verdict {
@@ -47,7 +49,12 @@ pub struct Row {
 }
 
 impl Row {
-    pub fn new(measurement: impl Into<String>, figure: impl Into<String>, goal: impl Into<String>, verdict: Verdict) -> Self {
+    pub fn new(
+        measurement: impl Into<String>,
+        figure: impl Into<String>,
+        goal: impl Into<String>,
+        verdict: Verdict,
+    ) -> Self {
         Self {
             measurement: measurement.into(),
             figure: figure.into(),
@@ -69,13 +76,15 @@ impl Report {
     }
 
     pub fn note(&mut self, note: String) {
+        eprintln!("  note: {note}");
         self.notes.push(note);
     }
 
     /// The table, as Markdown (readable as plain text too).
     pub fn table(&self) -> String {
         let cell = |text: &str| text.replace('|', "\\|");
-        let mut out = String::from("| measurement | figure | goal | verdict |\n|---|---|---|---|\n");
+        let mut out =
+            String::from("| measurement | figure | goal | verdict |\n|---|---|---|---|\n");
         for row in &self.rows {
             out.push_str(&format!(
                 "| {} | {} | {} | {} |\n",
@@ -91,8 +100,14 @@ impl Report {
     pub fn write_markdown(&self, path: &Path, elapsed: Duration) -> anyhow::Result<()> {
         let kept = std::fs::read_to_string(path)
             .ok()
-            .and_then(|text| text.find(KEEP_MARKER).map(|at| text[at + KEEP_MARKER.len()..].to_owned()))
-            .unwrap_or_else(|| "\n\n## Analysis\n\n(Written by hand after a run: what misses a goal, and why.)\n".to_owned());
+            .and_then(|text| {
+                text.find(KEEP_MARKER)
+                    .map(|at| text[at + KEEP_MARKER.len()..].to_owned())
+            })
+            .unwrap_or_else(|| {
+                "\n\n## Analysis\n\n(Written by hand after a run: what misses a goal, and why.)\n"
+                    .to_owned()
+            });
         let misses: Vec<&Row> = self
             .rows
             .iter()
@@ -193,7 +208,11 @@ fn machine() -> Vec<(&'static str, String)> {
     let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
     let model = cpuinfo
         .lines()
-        .find_map(|line| line.strip_prefix("model name")?.split_once(':').map(|(_, v)| v.trim().to_owned()))
+        .find_map(|line| {
+            line.strip_prefix("model name")?
+                .split_once(':')
+                .map(|(_, v)| v.trim().to_owned())
+        })
         .unwrap_or_else(|| "unknown".to_owned());
     let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
     let memory = meminfo

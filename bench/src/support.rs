@@ -78,6 +78,7 @@ pub struct PollLine {
     pub source: String,
     pub listed: u64,
     pub new: u64,
+    pub events: u64,
     pub elapsed_ms: u64,
 }
 
@@ -98,6 +99,7 @@ fn parse_poll_line(line: &str) -> Option<PollLine> {
         source: field(line, "source")?.to_owned(),
         listed: number("listed")?,
         new: number("new")?,
+        events: number("events")?,
         elapsed_ms: number("elapsed_ms")?,
     })
 }
@@ -165,13 +167,22 @@ impl Daemon {
     }
 
     pub fn tail(&self) -> String {
-        lock(&self.log).tail.iter().cloned().collect::<Vec<_>>().join("\n")
+        lock(&self.log)
+            .tail
+            .iter()
+            .cloned()
+            .collect::<Vec<_>>()
+            .join("\n")
     }
 
     /// An error if the daemon has exited (it should run until stopped).
     pub fn check_alive(&mut self) -> anyhow::Result<()> {
         if let Some(status) = self.child.try_wait()? {
-            bail!("the daemon ({}) exited early with {status}; its last log lines:\n{}", self.label, self.tail());
+            bail!(
+                "the daemon ({}) exited early with {status}; its last log lines:\n{}",
+                self.label,
+                self.tail()
+            );
         }
         Ok(())
     }
@@ -191,7 +202,10 @@ impl Daemon {
             }
             self.check_alive()?;
             if Instant::now() > deadline {
-                bail!("timed out after {within:?} waiting for {what}; the daemon's last log lines:\n{}", self.tail());
+                bail!(
+                    "timed out after {within:?} waiting for {what}; the daemon's last log lines:\n{}",
+                    self.tail()
+                );
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -212,7 +226,10 @@ impl Daemon {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        eprintln!("  [{}] did not stop within 15 s of SIGTERM; killing it", self.label);
+        eprintln!(
+            "  [{}] did not stop within 15 s of SIGTERM; killing it",
+            self.label
+        );
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
@@ -346,7 +363,9 @@ impl Receiver {
         let state = Arc::new(ReceiverState::default());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr: SocketAddr = listener.local_addr()?;
-        let app = Router::new().route("/hook", post(receive)).with_state(state.clone());
+        let app = Router::new()
+            .route("/hook", post(receive))
+            .with_state(state.clone());
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         tokio::spawn(async move {
             let _ = axum::serve(listener, app)
@@ -375,7 +394,12 @@ impl Receiver {
     }
 
     /// Waits until `count` distinct events have arrived (at most `within`).
-    pub async fn wait_for(&self, count: usize, within: Duration, daemon: &mut Daemon) -> anyhow::Result<()> {
+    pub async fn wait_for(
+        &self,
+        count: usize,
+        within: Duration,
+        daemon: &mut Daemon,
+    ) -> anyhow::Result<()> {
         let deadline = Instant::now() + within;
         while self.distinct() < count {
             daemon.check_alive()?;
@@ -400,7 +424,11 @@ impl Drop for Receiver {
     }
 }
 
-async fn receive(State(state): State<Arc<ReceiverState>>, headers: HeaderMap, _body: Bytes) -> StatusCode {
+async fn receive(
+    State(state): State<Arc<ReceiverState>>,
+    headers: HeaderMap,
+    _body: Bytes,
+) -> StatusCode {
     state.requests.fetch_add(1, Ordering::Relaxed);
     let id = headers
         .get("webhook-id")
@@ -455,10 +483,14 @@ start_from = "{start_from}"
     if let Some(schedule) = spec.briefs_schedule {
         // The sandbox lists every brief whatever the limit; a limit above the list's
         // length keeps the daemon's "list came back exactly `limit` long" warning quiet.
-        text.push_str(&format!("\n[sync.briefs]\nschedule = \"{schedule}\"\nlimit = 1000000\n"));
+        text.push_str(&format!(
+            "\n[sync.briefs]\nschedule = \"{schedule}\"\nlimit = 1000000\n"
+        ));
     }
     if let Some(schedule) = spec.conversations_schedule {
-        text.push_str(&format!("\n[sync.conversations]\nschedule = \"{schedule}\"\nlimit = 1000\n"));
+        text.push_str(&format!(
+            "\n[sync.conversations]\nschedule = \"{schedule}\"\nlimit = 1000000\n"
+        ));
     }
     if let Some(url) = spec.hook {
         text.push_str(&format!(
@@ -525,6 +557,7 @@ mod tests {
         assert_eq!(poll.source, "briefs");
         assert_eq!(poll.listed, 1000);
         assert_eq!(poll.new, 0);
+        assert_eq!(poll.events, 0);
         assert_eq!(poll.elapsed_ms, 42);
         let unquoted = line.replace("\"briefs\"", "briefs");
         assert_eq!(parse_poll_line(&unquoted).unwrap().source, "briefs");

@@ -3,8 +3,8 @@
 #![no_main]
 
 use clairo_sync::clairo::{RateLimitHeaders, decode_as_every_answer};
-use libfuzzer_sys::fuzz_target;
 use http::header::{HeaderMap, HeaderValue};
+use libfuzzer_sys::fuzz_target;
 
 /// The headers the client reads, in the order the input's lines fill them.
 const HEADERS: [&str; 5] = [

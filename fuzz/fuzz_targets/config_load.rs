@@ -15,8 +15,11 @@ fuzz_target!(|data: &[u8]| {
         if let Ok(loaded) = load_str(text, need, &sources) {
             let now = chrono::Utc::now();
             let sync = &loaded.config.sync;
-            let schedules = sync.briefs.iter().map(|briefs| &briefs.schedule)
-                .chain(sync.conversations.iter().map(|conversations| &conversations.schedule));
+            let schedules = sync.briefs.iter().map(|briefs| &briefs.schedule).chain(
+                sync.conversations
+                    .iter()
+                    .map(|conversations| &conversations.schedule),
+            );
             for schedule in schedules {
                 let _ = schedule.next_after(now);
             }

@@ -786,14 +786,16 @@ mod pacing_properties {
             1u32..=16,
             (0u64..=50).prop_map(Duration::from_millis),
         )
-            .prop_map(|(budget, limit, remaining, reset, in_flight, jitter)| Window {
-                budget,
-                limit,
-                remaining,
-                reset,
-                in_flight,
-                jitter,
-            })
+            .prop_map(
+                |(budget, limit, remaining, reset, in_flight, jitter)| Window {
+                    budget,
+                    limit,
+                    remaining,
+                    reset,
+                    in_flight,
+                    jitter,
+                },
+            )
     }
 
     /// Pacing after `in_flight` requests went out at `start` and the first answer described

@@ -629,6 +629,27 @@ fn full_jitter(step: Duration) -> Duration {
     Duration::from_nanos(rand::rng().random_range(0..=nanos))
 }
 
+/// Decodes `body` as the client decodes a successful answer (JSON, then the tolerant
+/// item-by-item parse), as every list and every object the API returns, and says how many
+/// of those decodings succeeded. The fuzz target `clairo_response` drives it: no answer,
+/// however odd, may panic the client.
+pub fn decode_as_every_answer(body: &[u8]) -> usize {
+    let Ok(value) = serde_json::from_slice::<Value>(body) else {
+        return 0;
+    };
+    let decoded = [
+        parse_listing::<Agent>(value.clone(), "agents").is_ok(),
+        parse_listing::<ConversationSummary>(value.clone(), "conversations").is_ok(),
+        parse_listing::<BriefSummary>(value.clone(), "briefs").is_ok(),
+        parse_object::<Conversation>(value.clone()).is_ok(),
+        parse_object::<BriefDetail>(value.clone()).is_ok(),
+        parse_object::<ChatReply>(value.clone()).is_ok(),
+        parse_object::<DiscoverReply>(value.clone()).is_ok(),
+        parse_object::<Meeting>(value).is_ok(),
+    ];
+    decoded.iter().filter(|ok| **ok).count()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -688,25 +709,4 @@ mod tests {
             assert!(full_jitter(base) <= base);
         }
     }
-}
-
-/// Decodes `body` as the client decodes a successful answer (JSON, then the tolerant
-/// item-by-item parse), as every list and every object the API returns, and says how many
-/// of those decodings succeeded. The fuzz target `clairo_response` drives it: no answer,
-/// however odd, may panic the client.
-pub fn decode_as_every_answer(body: &[u8]) -> usize {
-    let Ok(value) = serde_json::from_slice::<Value>(body) else {
-        return 0;
-    };
-    let decoded = [
-        parse_listing::<Agent>(value.clone(), "agents").is_ok(),
-        parse_listing::<ConversationSummary>(value.clone(), "conversations").is_ok(),
-        parse_listing::<BriefSummary>(value.clone(), "briefs").is_ok(),
-        parse_object::<Conversation>(value.clone()).is_ok(),
-        parse_object::<BriefDetail>(value.clone()).is_ok(),
-        parse_object::<ChatReply>(value.clone()).is_ok(),
-        parse_object::<DiscoverReply>(value.clone()).is_ok(),
-        parse_object::<Meeting>(value).is_ok(),
-    ];
-    decoded.iter().filter(|ok| **ok).count()
 }

@@ -2,13 +2,12 @@
 //! `discover`, and the online half of `check`. Tables for people, `--json` for scripts.
 
 use std::path::Path;
-use std::sync::Arc;
 
 use anyhow::Context as _;
 use serde::Serialize;
 
 use crate::cli::{BriefsCommand, ConversationsCommand, MessageArgs};
-use crate::clairo::{ClairoClient, ClientOptions, RateLimiter};
+use crate::clairo::ClairoClient;
 use crate::config::LoadedConfig;
 use crate::metrics::Metrics;
 
@@ -16,22 +15,7 @@ use super::{CommandError, CommandResult, load_api_config};
 
 /// A client for `loaded`'s account. The key was checked by the loader.
 pub(crate) fn client_for(loaded: &LoadedConfig, metrics: Metrics) -> Result<ClairoClient, CommandError> {
-    let clairo = &loaded.config.clairo;
-    let api_key = loaded
-        .api_key
-        .clone()
-        .ok_or_else(|| anyhow::anyhow!("no Clairo API key found; set CLAIRO_API_KEY"))?;
-    let options = ClientOptions {
-        base_url: url::Url::parse(&clairo.base_url).context("clairo.base_url")?,
-        api_key,
-        max_requests_per_minute: clairo.max_requests_per_minute,
-        timeout: clairo.timeout,
-        max_attempts: clairo.max_attempts,
-        backoff_base: std::time::Duration::from_millis(500),
-        backoff_cap: std::time::Duration::from_secs(30),
-    };
-    let limiter = Arc::new(RateLimiter::new(clairo.max_requests_per_minute));
-    Ok(ClairoClient::new(options, limiter, metrics).map_err(anyhow::Error::from)?)
+    Ok(crate::daemon::build_client(loaded, None, metrics)?)
 }
 
 fn api_client(path: Option<&Path>) -> Result<ClairoClient, CommandError> {

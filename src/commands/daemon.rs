@@ -190,16 +190,24 @@ async fn dispatch_loop(
     }
 }
 
-/// Watches the current generation's drop folders; on a reload the watchers stop (an
-/// upload in flight finishes within the shutdown timeout, or is resumed from its row)
-/// and the new config's watchers start.
+/// How long a reload lets an upload in flight finish: Clairo transcribes before it
+/// answers, so an upload can take minutes, and one cut short is sent again (the API has
+/// no idempotency key). SIGTERM still cuts it at `delivery.shutdown_timeout`.
+const RELOAD_UPLOAD_GRACE: std::time::Duration = std::time::Duration::from_secs(60 * 60);
+
+/// Watches the current generation's drop folders. On a reload the watchers stop taking
+/// files, an upload in flight finishes (up to [`RELOAD_UPLOAD_GRACE`]), and only then do
+/// the new config's watchers start, so no two generations handle one file. On SIGTERM
+/// an upload in flight gets `delivery.shutdown_timeout`, then resumes at the next start.
 async fn meetings_loop(mut generations: watch::Receiver<Arc<Generation>>, mut stop: watch::Receiver<bool>) {
     loop {
         let generation = generations.borrow_and_update().clone();
+        let shutdown_timeout = generation.config.delivery.shutdown_timeout;
+        let mut config = (*generation.config).clone();
+        config.delivery.shutdown_timeout = RELOAD_UPLOAD_GRACE;
         let (retire_tx, retire_rx) = watch::channel(false);
         let context = generation.context.clone();
-        let config = generation.config.clone();
-        let mut running = tokio::spawn(crate::sources::meetings::run(context, config, retire_rx));
+        let mut running = tokio::spawn(crate::sources::meetings::run(context, Arc::new(config), retire_rx));
         let mut idle = false;
         let shutting_down = tokio::select! {
             changed = generations.changed() => changed.is_err(),
@@ -215,10 +223,18 @@ async fn meetings_loop(mut generations: watch::Receiver<Arc<Generation>>, mut st
             continue;
         }
         let _ = retire_tx.send(true);
-        let _ = running.await;
-        if shutting_down {
-            return;
+        if !shutting_down {
+            tokio::select! {
+                _ = &mut running => continue,
+                _ = stop.wait_for(|stop| *stop) => {}
+            }
         }
+        if tokio::time::timeout(shutdown_timeout, &mut running).await.is_err() {
+            tracing::warn!("An upload was still in flight at the shutdown timeout; it is sent again at the next start.");
+            running.abort();
+            let _ = running.await;
+        }
+        return;
     }
 }
 

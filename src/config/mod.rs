@@ -714,7 +714,13 @@ fn valid_name(name: &str) -> bool {
 
 /// [`load`] for a config held in memory rather than in a file (the fuzz target
 /// `config_load` drives it): the same env overrides, secrets and validation.
-pub fn load_str(text: &str, need: Need, sources: &SecretSources) -> Result<LoadedConfig, ConfigErrors> {
-    let figment = Figment::new().merge(Toml::string(text)).merge(env_provider());
+pub fn load_str(
+    text: &str,
+    need: Need,
+    sources: &SecretSources,
+) -> Result<LoadedConfig, ConfigErrors> {
+    let figment = Figment::new()
+        .merge(Toml::string(text))
+        .merge(env_provider());
     finish(&figment, None, need, sources)
 }

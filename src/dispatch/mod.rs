@@ -454,7 +454,10 @@ mod retry_properties {
     fn the_jitter_factor_stays_within_twenty_percent() {
         for _ in 0..10_000 {
             let factor = jitter_factor();
-            assert!(((1.0 - JITTER)..=(1.0 + JITTER)).contains(&factor), "{factor}");
+            assert!(
+                ((1.0 - JITTER)..=(1.0 + JITTER)).contains(&factor),
+                "{factor}"
+            );
         }
     }
 }

@@ -199,3 +199,41 @@ fn the_shipped_example_config_is_valid() {
     ]);
     assert_eq!(code, 0, "stdout: {stdout}\nstderr: {stderr}");
 }
+
+#[test]
+fn the_example_configs_optional_connectors_are_valid_when_uncommented() {
+    let example = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("config/clairo-sync.toml")).unwrap();
+    let start = example.find("# BEGIN optional connectors").expect("the block exists");
+    let end = example.find("# END optional connectors").expect("the block ends");
+    let block: String = example[start..end]
+        .lines()
+        .filter_map(|line| line.strip_prefix("# "))
+        .filter(|line| line.starts_with('[') || line.split_once(" = ").is_some_and(|(key, _)| !key.contains(' ')))
+        .map(|line| format!("{line}\n"))
+        .collect();
+    for kind in ["type = \"email\"", "type = \"hubspot\"", "type = \"pipedrive\""] {
+        assert!(block.contains(kind), "the example shows {kind}");
+    }
+    let text = format!("{}\n{block}", &example[..start]) + &example[end..];
+    let dir = tempfile::tempdir().unwrap();
+    for (name, value) in [
+        ("api-key", "clr_example"),
+        ("sales_hook-secret", "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"),
+    ] {
+        write(dir.path(), name, value);
+    }
+    let path = write(dir.path(), "c.toml", &text);
+    let secret_files = ["smtp-password", "hubspot-token", "pipedrive-token"];
+    let mut text = std::fs::read_to_string(&path).unwrap();
+    for name in secret_files {
+        let file = write(dir.path(), name, "secret-value");
+        text = text.replace(&format!("/etc/clairo-sync/{name}"), file.to_str().unwrap());
+    }
+    text = text.replace("templates_dir = \"/etc/clairo-sync/templates\"", "");
+    std::fs::write(&path, text).unwrap();
+    let (code, stdout, stderr) = check(&path, &[
+        ("CLAIRO_SYNC_CLAIRO__API_KEY_FILE", dir.path().join("api-key").to_str().unwrap()),
+        ("CREDENTIALS_DIRECTORY", dir.path().to_str().unwrap()),
+    ]);
+    assert_eq!(code, 0, "stdout: {stdout}\nstderr: {stderr}");
+}

@@ -11,12 +11,17 @@ use clairo_connectors::{EventType, event_id};
 use clairo_sandbox::Faults;
 use rand::Rng as _;
 
-use crate::support::{ClosableReceiver, Daemon, LoggedDaemon, Receiver, Received, daemon_config, run_cli, sandbox};
+use crate::support::{
+    ClosableReceiver, Daemon, LoggedDaemon, Received, Receiver, daemon_config, run_cli, sandbox,
+};
 
 /// The event ids the daemon must deliver for these briefs (ids are derived, so a test can
 /// know them in advance).
 fn expected_ids(brief_ids: &[String]) -> BTreeSet<String> {
-    brief_ids.iter().map(|id| event_id(EventType::BriefCreated, id)).collect()
+    brief_ids
+        .iter()
+        .map(|id| event_id(EventType::BriefCreated, id))
+        .collect()
 }
 
 fn distinct_ids(received: &[Received]) -> BTreeSet<String> {
@@ -33,10 +38,19 @@ fn assert_duplicates_are_true_repeats(delivered: &[Received]) {
     let mut event_of_brief: HashMap<String, String> = HashMap::new();
     for (id, copies) in &by_id {
         for copy in copies {
-            assert_eq!(copy["id"], *id, "a copy carries its webhook-id as the event id");
-            assert_eq!(copy["data"], copies[0]["data"], "every copy of {id} carries the same data");
+            assert_eq!(
+                copy["id"], *id,
+                "a copy carries its webhook-id as the event id"
+            );
+            assert_eq!(
+                copy["data"], copies[0]["data"],
+                "every copy of {id} carries the same data"
+            );
         }
-        let brief = copies[0]["data"]["id"].as_str().expect("a brief id").to_owned();
+        let brief = copies[0]["data"]["id"]
+            .as_str()
+            .expect("a brief id")
+            .to_owned();
         if let Some(other) = event_of_brief.insert(brief.clone(), (*id).to_owned()) {
             panic!("brief {brief} was delivered under two event ids: {other} and {id}");
         }
@@ -45,7 +59,14 @@ fn assert_duplicates_are_true_repeats(delivered: &[Received]) {
 
 /// The dead deliveries `deliveries list --dead --json` shows.
 fn dead_deliveries(config: &Path) -> Vec<serde_json::Value> {
-    let (code, stdout, stderr) = run_cli(&["deliveries", "list", "--dead", "--json", "-c", config.to_str().unwrap()]);
+    let (code, stdout, stderr) = run_cli(&[
+        "deliveries",
+        "list",
+        "--dead",
+        "--json",
+        "-c",
+        config.to_str().unwrap(),
+    ]);
     assert_eq!(code, 0, "{stderr}");
     serde_json::from_str::<serde_json::Value>(&stdout)
         .unwrap_or_else(|error| panic!("{error}: {stdout}"))
@@ -56,9 +77,10 @@ fn dead_deliveries(config: &Path) -> Vec<serde_json::Value> {
 
 /// Serves /metrics on a free port instead of not at all.
 fn enable_http(config: &Path) {
-    let text = std::fs::read_to_string(config)
-        .unwrap()
-        .replace("[http]\nenabled = false", "[http]\nlisten = \"127.0.0.1:0\"");
+    let text = std::fs::read_to_string(config).unwrap().replace(
+        "[http]\nenabled = false",
+        "[http]\nlisten = \"127.0.0.1:0\"",
+    );
     std::fs::write(config, text).unwrap();
 }
 
@@ -93,8 +115,8 @@ fn archive_ids(path: &Path) -> BTreeSet<String> {
     let text = std::fs::read_to_string(path).unwrap_or_default();
     text.lines()
         .map(|line| {
-            let event: serde_json::Value =
-                serde_json::from_str(line).unwrap_or_else(|error| panic!("a torn archive line ({error}): {line:?}"));
+            let event: serde_json::Value = serde_json::from_str(line)
+                .unwrap_or_else(|error| panic!("a torn archive line ({error}): {line:?}"));
             event["id"].as_str().expect("an event id").to_owned()
         })
         .collect()
@@ -110,7 +132,12 @@ async fn kill_9_at_random_moments_loses_nothing_and_repeats_only_under_the_same_
     // Slow enough that 200 deliveries take several seconds, so the kills land mid-stream.
     receiver.delay(Duration::from_millis(100));
     let dir = tempfile::tempdir().unwrap();
-    let config = daemon_config(dir.path(), &sandbox, &receiver, "[delivery]\nlease = \"5s\"\nconcurrency = 2\n");
+    let config = daemon_config(
+        dir.path(),
+        &sandbox,
+        &receiver,
+        "[delivery]\nlease = \"5s\"\nconcurrency = 2\n",
+    );
     let pauses: Vec<u64> = {
         let mut rng = rand::rng();
         (0..KILLS).map(|_| rng.random_range(0..=1500)).collect()
@@ -121,7 +148,9 @@ async fn kill_9_at_random_moments_loses_nothing_and_repeats_only_under_the_same_
         let before = distinct_ids(&receiver.delivered()).len();
         let mut daemon = Daemon::start(&config);
         // Each run first delivers something new, so every kill interrupts real work.
-        receiver.wait_for_delivered(before + 1, Duration::from_secs(30)).await;
+        receiver
+            .wait_for_delivered(before + 1, Duration::from_secs(30))
+            .await;
         tokio::time::sleep(Duration::from_millis(pause)).await;
         daemon.kill9();
         at_kill.push(distinct_ids(&receiver.delivered()).len());
@@ -131,11 +160,20 @@ async fn kill_9_at_random_moments_loses_nothing_and_repeats_only_under_the_same_
         at_kill.windows(2).all(|pair| pair[0] < pair[1]),
         "every run made progress before its kill: {at_kill:?}"
     );
-    assert!(at_kill[KILLS - 1] < BRIEFS, "the last kill landed mid-delivery: {at_kill:?}");
+    assert!(
+        at_kill[KILLS - 1] < BRIEFS,
+        "the last kill landed mid-delivery: {at_kill:?}"
+    );
 
     let _daemon = Daemon::start(&config);
-    let delivered = receiver.wait_for_delivered(BRIEFS, Duration::from_secs(90)).await;
-    assert_eq!(distinct_ids(&delivered), expected, "every brief delivered, none invented");
+    let delivered = receiver
+        .wait_for_delivered(BRIEFS, Duration::from_secs(90))
+        .await;
+    assert_eq!(
+        distinct_ids(&delivered),
+        expected,
+        "every brief delivered, none invented"
+    );
     assert_duplicates_are_true_repeats(&delivered);
     let duplicates = delivered.len() - BRIEFS;
     eprintln!("{duplicates} repeated deliveries, all under their first event id");
@@ -167,23 +205,50 @@ async fn api_errors_latency_and_malformed_items_still_deliver_each_valid_brief_e
     enable_http(&config);
     let mut daemon = LoggedDaemon::start(&config, &[]);
     let address = daemon.http_address().await;
-    receiver.wait_for_delivered(BRIEFS, Duration::from_secs(90)).await;
+    receiver
+        .wait_for_delivered(BRIEFS, Duration::from_secs(90))
+        .await;
     // More poll runs under the same faults: nothing else may arrive.
     tokio::time::sleep(Duration::from_secs(5)).await;
 
     let received = receiver.received();
-    assert_eq!(distinct_ids(&received), expected, "every valid brief, and no malformed one");
+    assert_eq!(
+        distinct_ids(&received),
+        expected,
+        "every valid brief, and no malformed one"
+    );
     assert_eq!(received.len(), BRIEFS, "each exactly once");
     let stats = sandbox.stats();
     let errors = stats.by_status.get(&500).copied().unwrap_or(0);
-    assert!(errors > 0, "the sandbox injected 500s: {:?}", stats.by_status);
-    let skipped = metric(&address, "clairo_sync_items_skipped_total{source=\"briefs\"}")
+    assert!(
+        errors > 0,
+        "the sandbox injected 500s: {:?}",
+        stats.by_status
+    );
+    let skipped = metric(
+        &address,
+        "clairo_sync_items_skipped_total{source=\"briefs\"}",
+    )
+    .await
+    .expect("the skipped-items metric");
+    assert!(
+        skipped >= MALFORMED as f64,
+        "malformed items counted: {skipped}"
+    );
+    assert!(
+        daemon
+            .log()
+            .iter()
+            .any(|line| line.contains("Skipped an item")),
+        "and logged"
+    );
+    assert!(
+        daemon.daemon.child.try_wait().unwrap().is_none(),
+        "the daemon is still running"
+    );
+    let health = reqwest::get(format!("http://{address}/healthz"))
         .await
-        .expect("the skipped-items metric");
-    assert!(skipped >= MALFORMED as f64, "malformed items counted: {skipped}");
-    assert!(daemon.log().iter().any(|line| line.contains("Skipped an item")), "and logged");
-    assert!(daemon.daemon.child.try_wait().unwrap().is_none(), "the daemon is still running");
-    let health = reqwest::get(format!("http://{address}/healthz")).await.unwrap();
+        .unwrap();
     assert_eq!(health.status(), 200);
     eprintln!(
         "{} API requests, {errors} answered 500, {skipped} items skipped",
@@ -207,11 +272,17 @@ async fn a_receiver_that_refuses_connections_for_a_while_gets_everything_and_not
         "[delivery]\nconcurrency = 2\nretry_schedule = [\"300ms\", \"500ms\", \"1s\", \"1s\", \"2s\", \"2s\", \"2s\", \"3s\"]\n",
     );
     let daemon = LoggedDaemon::start(&config, &[]);
-    hook.receiver.wait_for_delivered(3, Duration::from_secs(30)).await;
+    hook.receiver
+        .wait_for_delivered(3, Duration::from_secs(30))
+        .await;
     hook.close().await;
     let during = hook.receiver.received().len();
     tokio::time::sleep(Duration::from_secs(4)).await;
-    assert_eq!(hook.receiver.received().len(), during, "nothing gets through a closed port");
+    assert_eq!(
+        hook.receiver.received().len(),
+        during,
+        "nothing gets through a closed port"
+    );
     assert!(
         daemon
             .log()
@@ -224,10 +295,17 @@ async fn a_receiver_that_refuses_connections_for_a_while_gets_everything_and_not
         "the outage came mid-stream"
     );
     hook.open();
-    let delivered = hook.receiver.wait_for_delivered(BRIEFS, Duration::from_secs(60)).await;
+    let delivered = hook
+        .receiver
+        .wait_for_delivered(BRIEFS, Duration::from_secs(60))
+        .await;
     assert_eq!(distinct_ids(&delivered), expected);
     assert_duplicates_are_true_repeats(&delivered);
-    assert_eq!(dead_deliveries(&config), Vec::<serde_json::Value>::new(), "none dead");
+    assert_eq!(
+        dead_deliveries(&config),
+        Vec::<serde_json::Value>::new(),
+        "none dead"
+    );
 }
 
 /// A tmpfs mounted for one test, unmounted (lazily, so a straggler cannot block it) when
@@ -240,12 +318,20 @@ impl Tmpfs {
     /// Needs root (CAP_SYS_ADMIN), as the project's machines and CI have.
     fn mount(path: &Path, size: &str) -> Result<Self, String> {
         let output = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size},mode=0700"), "clairo-sync-test"])
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size},mode=0700"),
+                "clairo-sync-test",
+            ])
             .arg(path)
             .output()
             .map_err(|error| format!("cannot run mount: {error}"))?;
         if output.status.success() {
-            Ok(Self { path: path.to_owned() })
+            Ok(Self {
+                path: path.to_owned(),
+            })
         } else {
             Err(String::from_utf8_lossy(&output.stderr).into_owned())
         }
@@ -320,8 +406,14 @@ async fn a_full_state_disk_stops_new_work_with_a_clear_error_and_nothing_is_lost
     let address = daemon.http_address().await;
     let readyz = format!("http://{address}/readyz");
     let mut brief_ids = sandbox.add_briefs(2);
-    receiver.wait_for_delivered(2, Duration::from_secs(30)).await;
-    assert_eq!(distinct_ids(&receiver.delivered()).len(), 2, "works on the small disk");
+    receiver
+        .wait_for_delivered(2, Duration::from_secs(30))
+        .await;
+    assert_eq!(
+        distinct_ids(&receiver.delivered()).len(),
+        2,
+        "works on the small disk"
+    );
 
     let filler = disk.fill();
     sandbox.reset_stats();
@@ -334,24 +426,43 @@ async fn a_full_state_disk_stops_new_work_with_a_clear_error_and_nothing_is_lost
     eprintln!("while full: {full}");
     let while_full = distinct_ids(&receiver.delivered()).len();
     tokio::time::sleep(Duration::from_secs(4)).await;
-    assert!(daemon.daemon.child.try_wait().unwrap().is_none(), "the daemon keeps running");
+    assert!(
+        daemon.daemon.child.try_wait().unwrap().is_none(),
+        "the daemon keeps running"
+    );
     let still_full = distinct_ids(&receiver.delivered()).len();
     let requests_while_full = sandbox.stats().by_endpoint;
     eprintln!(
         "events delivered when the disk filled: {while_full}; 4 s later: {still_full} of {}; API requests meanwhile: {requests_while_full:?}",
         expected.len()
     );
-    assert!(still_full < expected.len(), "new work waits while the disk is full");
+    assert!(
+        still_full < expected.len(),
+        "new work waits while the disk is full"
+    );
     let (status, body) = wait_for_status(&readyz, 503, Duration::from_secs(10)).await;
     assert_eq!(status, 503, "not ready while the disk is full: {body}");
-    assert!(body.contains("state_db") && body.contains("full"), "readiness names the full disk: {body}");
+    assert!(
+        body.contains("state_db") && body.contains("full"),
+        "readiness names the full disk: {body}"
+    );
 
     std::fs::remove_file(&filler).unwrap();
-    let delivered = receiver.wait_for_delivered(expected.len(), Duration::from_secs(60)).await;
-    assert_eq!(distinct_ids(&delivered), expected, "everything delivered once space returned");
+    let delivered = receiver
+        .wait_for_delivered(expected.len(), Duration::from_secs(60))
+        .await;
+    assert_eq!(
+        distinct_ids(&delivered),
+        expected,
+        "everything delivered once space returned"
+    );
     assert_duplicates_are_true_repeats(&delivered);
     let (status, body) = wait_for_status(&readyz, 200, Duration::from_secs(20)).await;
     assert_eq!(status, 200, "ready again once space returned: {body}");
     let _ = daemon.daemon.terminate(Duration::from_secs(15));
-    assert_eq!(dead_deliveries(&config), Vec::<serde_json::Value>::new(), "none dead");
+    assert_eq!(
+        dead_deliveries(&config),
+        Vec::<serde_json::Value>::new(),
+        "none dead"
+    );
 }

@@ -20,7 +20,7 @@ use sha2::{Digest, Sha256};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::support::{Receiver, SECRET, bin, sandbox, write};
+use crate::support::{Daemon, Receiver, SECRET, bin, sandbox, write};
 
 /// Long enough for anything here on a loaded two-core machine; waits end as soon as the
 /// condition holds.
@@ -393,16 +393,31 @@ async fn an_oversize_wav_and_a_text_file_named_mp3_go_to_failed_with_an_explanat
         "these are my meeting notes, not audio\n",
     )
     .unwrap();
-    eventually("both files are in failed/", || {
+    // A sidecar that is not what it should be (agentId must be a string).
+    std::fs::write(
+        dirs.inbox.join("sync.wav.json"),
+        r#"{"title": "Sync", "agentId": 42}"#,
+    )
+    .unwrap();
+    std::fs::write(dirs.inbox.join("sync.wav"), wav(1.0, 8_000)).unwrap();
+    eventually("the three recordings are in failed/", || {
         names(&dirs.failed())
             == [
                 "all-hands.wav",
                 "all-hands.wav.error.txt",
                 "notes.mp3",
                 "notes.mp3.error.txt",
+                "sync.wav",
+                "sync.wav.error.txt",
+                "sync.wav.json",
             ]
     })
     .await;
+    let sidecar_error = std::fs::read_to_string(dirs.failed().join("sync.wav.error.txt")).unwrap();
+    assert!(
+        sidecar_error.contains("sidecar sync.wav.json is not valid"),
+        "{sidecar_error}"
+    );
     let big_error = std::fs::read_to_string(dirs.failed().join("all-hands.wav.error.txt")).unwrap();
     assert!(big_error.contains("26.0 MB"), "{big_error}");
     assert!(big_error.contains("25 MB"), "{big_error}");
@@ -423,7 +438,10 @@ async fn an_oversize_wav_and_a_text_file_named_mp3_go_to_failed_with_an_explanat
         size,
         "the file is kept whole"
     );
-    eventually("the three are counted as rejected", || watching.uploads("rejected") == 3).await;
+    eventually("the three are counted as rejected", || {
+        watching.uploads("rejected") == 3
+    })
+    .await;
     assert!(sandbox.stats().uploads.is_empty(), "nothing was sent");
     assert_eq!(names(&dirs.inbox), ["failed"]);
     watching.stop().await;
@@ -503,6 +521,52 @@ async fn a_restart_between_the_upload_and_the_move_neither_uploads_nor_announces
     assert_eq!(receiver.received().len(), 1);
     assert_eq!(events[0]["data"]["sha256"], sha256_hex(&content));
     watching.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_daemon_killed_after_the_upload_but_before_the_move_finishes_the_move_and_announces_once()
+{
+    let sandbox = sandbox(0, 0).await;
+    let receiver = Receiver::start().await;
+    let dirs = Dirs::new();
+    // A file where processed/ should be: the move fails after the commit, so the daemon
+    // is killed in exactly the state a crash between the two leaves.
+    let done = dirs.root.join("done");
+    std::fs::write(&done, "not a folder").unwrap();
+    let config = meetings_config_with(
+        &dirs,
+        &sandbox,
+        &receiver,
+        "off",
+        &format!("processed = \"{}\"", done.display()),
+    );
+    let content = wav(2.0, 8_000);
+    let path = dirs.inbox.join("standup.wav");
+
+    let mut daemon = Daemon::start(&config);
+    std::fs::write(&path, &content).unwrap();
+    eventually("the event is delivered", || {
+        meeting_events(&receiver).len() == 1
+    })
+    .await;
+    assert!(
+        path.exists(),
+        "the move failed, so the file is still in the drop folder"
+    );
+    daemon.kill9();
+
+    std::fs::remove_file(&done).unwrap();
+    let _daemon = Daemon::start(&config);
+    eventually("the restarted daemon moves the file", || {
+        !path.exists() && done.join("standup.wav").exists()
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(sandbox.stats().uploads.len(), 1, "no second upload");
+    let ids: std::collections::HashSet<String> =
+        receiver.received().iter().map(|r| r.id.clone()).collect();
+    assert_eq!(ids.len(), 1, "one meeting.processed event at the connector");
+    assert_eq!(receiver.received().len(), 1, "delivered once");
 }
 
 #[tokio::test(flavor = "multi_thread")]

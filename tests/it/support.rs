@@ -353,7 +353,10 @@ impl LoggedDaemon {
 pub struct ClosableReceiver {
     pub receiver: Receiver,
     addr: SocketAddr,
-    server: Option<(tokio::sync::oneshot::Sender<()>, tokio::task::JoinHandle<()>)>,
+    server: Option<(
+        tokio::sync::oneshot::Sender<()>,
+        tokio::task::JoinHandle<()>,
+    )>,
     /// Bound but not listening while closed: keeps the port ours and refuses connections.
     held: Option<tokio::net::TcpSocket>,
 }
@@ -399,7 +402,10 @@ impl ClosableReceiver {
         if self.server.is_some() {
             return;
         }
-        let socket = self.held.take().unwrap_or_else(|| reusable_socket(self.addr));
+        let socket = self
+            .held
+            .take()
+            .unwrap_or_else(|| reusable_socket(self.addr));
         let listener = socket.listen(1024).expect("listen on the receiver's port");
         let app = Router::new()
             .route("/hook", post(receive))
