@@ -180,6 +180,13 @@ impl Store {
             .foreign_keys(true);
         let pool = SqlitePoolOptions::new()
             .max_connections(MAX_CONNECTIONS)
+            // After SQLITE_FULL (or an I/O error) SQLite rolls the transaction back itself;
+            // the driver's ROLLBACK then fails and it still counts the connection as inside
+            // a transaction, refusing every later BEGIN on it. Such a connection is closed
+            // instead of pooled, so the store recovers once the disk has room again.
+            .after_release(|connection, _| {
+                Box::pin(async move { Ok(!sqlx::Connection::is_in_transaction(connection)) })
+            })
             .connect_with(options)
             .await
             .map_err(|source| StoreError::Open {
