@@ -194,6 +194,19 @@ pub fn build_connectors(config: &Config) -> anyhow::Result<BTreeMap<String, Arc<
 pub async fn run_source(kind: SourceKind, context: &SourceContext, config: &Config, auth: &AuthGate) -> Result<sources::PollReport, PollError> {
     let source = kind.name();
     if let Err(error) = context.store.start_run(source).await {
+        if error.is_disk_full() {
+            // Nothing polled now could be recorded: spend no API requests on it.
+            tracing::error!(source, %error, "The state database cannot be written (disk full or read-only); this poll is skipped and the next scheduled one tries again. Free space under the state directory.");
+            context
+                .metrics
+                .poll_runs
+                .get_or_create(&PollLabels {
+                    source: source.to_owned(),
+                    outcome: "failure".to_owned(),
+                })
+                .inc();
+            return Err(PollError::Store(error));
+        }
         tracing::error!(source, %error, "Cannot record the start of a poll run.");
     }
     let started = Instant::now();

@@ -193,23 +193,31 @@ impl Bench {
             } else {
                 &DRAIN_SIZES[..1]
             };
+            // The 1,000-brief drain's sandbox and state are kept for the idle phase, which
+            // runs after the drains so the table keeps the drains together.
+            let mut kept = None;
             for &n in sizes {
                 eprintln!(
                     "== backlog drain of {n} briefs (budget {BUDGET} per {} s)",
                     WINDOW.as_secs()
                 );
                 match self.drain(n).await {
-                    Ok((sandbox, dir)) => {
-                        if n == DRAIN_SIZES[0] && wants("idle") {
-                            eprintln!("== idle (after the {n}-brief backlog is drained)");
-                            if let Err(error) = self.idle(&sandbox, &dir).await {
-                                self.failed("Idle", &error);
-                            }
-                        }
-                        sandbox.stop();
+                    Ok((sandbox, dir)) if n == DRAIN_SIZES[0] && wants("idle") => {
+                        kept = Some((sandbox, dir));
                     }
-                    Err(error) => self.failed(&format!("Backlog drain {n}"), &error),
+                    Ok((sandbox, _dir)) => sandbox.stop(),
+                    Err(error) => self.failed(&format!("Backlog drain {}", count(n)), &error),
                 }
+            }
+            if let Some((sandbox, dir)) = kept {
+                eprintln!(
+                    "== idle (after the {}-brief backlog is drained)",
+                    DRAIN_SIZES[0]
+                );
+                if let Err(error) = self.idle(&sandbox, &dir).await {
+                    self.failed("Idle", &error);
+                }
+                sandbox.stop();
             }
         }
         if wants("throughput") {
@@ -832,13 +840,13 @@ impl Bench {
                 bail!("GET /briefs answered {status}");
             }
             body_bytes = bytes;
-            fetches.push(elapsed.as_millis() as u64);
+            fetches.push(elapsed.as_micros() as u64);
         }
-        let fetch_ms = median(&mut fetches);
+        let fetch_ms = median(&mut fetches) as f64 / 1000.0;
         let db = file_size(&state);
         let wal = file_size(&dir.path().join("state.db-wal"));
         eprintln!(
-            "  idle cycles {all_times:?} ms (median {cycle_ms:.0}); list round trip {fetch_ms} ms for {:.1} MB; state {:.1} MiB (+ WAL {:.1} MiB); RSS {:.1} MiB (HWM {:.1} MiB)",
+            "  idle cycles {all_times:?} ms (median {cycle_ms:.0}); list round trip {fetch_ms:.1} ms for {:.1} MB; state {:.1} MiB (+ WAL {:.1} MiB); RSS {:.1} MiB (HWM {:.1} MiB)",
             body_bytes as f64 / 1e6,
             mib(db / 1024),
             mib(wal / 1024),
@@ -851,7 +859,7 @@ impl Bench {
                 count(n)
             ),
             format!(
-                "{cycle_ms:.0} ms (median of {}; list round trip alone {fetch_ms} ms)",
+                "{cycle_ms:.0} ms (median of {}; list round trip alone {fetch_ms:.1} ms)",
                 all_times.len()
             ),
             "—",
@@ -872,7 +880,7 @@ impl Bench {
             Verdict::Info,
         ));
         self.report.note(format!(
-            "History {}: the baseline run (list + recording {n} briefs, no detail calls) took {:.1} s; idle cycles {all_times:?} ms; each lists all {n} briefs ({:.1} MB of JSON; a bare GET takes {fetch_ms} ms); daemon VmRSS {:.1} MiB, VmHWM {:.1} MiB after the cycles.",
+            "History {}: the baseline run (list + recording {n} briefs, no detail calls) took {:.1} s; idle cycles {all_times:?} ms; each lists all {n} briefs ({:.1} MB of JSON; a bare GET takes {fetch_ms:.1} ms); daemon VmRSS {:.1} MiB, VmHWM {:.1} MiB after the cycles.",
             count(n),
             baseline.elapsed_ms as f64 / 1000.0,
             body_bytes as f64 / 1e6,

@@ -123,7 +123,7 @@ impl Report {
         text.push_str(&format!("```sh\n{COMMAND}\n```\n\n"));
         text.push_str(&format!(
             "(about {:.0} minutes; `cargo run --release -p clairo-bench -- PHASE…` runs some of \
-             `drain idle throughput upload history` and leaves this file alone).\n\n",
+             `drain drain-1k idle throughput upload history` and leaves this file alone).\n\n",
             (elapsed.as_secs_f64() / 60.0).ceil()
         ));
         text.push_str("## Machine and run\n\n");

@@ -477,7 +477,8 @@ impl Pacing {
 
 /// The least time between two request starts under a per-minute budget.
 pub(crate) fn min_spacing(per_minute: u32) -> Duration {
-    Duration::from_secs(60) / per_minute.max(1)
+    // Rounded up: rounding down would let budget + 1 starts fit in one minute.
+    Duration::from_nanos(60_000_000_000u64.div_ceil(u64::from(per_minute.max(1))))
 }
 
 fn unix_now() -> f64 {

@@ -185,7 +185,12 @@ impl Store {
             // a transaction, refusing every later BEGIN on it. Such a connection is closed
             // instead of pooled, so the store recovers once the disk has room again.
             .after_release(|connection, _| {
-                Box::pin(async move { Ok(!sqlx::Connection::is_in_transaction(connection)) })
+                Box::pin(async move {
+                    // The ping lets a rollback still queued on the connection finish first,
+                    // so a healthy connection is not closed needlessly.
+                    sqlx::Connection::ping(connection).await?;
+                    Ok(!sqlx::Connection::is_in_transaction(connection))
+                })
             })
             .connect_with(options)
             .await

@@ -197,7 +197,7 @@ async fn api_errors_latency_and_malformed_items_still_deliver_each_valid_brief_e
         error_rate: 0.2,
         latency_ms: 300,
         malformed_items: MALFORMED,
-        retry_after: false,
+        ..Faults::default()
     });
     let receiver = Receiver::start().await;
     let dir = tempfile::tempdir().unwrap();
