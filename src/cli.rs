@@ -15,7 +15,13 @@ use clap::{Args, Parser, Subcommand};
 )]
 pub struct Cli {
     /// The config file [default: /etc/clairo-sync/clairo-sync.toml]
-    #[arg(short = 'c', long = "config", global = true, env = "CLAIRO_SYNC_CONFIG", value_name = "FILE")]
+    #[arg(
+        short = 'c',
+        long = "config",
+        global = true,
+        env = "CLAIRO_SYNC_CONFIG",
+        value_name = "FILE"
+    )]
     pub config: Option<PathBuf>,
 
     #[command(subcommand)]

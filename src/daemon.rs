@@ -51,7 +51,11 @@ impl AuthGate {
 
     /// Whether the last answer was a rejection (for readiness), even after the pause.
     pub fn rejected(&self) -> Option<String> {
-        self.blocked.lock().expect("auth gate").as_ref().map(|(_, reason)| reason.clone())
+        self.blocked
+            .lock()
+            .expect("auth gate")
+            .as_ref()
+            .map(|(_, reason)| reason.clone())
     }
 }
 
@@ -79,27 +83,40 @@ impl Generation {
     pub fn schedule(&self, kind: SourceKind) -> Option<Schedule> {
         match kind {
             SourceKind::Briefs => self.config.sync.briefs.as_ref().map(|s| s.schedule.clone()),
-            SourceKind::Conversations => self.config.sync.conversations.as_ref().map(|s| s.schedule.clone()),
+            SourceKind::Conversations => self
+                .config
+                .sync
+                .conversations
+                .as_ref()
+                .map(|s| s.schedule.clone()),
         }
     }
 }
 
 impl Runtime {
-    pub async fn start(loaded: &LoadedConfig, limiter: Option<Arc<RateLimiter>>) -> anyhow::Result<Self> {
+    pub async fn start(
+        loaded: &LoadedConfig,
+        limiter: Option<Arc<RateLimiter>>,
+    ) -> anyhow::Result<Self> {
         let config = Arc::new(loaded.config.clone());
         if let Some(parent) = config.state.path.parent()
             && !parent.as_os_str().is_empty()
             && !parent.exists()
         {
-            std::fs::create_dir_all(parent)
-                .with_context(|| format!("cannot create the state directory {}", parent.display()))?;
+            std::fs::create_dir_all(parent).with_context(|| {
+                format!("cannot create the state directory {}", parent.display())
+            })?;
         }
         let store = Store::open(&config.state.path).await?;
         let metrics = Metrics::new();
-        let limiter = limiter.unwrap_or_else(|| Arc::new(RateLimiter::new(config.clairo.max_requests_per_minute)));
+        let limiter = limiter
+            .unwrap_or_else(|| Arc::new(RateLimiter::new(config.clairo.max_requests_per_minute)));
         let client = build_client(loaded, Some(limiter.clone()), metrics.clone())?;
         let connectors = build_connectors(&config)?;
-        let sources: Vec<&str> = SourceKind::enabled(&config).iter().map(|kind| kind.name()).collect();
+        let sources: Vec<&str> = SourceKind::enabled(&config)
+            .iter()
+            .map(|kind| kind.name())
+            .collect();
         metrics.init_labels(&sources, connectors.keys());
         Ok(Self {
             config,
@@ -129,12 +146,20 @@ impl Runtime {
         if config.state.path != self.config.state.path {
             tracing::warn!("state.path changed; the new path is used only after a restart.");
         }
-        if config.http.listen != self.config.http.listen || config.http.enabled != self.config.http.enabled {
+        if config.http.listen != self.config.http.listen
+            || config.http.enabled != self.config.http.enabled
+        {
             tracing::warn!("[http] changed; it takes effect only after a restart.");
         }
         let client = build_client(loaded, Some(self.limiter.clone()), self.metrics.clone())?;
         let connectors = build_connectors(&config)?;
-        let context = SourceContext::new(&config, client, self.store.clone(), self.metrics.clone(), self.wakers.clone());
+        let context = SourceContext::new(
+            &config,
+            client,
+            self.store.clone(),
+            self.metrics.clone(),
+            self.wakers.clone(),
+        );
         Ok(Generation {
             config,
             context,
@@ -162,10 +187,15 @@ impl Runtime {
     }
 }
 
-pub fn build_client(loaded: &LoadedConfig, limiter: Option<Arc<RateLimiter>>, metrics: Metrics) -> anyhow::Result<ClairoClient> {
+pub fn build_client(
+    loaded: &LoadedConfig,
+    limiter: Option<Arc<RateLimiter>>,
+    metrics: Metrics,
+) -> anyhow::Result<ClairoClient> {
     let clairo = &loaded.config.clairo;
     let api_key = loaded.api_key.clone().context("no Clairo API key")?;
-    let limiter = limiter.unwrap_or_else(|| Arc::new(RateLimiter::new(clairo.max_requests_per_minute)));
+    let limiter =
+        limiter.unwrap_or_else(|| Arc::new(RateLimiter::new(clairo.max_requests_per_minute)));
     limiter.set_budget(clairo.max_requests_per_minute);
     let options = ClientOptions {
         base_url: url::Url::parse(&clairo.base_url).context("clairo.base_url")?,
@@ -191,7 +221,12 @@ pub fn build_connectors(config: &Config) -> anyhow::Result<BTreeMap<String, Arc<
 }
 
 /// One run of one source: recorded in the store, counted, logged.
-pub async fn run_source(kind: SourceKind, context: &SourceContext, config: &Config, auth: &AuthGate) -> Result<sources::PollReport, PollError> {
+pub async fn run_source(
+    kind: SourceKind,
+    context: &SourceContext,
+    config: &Config,
+    auth: &AuthGate,
+) -> Result<sources::PollReport, PollError> {
     let source = kind.name();
     if let Err(error) = context.store.start_run(source).await {
         if error.is_disk_full() {
@@ -221,7 +256,11 @@ pub async fn run_source(kind: SourceKind, context: &SourceContext, config: &Conf
         })
         .inc();
     let error_text = result.as_ref().err().map(ToString::to_string);
-    if let Err(error) = context.store.finish_run(source, error_text.as_deref()).await {
+    if let Err(error) = context
+        .store
+        .finish_run(source, error_text.as_deref())
+        .await
+    {
         tracing::error!(source, %error, "Cannot record the end of a poll run.");
     }
     match &result {
@@ -230,7 +269,9 @@ pub async fn run_source(kind: SourceKind, context: &SourceContext, config: &Conf
             context
                 .metrics
                 .last_success
-                .get_or_create(&SourceLabels { source: source.to_owned() })
+                .get_or_create(&SourceLabels {
+                    source: source.to_owned(),
+                })
                 .set(chrono::Utc::now().timestamp_millis() as f64 / 1000.0);
             tracing::info!(
                 source,
@@ -252,7 +293,9 @@ pub async fn run_source(kind: SourceKind, context: &SourceContext, config: &Conf
                 "Clairo refused the credentials; polling pauses. Fix the key, then reload (systemctl reload clairo-sync)."
             );
         }
-        Err(error) => tracing::error!(source, %error, "Poll run failed; the next scheduled run tries again."),
+        Err(error) => {
+            tracing::error!(source, %error, "Poll run failed; the next scheduled run tries again.")
+        }
     }
     result
 }

@@ -33,7 +33,11 @@ impl HealthState {
     }
 }
 
-pub async fn serve(listener: tokio::net::TcpListener, state: HealthState, mut stop: watch::Receiver<bool>) {
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: HealthState,
+    mut stop: watch::Receiver<bool>,
+) {
     let app = Router::new()
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok\n" }))
@@ -42,7 +46,10 @@ pub async fn serve(listener: tokio::net::TcpListener, state: HealthState, mut st
     let shutdown = async move {
         let _ = stop.wait_for(|stop| *stop).await;
     };
-    if let Err(error) = axum::serve(listener, app).with_graceful_shutdown(shutdown).await {
+    if let Err(error) = axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
+    {
         tracing::error!(%error, "The metrics and health endpoint stopped.");
     }
 }
@@ -57,13 +64,19 @@ async fn metrics(State(state): State<HealthState>, headers: HeaderMap) -> Respon
         .is_some_and(|accept| accept.contains("application/openmetrics-text"));
     if wants_openmetrics {
         (
-            [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+            [(
+                header::CONTENT_TYPE,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )],
             body,
         )
             .into_response()
     } else {
         (
-            [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+            [(
+                header::CONTENT_TYPE,
+                "text/plain; version=0.0.4; charset=utf-8",
+            )],
             openmetrics_to_classic(&body),
         )
             .into_response()
@@ -87,7 +100,9 @@ pub fn openmetrics_to_classic(text: &str) -> String {
         let renamed = ["# HELP ", "# TYPE "].iter().find_map(|prefix| {
             let rest = line.strip_prefix(prefix)?;
             let (name, tail) = rest.split_once(' ')?;
-            counters.contains(name).then(|| format!("{prefix}{name}_total {tail}"))
+            counters
+                .contains(name)
+                .then(|| format!("{prefix}{name}_total {tail}"))
         });
         out.push_str(renamed.as_deref().unwrap_or(line));
         out.push('\n');
@@ -117,7 +132,9 @@ async fn readyz(State(state): State<HealthState>) -> Response {
             if run.last_outcome.as_deref() == Some("failure") {
                 // A failure is tolerated until the run after next was due.
                 let allowed_until = schedule.as_ref().and_then(|schedule| {
-                    let since = chrono::DateTime::from_timestamp_millis(run.last_success_at.unwrap_or(run.last_started_at))?;
+                    let since = chrono::DateTime::from_timestamp_millis(
+                        run.last_success_at.unwrap_or(run.last_started_at),
+                    )?;
                     let next = schedule.next_after(since)?;
                     schedule.next_after(next)
                 });
@@ -125,7 +142,11 @@ async fn readyz(State(state): State<HealthState>) -> Response {
                 if stale {
                     failing.insert(
                         format!("source.{}", kind.name()),
-                        json!(run.last_error.clone().unwrap_or_else(|| "last run failed".into())),
+                        json!(
+                            run.last_error
+                                .clone()
+                                .unwrap_or_else(|| "last run failed".into())
+                        ),
                     );
                 }
             }

@@ -1,13 +1,13 @@
 //! clairo-sync: a daemon that keeps a business's tools in step with its Clairo account.
 #![forbid(unsafe_code)]
 
+pub mod clairo;
 pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod daemon;
 pub mod dispatch;
 pub mod http;
-pub mod clairo;
 pub mod metrics;
 pub mod sources;
 pub mod store;

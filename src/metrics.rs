@@ -153,7 +153,11 @@ impl Metrics {
             items_skipped.clone(),
         );
         let build_info = Family::<VersionLabels, Gauge>::default();
-        registry.register("build_info", "The running build's version", build_info.clone());
+        registry.register(
+            "build_info",
+            "The running build's version",
+            build_info.clone(),
+        );
         build_info
             .get_or_create(&VersionLabels {
                 version: env!("CARGO_PKG_VERSION").to_owned(),
@@ -189,7 +193,11 @@ impl Metrics {
 
     /// Creates every bounded label set up front, so each contract metric is exposed (at
     /// zero) from the first scrape, and alert rules see a series before anything happens.
-    pub fn init_labels<'a>(&self, sources: &[&str], connectors: impl IntoIterator<Item = &'a String>) {
+    pub fn init_labels<'a>(
+        &self,
+        sources: &[&str],
+        connectors: impl IntoIterator<Item = &'a String>,
+    ) {
         for source in sources.iter().chain(["meetings"].iter()) {
             for outcome in ["success", "failure"] {
                 let _ = self.poll_runs.get_or_create(&PollLabels {
@@ -248,9 +256,17 @@ mod tests {
     fn every_contract_metric_name_is_exposed() {
         let metrics = Metrics::new();
         metrics.api_request("GET /agents", "200");
-        metrics.events.get_or_create(&TypeLabel { r#type: "brief.created".into() }).inc();
+        metrics
+            .events
+            .get_or_create(&TypeLabel {
+                r#type: "brief.created".into(),
+            })
+            .inc();
         let text = metrics.encode_openmetrics();
-        assert!(text.contains("clairo_sync_events_total{type=\"brief.created\"} 1"), "{text}");
+        assert!(
+            text.contains("clairo_sync_events_total{type=\"brief.created\"} 1"),
+            "{text}"
+        );
         assert!(text.contains("clairo_sync_build_info{version="), "{text}");
     }
 }

@@ -7,7 +7,10 @@ use clairo_connectors::{Attempt, CheckpointSink, Connector, Delivery, Event, Eve
 pub fn test_event() -> Event {
     let now = chrono::Utc::now();
     Event {
-        id: event_id(EventType::BriefCreated, &format!("clairo-sync-test-{}", now.timestamp_millis())),
+        id: event_id(
+            EventType::BriefCreated,
+            &format!("clairo-sync-test-{}", now.timestamp_millis()),
+        ),
         kind: EventType::BriefCreated,
         timestamp: now,
         data: serde_json::json!({

@@ -6,15 +6,18 @@ use std::path::Path;
 use anyhow::Context as _;
 use serde::Serialize;
 
-use crate::cli::{BriefsCommand, ConversationsCommand, MessageArgs};
 use crate::clairo::ClairoClient;
+use crate::cli::{BriefsCommand, ConversationsCommand, MessageArgs};
 use crate::config::LoadedConfig;
 use crate::metrics::Metrics;
 
 use super::{CommandError, CommandResult, load_api_config};
 
 /// A client for `loaded`'s account. The key was checked by the loader.
-pub(crate) fn client_for(loaded: &LoadedConfig, metrics: Metrics) -> Result<ClairoClient, CommandError> {
+pub(crate) fn client_for(
+    loaded: &LoadedConfig,
+    metrics: Metrics,
+) -> Result<ClairoClient, CommandError> {
     Ok(crate::daemon::build_client(loaded, None, metrics)?)
 }
 
@@ -24,7 +27,10 @@ fn api_client(path: Option<&Path>) -> Result<ClairoClient, CommandError> {
 }
 
 fn print_json<T: Serialize>(value: &T) -> CommandResult {
-    println!("{}", serde_json::to_string_pretty(value).context("encoding JSON")?);
+    println!(
+        "{}",
+        serde_json::to_string_pretty(value).context("encoding JSON")?
+    );
     Ok(())
 }
 
@@ -60,7 +66,10 @@ fn print_table(header: &[&str], rows: &[Vec<String>]) {
 fn one_line(text: &str, max: usize) -> String {
     let flat: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
     if flat.chars().count() > max {
-        format!("{}…", flat.chars().take(max.saturating_sub(1)).collect::<String>())
+        format!(
+            "{}…",
+            flat.chars().take(max.saturating_sub(1)).collect::<String>()
+        )
     } else {
         flat
     }
@@ -127,14 +136,23 @@ pub async fn conversations(path: Option<&Path>, command: ConversationsCommand) -
                         conversation
                             .message_count
                             .map_or_else(|| "-".to_owned(), |count| count.to_string()),
-                        cell(conversation.updated_at.as_deref().or(conversation.created_at.as_deref())).to_owned(),
+                        cell(
+                            conversation
+                                .updated_at
+                                .as_deref()
+                                .or(conversation.created_at.as_deref()),
+                        )
+                        .to_owned(),
                     ]
                 })
                 .collect();
             print_table(&["ID", "AGENT", "STATUS", "MESSAGES", "UPDATED"], &rows);
         }
         ConversationsCommand::Show { id, json } => {
-            let conversation = client.conversation(&id).await.map_err(anyhow::Error::from)?;
+            let conversation = client
+                .conversation(&id)
+                .await
+                .map_err(anyhow::Error::from)?;
             if json {
                 return print_json(&conversation.raw);
             }
@@ -210,9 +228,18 @@ pub async fn chat(path: Option<&Path>, args: &MessageArgs, discovery: bool) -> C
             return print_json(&reply.raw);
         }
         println!("{}", reply.reply.as_deref().unwrap_or(""));
-        let progress = reply.progress.map_or_else(String::new, |p| format!("  progress {p}%"));
-        let done = if reply.completed == Some(true) { "  completed" } else { "" };
-        println!("\n(conversation {}{progress}{done})", cell(reply.conversation_id.as_deref()));
+        let progress = reply
+            .progress
+            .map_or_else(String::new, |p| format!("  progress {p}%"));
+        let done = if reply.completed == Some(true) {
+            "  completed"
+        } else {
+            ""
+        };
+        println!(
+            "\n(conversation {}{progress}{done})",
+            cell(reply.conversation_id.as_deref())
+        );
     } else {
         let reply = client
             .chat(&args.agent, &args.message, args.conversation.as_deref())
@@ -222,7 +249,10 @@ pub async fn chat(path: Option<&Path>, args: &MessageArgs, discovery: bool) -> C
             return print_json(&reply.raw);
         }
         println!("{}", reply.reply.as_deref().unwrap_or(""));
-        println!("\n(conversation {})", cell(reply.conversation_id.as_deref()));
+        println!(
+            "\n(conversation {})",
+            cell(reply.conversation_id.as_deref())
+        );
     }
     Ok(())
 }
@@ -237,11 +267,19 @@ pub async fn check_online(loaded: &LoadedConfig, send_test: bool) -> CommandResu
     let mut wanted: Vec<(String, String, &str)> = Vec::new();
     if let Some(conversations) = &config.sync.conversations {
         for (index, agent) in conversations.agents.iter().enumerate() {
-            wanted.push((format!("sync.conversations.agents[{index}]"), agent.clone(), "any"));
+            wanted.push((
+                format!("sync.conversations.agents[{index}]"),
+                agent.clone(),
+                "any",
+            ));
         }
     }
     for (index, folder) in config.meetings.folders.iter().enumerate() {
-        wanted.push((format!("meetings.folders[{index}].agent"), folder.agent.clone(), "MEETING"));
+        wanted.push((
+            format!("meetings.folders[{index}].agent"),
+            folder.agent.clone(),
+            "MEETING",
+        ));
     }
     for (key, id, kind) in wanted {
         match agents.items.iter().find(|agent| agent.id == id) {
@@ -271,8 +309,12 @@ pub async fn check_online(loaded: &LoadedConfig, send_test: bool) -> CommandResu
             let event = crate::test_event::test_event();
             let attempt = crate::test_event::send(&*connector, &event).await;
             match attempt.verdict {
-                clairo_connectors::Verdict::Delivered => println!("connectors.{name}: test event {} delivered", event.id),
-                other => problems.push(format!("connectors.{name}: test event not delivered: {other:?}")),
+                clairo_connectors::Verdict::Delivered => {
+                    println!("connectors.{name}: test event {} delivered", event.id)
+                }
+                other => problems.push(format!(
+                    "connectors.{name}: test event not delivered: {other:?}"
+                )),
             }
         }
     }
@@ -282,6 +324,9 @@ pub async fn check_online(loaded: &LoadedConfig, send_test: bool) -> CommandResu
         for problem in &problems {
             eprintln!("{problem}");
         }
-        Err(CommandError::Other(anyhow::anyhow!("{} problem(s) found online", problems.len())))
+        Err(CommandError::Other(anyhow::anyhow!(
+            "{} problem(s) found online",
+            problems.len()
+        )))
     }
 }

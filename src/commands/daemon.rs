@@ -40,12 +40,15 @@ pub fn init_logging(config: &Config) {
 pub async fn run(path: Option<&Path>) -> CommandResult {
     let loaded = load_daemon_config(path)?;
     init_logging(&loaded.config);
-    let runtime = Runtime::start(&loaded, None).await.map_err(CommandError::Other)?;
+    let runtime = Runtime::start(&loaded, None)
+        .await
+        .map_err(CommandError::Other)?;
     let (stop_tx, stop_rx) = watch::channel(false);
     let (reload_tx, reload_rx) = mpsc::channel(1);
     let serving = serve(runtime, reload_rx, stop_rx);
     tokio::pin!(serving);
-    let mut terminate = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut terminate =
+        signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
     let mut interrupt = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
     let mut hangup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
     loop {
@@ -90,7 +93,11 @@ fn notify_systemd(states: &[NotifyState<'_>]) {
 
 /// The daemon's work until `stop` turns true: sources on their schedules, the dispatcher,
 /// the health endpoint; each config from `reloads` replaces the running one.
-pub async fn serve(runtime: Runtime, mut reloads: mpsc::Receiver<LoadedConfig>, stop: watch::Receiver<bool>) -> anyhow::Result<()> {
+pub async fn serve(
+    runtime: Runtime,
+    mut reloads: mpsc::Receiver<LoadedConfig>,
+    stop: watch::Receiver<bool>,
+) -> anyhow::Result<()> {
     let runtime = Arc::new(runtime);
     warn_orphans(&runtime).await;
     let (generation_tx, generations) = watch::channel(Arc::new(runtime.first_generation()));
@@ -98,7 +105,12 @@ pub async fn serve(runtime: Runtime, mut reloads: mpsc::Receiver<LoadedConfig>, 
     if runtime.config.http.enabled {
         let listener = tokio::net::TcpListener::bind(runtime.config.http.listen)
             .await
-            .with_context(|| format!("cannot listen on http.listen = {}; pick a free address", runtime.config.http.listen))?;
+            .with_context(|| {
+                format!(
+                    "cannot listen on http.listen = {}; pick a free address",
+                    runtime.config.http.listen
+                )
+            })?;
         let address = listener.local_addr().context("the listener's address")?;
         tracing::info!(%address, "Serving /metrics, /healthz and /readyz on http://{address}");
         let state = crate::http::HealthState::new(&runtime, generations.clone());
@@ -124,8 +136,11 @@ pub async fn serve(runtime: Runtime, mut reloads: mpsc::Receiver<LoadedConfig>, 
         let stop = stop.clone();
         tasks.spawn(async move { meetings_loop(generations, stop).await });
     }
-    if SourceKind::enabled(&runtime.config).is_empty() && runtime.config.meetings.folders.is_empty() {
-        tracing::warn!("No source is enabled ([sync.briefs], [sync.conversations], [[meetings.folders]]): only queued deliveries will be sent.");
+    if SourceKind::enabled(&runtime.config).is_empty() && runtime.config.meetings.folders.is_empty()
+    {
+        tracing::warn!(
+            "No source is enabled ([sync.briefs], [sync.conversations], [[meetings.folders]]): only queued deliveries will be sent."
+        );
     }
     if let Some(interval) = sd_notify::watchdog_enabled() {
         let store = runtime.store.clone();
@@ -173,7 +188,12 @@ async fn dispatch_loop(
 ) {
     loop {
         let generation = generations.borrow_and_update().clone();
-        let dispatcher = Dispatcher::new(store.clone(), metrics.clone(), wakers.clone(), generation.config.delivery.clone());
+        let dispatcher = Dispatcher::new(
+            store.clone(),
+            metrics.clone(),
+            wakers.clone(),
+            generation.config.delivery.clone(),
+        );
         let (retire_tx, retire_rx) = watch::channel(false);
         let connectors = generation.connectors.clone();
         let mut running = tokio::spawn(async move { dispatcher.run(connectors, retire_rx).await });
@@ -199,7 +219,10 @@ const RELOAD_UPLOAD_GRACE: std::time::Duration = std::time::Duration::from_secs(
 /// files, an upload in flight finishes (up to [`RELOAD_UPLOAD_GRACE`]), and only then do
 /// the new config's watchers start, so no two generations handle one file. On SIGTERM
 /// an upload in flight gets `delivery.shutdown_timeout`, then resumes at the next start.
-async fn meetings_loop(mut generations: watch::Receiver<Arc<Generation>>, mut stop: watch::Receiver<bool>) {
+async fn meetings_loop(
+    mut generations: watch::Receiver<Arc<Generation>>,
+    mut stop: watch::Receiver<bool>,
+) {
     loop {
         let generation = generations.borrow_and_update().clone();
         let shutdown_timeout = generation.config.delivery.shutdown_timeout;
@@ -207,7 +230,11 @@ async fn meetings_loop(mut generations: watch::Receiver<Arc<Generation>>, mut st
         config.delivery.shutdown_timeout = RELOAD_UPLOAD_GRACE;
         let (retire_tx, retire_rx) = watch::channel(false);
         let context = generation.context.clone();
-        let mut running = tokio::spawn(crate::sources::meetings::run(context, Arc::new(config), retire_rx));
+        let mut running = tokio::spawn(crate::sources::meetings::run(
+            context,
+            Arc::new(config),
+            retire_rx,
+        ));
         let mut idle = false;
         let shutting_down = tokio::select! {
             changed = generations.changed() => changed.is_err(),
@@ -229,8 +256,13 @@ async fn meetings_loop(mut generations: watch::Receiver<Arc<Generation>>, mut st
                 _ = stop.wait_for(|stop| *stop) => {}
             }
         }
-        if tokio::time::timeout(shutdown_timeout, &mut running).await.is_err() {
-            tracing::warn!("An upload was still in flight at the shutdown timeout; it is sent again at the next start.");
+        if tokio::time::timeout(shutdown_timeout, &mut running)
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                "An upload was still in flight at the shutdown timeout; it is sent again at the next start."
+            );
             running.abort();
             let _ = running.await;
         }
@@ -251,7 +283,9 @@ async fn watchdog(interval: std::time::Duration, store: Store, mut stop: watch::
         }
         match store.check_writable().await {
             Ok(()) => notify_systemd(&[NotifyState::Watchdog]),
-            Err(error) => tracing::error!(%error, "The state database does not take writes; withholding the watchdog ping."),
+            Err(error) => {
+                tracing::error!(%error, "The state database does not take writes; withholding the watchdog ping.")
+            }
         }
     }
 }
@@ -259,7 +293,10 @@ async fn watchdog(interval: std::time::Duration, store: Store, mut stop: watch::
 /// Deliveries queued for a connector that is no longer configured wait, and say so.
 async fn warn_orphans(runtime: &Runtime) {
     if let Ok(pending) = runtime.store.pending_connectors().await {
-        for name in pending.iter().filter(|name| !runtime.connectors.contains_key(*name)) {
+        for name in pending
+            .iter()
+            .filter(|name| !runtime.connectors.contains_key(*name))
+        {
             tracing::warn!(connector = %name, "Deliveries are queued for a connector that is no longer configured; they wait until it is configured again.");
         }
     }
@@ -268,11 +305,14 @@ async fn warn_orphans(runtime: &Runtime) {
 pub async fn sync_once(path: Option<&Path>) -> CommandResult {
     let loaded = load_daemon_config(path)?;
     init_logging(&loaded.config);
-    let runtime = Runtime::start(&loaded, None).await.map_err(CommandError::Other)?;
+    let runtime = Runtime::start(&loaded, None)
+        .await
+        .map_err(CommandError::Other)?;
     let context = runtime.source_context();
     let mut failures = Vec::new();
     for kind in SourceKind::enabled(&runtime.config) {
-        if let Err(error) = daemon::run_source(kind, &context, &runtime.config, &runtime.auth).await {
+        if let Err(error) = daemon::run_source(kind, &context, &runtime.config, &runtime.auth).await
+        {
             failures.push(format!("{}: {error}", kind.name()));
         }
     }
@@ -285,6 +325,9 @@ pub async fn sync_once(path: Option<&Path>) -> CommandResult {
     if failures.is_empty() {
         Ok(())
     } else {
-        Err(CommandError::Other(anyhow::anyhow!("{}", failures.join("; "))))
+        Err(CommandError::Other(anyhow::anyhow!(
+            "{}",
+            failures.join("; ")
+        )))
     }
 }

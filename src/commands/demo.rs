@@ -27,7 +27,11 @@ use super::{CommandError, CommandResult};
 const DEMO_SECRET: &str = "whsec_ZGVtby1zZWNyZXQtZm9yLWNsYWlyby1zeW5j";
 
 const LEADS: [(&str, &str, &str); 5] = [
-    ("Maria Lopez", "maria@lopez-logistics.example", "Lopez Logistics"),
+    (
+        "Maria Lopez",
+        "maria@lopez-logistics.example",
+        "Lopez Logistics",
+    ),
     ("Ken Watanabe", "ken@kumo.example", "Kumo Studio"),
     ("Aisha Bello", "aisha@greenleaf.example", "Greenleaf Foods"),
     ("Tom Becker", "tom@becker-bau.example", "Becker Bau"),
@@ -35,13 +39,23 @@ const LEADS: [(&str, &str, &str); 5] = [
 ];
 
 pub async fn demo(args: &DemoArgs) -> CommandResult {
-    let sandbox = clairo_sandbox::start(SandboxConfig::default(), "127.0.0.1:0".parse().expect("address"))
+    let sandbox = clairo_sandbox::start(
+        SandboxConfig::default(),
+        "127.0.0.1:0".parse().expect("address"),
+    )
+    .await
+    .context("starting the sandbox")?;
+    let receiver = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
-        .context("starting the sandbox")?;
-    let receiver = tokio::net::TcpListener::bind("127.0.0.1:0").await.context("binding the demo webhook receiver")?;
-    let receiver_url = format!("http://{}/hook", receiver.local_addr().context("receiver address")?);
+        .context("binding the demo webhook receiver")?;
+    let receiver_url = format!(
+        "http://{}/hook",
+        receiver.local_addr().context("receiver address")?
+    );
     tokio::spawn(async move {
-        let app = Router::new().route("/hook", post(receive)).with_state(Arc::new(DEMO_SECRET.to_owned()));
+        let app = Router::new()
+            .route("/hook", post(receive))
+            .with_state(Arc::new(DEMO_SECRET.to_owned()));
         let _ = axum::serve(receiver, app).await;
     });
 
@@ -98,16 +112,21 @@ retry_schedule = ["1s", "5s", "30s"]
     println!("  config           {}", config_path.display());
     println!("  events (JSONL)   {}", events_file.display());
     println!("  webhook receiver {receiver_url} (checks each Standard Webhooks signature)");
-    println!("New leads and chat messages arrive every few seconds; each event is printed as the webhook receives it.");
+    println!(
+        "New leads and chat messages arrive every few seconds; each event is printed as the webhook receives it."
+    );
     println!("Press Ctrl-C to stop.\n");
 
-    let runtime = Runtime::start(&loaded, None).await.map_err(CommandError::Other)?;
+    let runtime = Runtime::start(&loaded, None)
+        .await
+        .map_err(CommandError::Other)?;
     let (stop_tx, stop_rx) = watch::channel(false);
     let traffic = {
         let sandbox = sandbox.clone();
         tokio::spawn(async move {
             let support = sandbox.agent_id("SUPPORT");
-            let conversation = sandbox.add_conversation(&support, &[("user", "Hi, do you ship to Norway?")]);
+            let conversation =
+                sandbox.add_conversation(&support, &[("user", "Hi, do you ship to Norway?")]);
             for round in 0usize.. {
                 tokio::time::sleep(Duration::from_secs(6)).await;
                 let (name, email, company) = LEADS[round % LEADS.len()];
@@ -118,7 +137,11 @@ retry_schedule = ["1s", "5s", "30s"]
                     budget: format!("${}-{}/month", 50 * (round + 1), 100 * (round + 1)),
                 });
                 tokio::time::sleep(Duration::from_secs(4)).await;
-                sandbox.add_message(&conversation, "user", &format!("Follow-up question number {}", round + 1));
+                sandbox.add_message(
+                    &conversation,
+                    "user",
+                    &format!("Follow-up question number {}", round + 1),
+                );
                 sandbox.add_message(&conversation, "assistant", "Happy to help: yes, we do.");
             }
         })
@@ -135,9 +158,14 @@ retry_schedule = ["1s", "5s", "30s"]
     let _ = stop_tx.send(true);
     let _ = serving.await;
     sandbox.stop();
-    let lines = std::fs::read_to_string(&events_file).map(|text| text.lines().count()).unwrap_or(0);
+    let lines = std::fs::read_to_string(&events_file)
+        .map(|text| text.lines().count())
+        .unwrap_or(0);
     println!("\n{lines} events archived in {}", events_file.display());
-    println!("Inspect the outbox: clairo-sync status -c {}", config_path.display());
+    println!(
+        "Inspect the outbox: clairo-sync status -c {}",
+        config_path.display()
+    );
     Ok(())
 }
 
@@ -148,23 +176,44 @@ fn tempfile_dir() -> anyhow::Result<std::path::PathBuf> {
 }
 
 async fn receive(State(secret): State<Arc<String>>, headers: HeaderMap, body: Bytes) -> StatusCode {
-    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
-    let (id, timestamp, signature) = (header("webhook-id"), header("webhook-timestamp"), header("webhook-signature"));
+    let header = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_owned()
+    };
+    let (id, timestamp, signature) = (
+        header("webhook-id"),
+        header("webhook-timestamp"),
+        header("webhook-signature"),
+    );
     let key = base64::engine::general_purpose::STANDARD
         .decode(secret.trim_start_matches("whsec_"))
         .unwrap_or_default();
     let mut mac = Hmac::<Sha256>::new_from_slice(&key).expect("HMAC takes any key");
     mac.update(format!("{id}.{timestamp}.").as_bytes());
     mac.update(&body);
-    let expected = format!("v1,{}", base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes()));
+    let expected = format!(
+        "v1,{}",
+        base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes())
+    );
     let valid = signature.split(' ').any(|candidate| candidate == expected);
     let event: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
     let kind = event["type"].as_str().unwrap_or("?");
     let what = match kind {
-        "brief.created" => event["data"]["summary"].as_str().unwrap_or("").chars().take(70).collect::<String>(),
+        "brief.created" => event["data"]["summary"]
+            .as_str()
+            .unwrap_or("")
+            .chars()
+            .take(70)
+            .collect::<String>(),
         "conversation.updated" => {
             let new = event["data"]["newMessages"].as_array().map_or(0, Vec::len);
-            format!("conversation {} +{new} message(s)", event["data"]["conversation"]["id"].as_str().unwrap_or("?"))
+            format!(
+                "conversation {} +{new} message(s)",
+                event["data"]["conversation"]["id"].as_str().unwrap_or("?")
+            )
         }
         _ => String::new(),
     };
@@ -172,5 +221,9 @@ async fn receive(State(secret): State<Arc<String>>, headers: HeaderMap, body: By
         "→ webhook  {kind:<21} {id}  signature {}  {what}",
         if valid { "ok " } else { "BAD" }
     );
-    if valid { StatusCode::NO_CONTENT } else { StatusCode::UNAUTHORIZED }
+    if valid {
+        StatusCode::NO_CONTENT
+    } else {
+        StatusCode::UNAUTHORIZED
+    }
 }

@@ -42,7 +42,9 @@ pub async fn run(cli: Cli) -> CommandResult {
         Command::Check(args) => check::check(config_path.as_deref(), &args).await,
         Command::Sandbox(args) => sandbox::sandbox(&args).await,
         Command::Agents(args) => api::agents(config_path.as_deref(), args.json).await,
-        Command::Conversations(command) => api::conversations(config_path.as_deref(), command).await,
+        Command::Conversations(command) => {
+            api::conversations(config_path.as_deref(), command).await
+        }
         Command::Briefs(command) => api::briefs(config_path.as_deref(), command).await,
         Command::Chat(args) => api::chat(config_path.as_deref(), &args, false).await,
         Command::Discover(args) => api::chat(config_path.as_deref(), &args, true).await,

@@ -18,19 +18,27 @@ async fn open_store(path: Option<&Path>) -> Result<Store, super::CommandError> {
         .map(Path::to_path_buf)
         .unwrap_or_else(|| std::path::PathBuf::from(crate::config::DEFAULT_CONFIG_PATH));
     let loaded = crate::config::load(Some(&path), Need::StateOnly, &SecretSources::default())?;
-    Ok(Store::open(&loaded.config.state.path).await.map_err(anyhow::Error::from)?)
+    Ok(Store::open(&loaded.config.state.path)
+        .await
+        .map_err(anyhow::Error::from)?)
 }
 
 fn time(ms: Option<i64>) -> String {
     ms.and_then(|ms| Utc.timestamp_millis_opt(ms).single())
-        .map_or_else(|| "-".to_owned(), |t| t.format("%Y-%m-%d %H:%M:%S").to_string())
+        .map_or_else(
+            || "-".to_owned(),
+            |t| t.format("%Y-%m-%d %H:%M:%S").to_string(),
+        )
 }
 
 fn age(ms: Option<i64>) -> String {
-    ms.map_or_else(|| "-".to_owned(), |ms| {
-        let secs = ((now_ms() - ms).max(0) / 1000) as u64;
-        humantime::format_duration(std::time::Duration::from_secs(secs)).to_string()
-    })
+    ms.map_or_else(
+        || "-".to_owned(),
+        |ms| {
+            let secs = ((now_ms() - ms).max(0) / 1000) as u64;
+            humantime::format_duration(std::time::Duration::from_secs(secs)).to_string()
+        },
+    )
 }
 
 pub async fn status(path: Option<&Path>, as_json: bool) -> CommandResult {
@@ -39,7 +47,10 @@ pub async fn status(path: Option<&Path>, as_json: bool) -> CommandResult {
     let queues = store.queue_stats().await.map_err(anyhow::Error::from)?;
     if as_json {
         let value = json!({ "sources": runs, "connectors": queues });
-        println!("{}", serde_json::to_string_pretty(&value).context("encoding JSON")?);
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&value).context("encoding JSON")?
+        );
         return Ok(());
     }
     println!("Sources");
@@ -75,7 +86,9 @@ pub async fn status(path: Option<&Path>, as_json: bool) -> CommandResult {
     }
     let dead: i64 = queues.iter().map(|q| q.dead).sum();
     if dead > 0 {
-        println!("\n{dead} dead deliveries: `clairo-sync deliveries list --dead` shows why, `clairo-sync deliveries retry --all-dead` replays them.");
+        println!(
+            "\n{dead} dead deliveries: `clairo-sync deliveries list --dead` shows why, `clairo-sync deliveries retry --all-dead` replays them."
+        );
     }
     store.close().await;
     Ok(())
@@ -84,23 +97,40 @@ pub async fn status(path: Option<&Path>, as_json: bool) -> CommandResult {
 pub async fn deliveries(path: Option<&Path>, command: DeliveriesCommand) -> CommandResult {
     let store = open_store(path).await?;
     match command {
-        DeliveriesCommand::List { dead, connector, limit, json: as_json } => {
+        DeliveriesCommand::List {
+            dead,
+            connector,
+            limit,
+            json: as_json,
+        } => {
             let rows = store
-                .list_deliveries(&DeliveryFilter { dead_only: dead, connector, limit })
+                .list_deliveries(&DeliveryFilter {
+                    dead_only: dead,
+                    connector,
+                    limit,
+                })
                 .await
                 .map_err(anyhow::Error::from)?;
             if as_json {
-                println!("{}", serde_json::to_string_pretty(&rows).context("encoding JSON")?);
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&rows).context("encoding JSON")?
+                );
             } else if rows.is_empty() {
                 println!("No deliveries{}.", if dead { " are dead" } else { "" });
             } else {
-                println!("{:<6} {:<14} {:<21} {:<9} {:<8} {:<19} LAST ERROR", "ID", "CONNECTOR", "EVENT", "STATUS", "ATTEMPTS", "UPDATED");
+                println!(
+                    "{:<6} {:<14} {:<21} {:<9} {:<8} {:<19} LAST ERROR",
+                    "ID", "CONNECTOR", "EVENT", "STATUS", "ATTEMPTS", "UPDATED"
+                );
                 for row in rows {
                     let last = row
                         .last_attempt
                         .as_ref()
                         .map(|attempt| {
-                            let code = attempt.status_code.map_or_else(String::new, |c| format!("[{c}] "));
+                            let code = attempt
+                                .status_code
+                                .map_or_else(String::new, |c| format!("[{c}] "));
                             format!("{code}{}", attempt.reason.as_deref().unwrap_or(""))
                         })
                         .unwrap_or_default();
@@ -119,8 +149,13 @@ pub async fn deliveries(path: Option<&Path>, command: DeliveriesCommand) -> Comm
             }
         }
         DeliveriesCommand::Retry { ids, all_dead } => {
-            let count = store.retry_deliveries(&ids, all_dead).await.map_err(anyhow::Error::from)?;
-            println!("{count} deliveries re-queued; a running daemon sends them within seconds, otherwise the next `run` or `sync --once` does.");
+            let count = store
+                .retry_deliveries(&ids, all_dead)
+                .await
+                .map_err(anyhow::Error::from)?;
+            println!(
+                "{count} deliveries re-queued; a running daemon sends them within seconds, otherwise the next `run` or `sync --once` does."
+            );
         }
     }
     store.close().await;

@@ -23,10 +23,18 @@ pub async fn sandbox(args: &SandboxArgs) -> CommandResult {
     config.api_keys.extend(args.api_key.iter().cloned());
     let sandbox = clairo_sandbox::start(config, args.listen)
         .await
-        .map_err(|error| anyhow::anyhow!("cannot listen on {}: {error}; pick another address with --listen", args.listen))?;
+        .map_err(|error| {
+            anyhow::anyhow!(
+                "cannot listen on {}: {error}; pick another address with --listen",
+                args.listen
+            )
+        })?;
     println!("Clairo sandbox listening on {}", sandbox.base_url());
     println!("Try it:");
-    println!("  export CLAIRO_API_KEY=clr_sandbox_key CLAIRO_SYNC_CLAIRO__BASE_URL={}", sandbox.base_url());
+    println!(
+        "  export CLAIRO_API_KEY=clr_sandbox_key CLAIRO_SYNC_CLAIRO__BASE_URL={}",
+        sandbox.base_url()
+    );
     println!("  clairo-sync agents");
     let stop = sandbox.clone();
     tokio::spawn(async move {

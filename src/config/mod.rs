@@ -215,7 +215,9 @@ impl FolderConfig {
     }
 
     pub fn failed_dir(&self) -> PathBuf {
-        self.failed.clone().unwrap_or_else(|| self.path.join("failed"))
+        self.failed
+            .clone()
+            .unwrap_or_else(|| self.path.join("failed"))
     }
 }
 
@@ -274,7 +276,9 @@ pub enum LogFormat {
 }
 
 /// `["5s", "5m"]` → durations, naming the entry that does not parse.
-fn duration_list<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Vec<Duration>, D::Error> {
+fn duration_list<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Vec<Duration>, D::Error> {
     let texts = Vec::<String>::deserialize(deserializer)?;
     texts
         .iter()
@@ -410,7 +414,11 @@ pub enum Need {
 }
 
 /// Loads the config file (if any) with env overrides, resolves secrets, validates.
-pub fn load(path: Option<&Path>, need: Need, sources: &SecretSources) -> Result<LoadedConfig, ConfigErrors> {
+pub fn load(
+    path: Option<&Path>,
+    need: Need,
+    sources: &SecretSources,
+) -> Result<LoadedConfig, ConfigErrors> {
     let mut figment = Figment::new();
     if let Some(path) = path {
         if !path.exists() {
@@ -432,8 +440,15 @@ pub fn load(path: Option<&Path>, need: Need, sources: &SecretSources) -> Result<
 }
 
 /// Extracts, resolves secrets (unless only the state is needed) and validates.
-fn finish(figment: &Figment, path: Option<&Path>, need: Need, sources: &SecretSources) -> Result<LoadedConfig, ConfigErrors> {
-    let mut config: Config = figment.extract().map_err(|error| ConfigErrors(figment_problems(error)))?;
+fn finish(
+    figment: &Figment,
+    path: Option<&Path>,
+    need: Need,
+    sources: &SecretSources,
+) -> Result<LoadedConfig, ConfigErrors> {
+    let mut config: Config = figment
+        .extract()
+        .map_err(|error| ConfigErrors(figment_problems(error)))?;
     let path = path.map(Path::to_path_buf);
     if need == Need::StateOnly {
         return Ok(LoadedConfig {
@@ -447,7 +462,11 @@ fn finish(figment: &Figment, path: Option<&Path>, need: Need, sources: &SecretSo
     secrets::resolve_connector_secrets(&mut config.connectors, sources, &mut problems);
     validate(&config, api_key.as_ref(), need, &mut problems);
     if problems.is_empty() {
-        Ok(LoadedConfig { config, api_key, path })
+        Ok(LoadedConfig {
+            config,
+            api_key,
+            path,
+        })
     } else {
         Err(ConfigErrors(problems))
     }
@@ -490,7 +509,11 @@ fn figment_problems(error: figment::Error) -> Vec<Problem> {
                 }
                 kind => kind.to_string(),
             };
-            let from = if source.is_empty() { String::new() } else { format!(" (from {source})") };
+            let from = if source.is_empty() {
+                String::new()
+            } else {
+                format!(" (from {source})")
+            };
             Problem::new(key, format!("{what}{from}; fix the value"))
         })
         .collect()
@@ -555,10 +578,16 @@ fn validate(config: &Config, api_key: Option<&Secret>, need: Need, problems: &mu
         ));
     }
     if config.clairo.max_attempts == 0 {
-        problems.push(Problem::new("clairo.max_attempts", "must be at least 1; the default is 5"));
+        problems.push(Problem::new(
+            "clairo.max_attempts",
+            "must be at least 1; the default is 5",
+        ));
     }
     if config.state.path.as_os_str().is_empty() {
-        problems.push(Problem::new("state.path", "is empty; name the SQLite file, e.g. /var/lib/clairo-sync/state.db"));
+        problems.push(Problem::new(
+            "state.path",
+            "is empty; name the SQLite file, e.g. /var/lib/clairo-sync/state.db",
+        ));
     }
     if let Some(briefs) = &config.sync.briefs {
         check_limit("sync.briefs.limit", briefs.limit, problems);
@@ -577,7 +606,10 @@ fn validate(config: &Config, api_key: Option<&Secret>, need: Need, problems: &mu
         if !folder.path.is_absolute() {
             problems.push(Problem::new(
                 format!("{key}.path"),
-                format!("{} is not an absolute path; write it from /", folder.path.display()),
+                format!(
+                    "{} is not an absolute path; write it from /",
+                    folder.path.display()
+                ),
             ));
         }
         for (name, dir) in [("processed", &folder.processed), ("failed", &folder.failed)] {
@@ -667,7 +699,10 @@ fn validate(config: &Config, api_key: Option<&Secret>, need: Need, problems: &mu
             }
         }
         if route.to.is_empty() {
-            problems.push(Problem::new(format!("{key}.to"), "is empty; name at least one connector"));
+            problems.push(Problem::new(
+                format!("{key}.to"),
+                "is empty; name at least one connector",
+            ));
         }
         for target in &route.to {
             if !config.connectors.contains_key(target) {
@@ -689,7 +724,10 @@ fn validate(config: &Config, api_key: Option<&Secret>, need: Need, problems: &mu
         ));
     }
     if config.delivery.concurrency == 0 {
-        problems.push(Problem::new("delivery.concurrency", "must be at least 1; the default is 4"));
+        problems.push(Problem::new(
+            "delivery.concurrency",
+            "must be at least 1; the default is 4",
+        ));
     }
     if config.delivery.lease < Duration::from_secs(5) {
         problems.push(Problem::new(
@@ -701,7 +739,10 @@ fn validate(config: &Config, api_key: Option<&Secret>, need: Need, problems: &mu
 
 fn check_limit(key: &str, limit: u32, problems: &mut Vec<Problem>) {
     if limit == 0 {
-        problems.push(Problem::new(key, "must be at least 1; the API's default is 50"));
+        problems.push(Problem::new(
+            key,
+            "must be at least 1; the API's default is 50",
+        ));
     }
 }
 

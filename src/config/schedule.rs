@@ -27,9 +27,9 @@ impl Schedule {
             .seconds(Seconds::Optional)
             .year(Year::Disallowed)
             .build();
-        let cron = parser
-            .parse(text)
-            .map_err(|error| format!("{text:?} is not a valid cron schedule ({error}); e.g. \"*/5 * * * *\""))?;
+        let cron = parser.parse(text).map_err(|error| {
+            format!("{text:?} is not a valid cron schedule ({error}); e.g. \"*/5 * * * *\"")
+        })?;
         Ok(Self {
             text: text.to_owned(),
             cron,
@@ -74,7 +74,9 @@ mod tests {
     fn crontab_weekdays_one_to_five_are_monday_to_friday() {
         let schedule = Schedule::parse("0 9 * * 1-5").unwrap();
         // Saturday 2026-11-28 → next is Monday 2026-11-30 09:00.
-        let saturday = DateTime::parse_from_rfc3339("2026-11-28T12:00:00Z").unwrap().with_timezone(&Utc);
+        let saturday = DateTime::parse_from_rfc3339("2026-11-28T12:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
         let next = schedule.next_after(saturday).unwrap();
         assert_eq!(next.to_rfc3339(), "2026-11-30T09:00:00+00:00");
     }
@@ -82,13 +84,22 @@ mod tests {
     #[test]
     fn six_fields_take_seconds_first() {
         let schedule = Schedule::parse("*/10 * * * * *").unwrap();
-        let start = DateTime::parse_from_rfc3339("2026-11-28T12:00:01Z").unwrap().with_timezone(&Utc);
-        assert_eq!(schedule.next_after(start).unwrap().to_rfc3339(), "2026-11-28T12:00:10+00:00");
+        let start = DateTime::parse_from_rfc3339("2026-11-28T12:00:01Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        assert_eq!(
+            schedule.next_after(start).unwrap().to_rfc3339(),
+            "2026-11-28T12:00:10+00:00"
+        );
     }
 
     #[test]
     fn seven_fields_and_nonsense_are_rejected_with_an_example() {
-        assert!(Schedule::parse("0 0 * * * * 2027").unwrap_err().contains("fields"));
+        assert!(
+            Schedule::parse("0 0 * * * * 2027")
+                .unwrap_err()
+                .contains("fields")
+        );
         assert!(Schedule::parse("61 * * * *").unwrap_err().contains("e.g."));
     }
 }

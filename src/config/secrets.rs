@@ -42,7 +42,9 @@ pub const API_KEY_CREDENTIAL: &str = "clairo-api-key";
 /// `echo` add a trailing newline). Errors never quote the file's content.
 pub fn read_secret_file(path: &Path) -> Result<Secret, String> {
     match std::fs::read_to_string(path) {
-        Ok(text) if text.trim().is_empty() => Err(format!("{} is empty; put the secret in it", path.display())),
+        Ok(text) if text.trim().is_empty() => {
+            Err(format!("{} is empty; put the secret in it", path.display()))
+        }
         Ok(text) => Ok(Secret::new(text.trim())),
         Err(error) => Err(format!(
             "cannot read {}: {error}; check that the file exists and the clairo-sync user may read it",
@@ -78,7 +80,10 @@ pub(super) fn resolve_api_key(
     match read_secret_file(&path) {
         Ok(key) => Some(key),
         Err(message) => {
-            problems.push(Problem::new("clairo.api_key", format!("credential {API_KEY_CREDENTIAL}: {message}")));
+            problems.push(Problem::new(
+                "clairo.api_key",
+                format!("credential {API_KEY_CREDENTIAL}: {message}"),
+            ));
             Some(Secret::new("clr_unreadable"))
         }
     }

@@ -110,7 +110,11 @@ impl Dispatcher {
 
     /// Runs one worker per connector until `shutdown` turns true; then stops claiming,
     /// lets in-flight deliveries finish within `shutdown_timeout`, and releases the rest.
-    pub async fn run(&self, connectors: BTreeMap<String, Arc<dyn Connector>>, shutdown: watch::Receiver<bool>) {
+    pub async fn run(
+        &self,
+        connectors: BTreeMap<String, Arc<dyn Connector>>,
+        shutdown: watch::Receiver<bool>,
+    ) {
         let mut workers = JoinSet::new();
         for (name, connector) in connectors {
             let this = self.clone();
@@ -120,13 +124,21 @@ impl Dispatcher {
         while workers.join_next().await.is_some() {}
         match self.store.release_leases(&self.owner).await {
             Ok(0) => {}
-            Ok(released) => tracing::info!(released, "Released the leases of deliveries still in flight at shutdown."),
-            Err(error) => tracing::warn!(%error, "Could not release leases at shutdown; they expire on their own."),
+            Ok(released) => tracing::info!(
+                released,
+                "Released the leases of deliveries still in flight at shutdown."
+            ),
+            Err(error) => {
+                tracing::warn!(%error, "Could not release leases at shutdown; they expire on their own.")
+            }
         }
     }
 
     /// Sends every due delivery of every connector until none is due (for `sync --once`).
-    pub async fn drain_due(&self, connectors: &BTreeMap<String, Arc<dyn Connector>>) -> Result<(), crate::store::StoreError> {
+    pub async fn drain_due(
+        &self,
+        connectors: &BTreeMap<String, Arc<dyn Connector>>,
+    ) -> Result<(), crate::store::StoreError> {
         for (name, connector) in connectors {
             loop {
                 let claimed = self.claim(name, self.settings.concurrency).await?;
@@ -146,7 +158,11 @@ impl Dispatcher {
         Ok(())
     }
 
-    async fn claim(&self, connector: &str, limit: usize) -> Result<Vec<ClaimedDelivery>, crate::store::StoreError> {
+    async fn claim(
+        &self,
+        connector: &str,
+        limit: usize,
+    ) -> Result<Vec<ClaimedDelivery>, crate::store::StoreError> {
         let now = now_ms();
         let lease_until = now + self.settings.lease.as_millis() as i64;
         self.store
@@ -154,7 +170,12 @@ impl Dispatcher {
             .await
     }
 
-    async fn worker(&self, name: String, connector: Arc<dyn Connector>, mut shutdown: watch::Receiver<bool>) {
+    async fn worker(
+        &self,
+        name: String,
+        connector: Arc<dyn Connector>,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
         let wake = self.wakers.for_connector(&name);
         let mut in_flight: JoinSet<()> = JoinSet::new();
         loop {
@@ -169,7 +190,8 @@ impl Dispatcher {
                         for delivery in claimed {
                             let this = self.clone();
                             let connector = connector.clone();
-                            in_flight.spawn(async move { this.attempt(&*connector, delivery).await });
+                            in_flight
+                                .spawn(async move { this.attempt(&*connector, delivery).await });
                         }
                         if let Ok(Some(next)) = self.store.next_due_at(&name).await {
                             let until = Duration::from_millis((next - now_ms()).max(0) as u64);
@@ -192,7 +214,10 @@ impl Dispatcher {
         }
         if !in_flight.is_empty() {
             let grace = self.settings.shutdown_timeout;
-            let finished = tokio::time::timeout(grace, async { while in_flight.join_next().await.is_some() {} }).await;
+            let finished = tokio::time::timeout(grace, async {
+                while in_flight.join_next().await.is_some() {}
+            })
+            .await;
             if finished.is_err() {
                 tracing::warn!(connector = %name, pending = in_flight.len(), "Deliveries still in flight at the shutdown timeout were stopped; they will be retried.");
                 in_flight.abort_all();
@@ -211,7 +236,11 @@ impl Dispatcher {
         };
         let attempt_number = delivery.attempts + 1;
         // The lease must outlive the attempt, or another worker could take it meanwhile.
-        let limit = self.settings.lease.saturating_sub(Duration::from_secs(2)).max(Duration::from_secs(1));
+        let limit = self
+            .settings
+            .lease
+            .saturating_sub(Duration::from_secs(2))
+            .max(Duration::from_secs(1));
         let attempt = match tokio::time::timeout(
             limit,
             connector.deliver(Delivery {
@@ -224,7 +253,10 @@ impl Dispatcher {
         .await
         {
             Ok(attempt) => attempt,
-            Err(_) => Attempt::retry(format!("the attempt took longer than {}s", limit.as_secs()), None),
+            Err(_) => Attempt::retry(
+                format!("the attempt took longer than {}s", limit.as_secs()),
+                None,
+            ),
         };
         let duration_ms = started.elapsed().as_millis() as i64;
         let next = next_state(
@@ -236,8 +268,12 @@ impl Dispatcher {
         );
         let (outcome, reason) = match (&attempt.verdict, &next) {
             (Verdict::Delivered, _) => ("delivered", None),
-            (Verdict::Retry { reason, .. }, NextState::Retry { .. }) => ("retry", Some(reason.clone())),
-            (Verdict::Retry { reason, .. }, _) => ("dead", Some(format!("{reason} (retries exhausted)"))),
+            (Verdict::Retry { reason, .. }, NextState::Retry { .. }) => {
+                ("retry", Some(reason.clone()))
+            }
+            (Verdict::Retry { reason, .. }, _) => {
+                ("dead", Some(format!("{reason} (retries exhausted)")))
+            }
             (Verdict::Permanent { reason }, _) => ("dead", Some(reason.clone())),
         };
         let row = AttemptRow {
@@ -299,7 +335,10 @@ impl Dispatcher {
 
     async fn update_queue_depth_for(&self, connector: &str) {
         if let Ok(stats) = self.store.queue_stats().await {
-            let pending = stats.iter().find(|s| s.connector == connector).map_or(0, |s| s.pending);
+            let pending = stats
+                .iter()
+                .find(|s| s.connector == connector)
+                .map_or(0, |s| s.pending);
             self.metrics
                 .delivery_queue_depth
                 .get_or_create(&ConnectorLabels {
@@ -334,8 +373,16 @@ mod tests {
     #[test]
     fn a_retry_waits_the_scheduled_time_within_the_jitter() {
         for factor in [0.8, 1.0, 1.2] {
-            let NextState::Retry { at_ms } = next_state(&Verdict::Retry { after: None, reason: "x".into() }, 0, &schedule(), 0, factor)
-            else {
+            let NextState::Retry { at_ms } = next_state(
+                &Verdict::Retry {
+                    after: None,
+                    reason: "x".into(),
+                },
+                0,
+                &schedule(),
+                0,
+                factor,
+            ) else {
                 panic!("expected a retry")
             };
             assert!((4_000..=6_000).contains(&at_ms), "{at_ms}");
@@ -344,22 +391,54 @@ mod tests {
 
     #[test]
     fn a_longer_retry_after_wins_over_the_schedule() {
-        let verdict = Verdict::Retry { after: Some(Duration::from_secs(60)), reason: "429".into() };
-        assert_eq!(next_state(&verdict, 0, &schedule(), 0, 1.0), NextState::Retry { at_ms: 60_000 });
-        let short = Verdict::Retry { after: Some(Duration::from_secs(1)), reason: "429".into() };
-        assert_eq!(next_state(&short, 0, &schedule(), 0, 1.0), NextState::Retry { at_ms: 5_000 });
+        let verdict = Verdict::Retry {
+            after: Some(Duration::from_secs(60)),
+            reason: "429".into(),
+        };
+        assert_eq!(
+            next_state(&verdict, 0, &schedule(), 0, 1.0),
+            NextState::Retry { at_ms: 60_000 }
+        );
+        let short = Verdict::Retry {
+            after: Some(Duration::from_secs(1)),
+            reason: "429".into(),
+        };
+        assert_eq!(
+            next_state(&short, 0, &schedule(), 0, 1.0),
+            NextState::Retry { at_ms: 5_000 }
+        );
     }
 
     #[test]
     fn after_the_last_scheduled_retry_the_delivery_is_dead() {
-        let verdict = Verdict::Retry { after: None, reason: "503".into() };
-        assert!(matches!(next_state(&verdict, 1, &schedule(), 0, 1.0), NextState::Retry { .. }));
-        assert_eq!(next_state(&verdict, 2, &schedule(), 0, 1.0), NextState::Dead);
+        let verdict = Verdict::Retry {
+            after: None,
+            reason: "503".into(),
+        };
+        assert!(matches!(
+            next_state(&verdict, 1, &schedule(), 0, 1.0),
+            NextState::Retry { .. }
+        ));
+        assert_eq!(
+            next_state(&verdict, 2, &schedule(), 0, 1.0),
+            NextState::Dead
+        );
     }
 
     #[test]
     fn a_permanent_failure_is_dead_at_once() {
-        assert_eq!(next_state(&Verdict::Permanent { reason: "400".into() }, 0, &schedule(), 0, 1.0), NextState::Dead);
+        assert_eq!(
+            next_state(
+                &Verdict::Permanent {
+                    reason: "400".into()
+                },
+                0,
+                &schedule(),
+                0,
+                1.0
+            ),
+            NextState::Dead
+        );
     }
 }
 

@@ -31,12 +31,19 @@ pub async fn poll(context: &SourceContext, section: &BriefsSync) -> Result<PollR
     let known = context.store.known_briefs(&ids).await?;
     let baseline = context.baseline_only(SOURCE).await?;
     // The list is newest first: record the oldest first, so receivers see leads in order.
-    let mut new: Vec<&BriefSummary> = listing.items.iter().filter(|brief| !known.contains(&brief.id)).collect();
+    let mut new: Vec<&BriefSummary> = listing
+        .items
+        .iter()
+        .filter(|brief| !known.contains(&brief.id))
+        .collect();
     new.sort_by(|a, b| a.created_at.cmp(&b.created_at));
     for summary in new {
         report.new_items += 1;
         if baseline {
-            context.store.record_brief(&record(summary, None), None).await?;
+            context
+                .store
+                .record_brief(&record(summary, None), None)
+                .await?;
             continue;
         }
         report.detail_calls += 1;
@@ -50,8 +57,17 @@ pub async fn poll(context: &SourceContext, section: &BriefsSync) -> Result<PollR
         };
         let data = merge(summary, &detail);
         let agent_id = summary.agent_id.clone().or(detail.agent_id.clone());
-        let event = context.event(EventType::BriefCreated, &summary.id, agent_id.as_deref(), data.clone());
-        if context.store.record_brief(&record(summary, Some(data)), Some(&event)).await? {
+        let event = context.event(
+            EventType::BriefCreated,
+            &summary.id,
+            agent_id.as_deref(),
+            data.clone(),
+        );
+        if context
+            .store
+            .record_brief(&record(summary, Some(data)), Some(&event))
+            .await?
+        {
             report.events += 1;
             context.emitted(&event);
         }
@@ -86,7 +102,15 @@ pub fn merge(summary: &BriefSummary, detail: &BriefDetail) -> Value {
             }
         }
     }
-    for key in ["id", "agentId", "conversationId", "summary", "answers", "conversation", "createdAt"] {
+    for key in [
+        "id",
+        "agentId",
+        "conversationId",
+        "summary",
+        "answers",
+        "conversation",
+        "createdAt",
+    ] {
         merged.entry(key.to_owned()).or_insert(Value::Null);
     }
     Value::Object(merged)

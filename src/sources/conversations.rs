@@ -16,19 +16,29 @@ use super::{PollError, PollReport, SourceContext};
 
 pub const SOURCE: &str = "conversations";
 
-pub async fn poll(context: &SourceContext, section: &ConversationsSync) -> Result<PollReport, PollError> {
+pub async fn poll(
+    context: &SourceContext,
+    section: &ConversationsSync,
+) -> Result<PollReport, PollError> {
     let mut report = PollReport::default();
     let baseline = context.baseline_only(SOURCE).await?;
     // No agents configured: one unfiltered list covers them all.
     let filters: Vec<Option<&str>> = if section.agents.is_empty() {
         vec![None]
     } else {
-        section.agents.iter().map(|agent| Some(agent.as_str())).collect()
+        section
+            .agents
+            .iter()
+            .map(|agent| Some(agent.as_str()))
+            .collect()
     };
     let mut listed_ids = HashSet::new();
     let mut warned_full = false;
     for agent in filters {
-        let listing = context.client.conversations(agent, Some(section.limit)).await?;
+        let listing = context
+            .client
+            .conversations(agent, Some(section.limit))
+            .await?;
         context.report_skipped(SOURCE, &listing);
         report.skipped += listing.skipped.len();
         report.listed += listing.items.len();
@@ -58,7 +68,10 @@ pub async fn poll(context: &SourceContext, section: &ConversationsSync) -> Resul
                     let mut state = known.clone();
                     state.status = item.status.clone();
                     state.updated_at = item.updated_at.clone().or(state.updated_at);
-                    context.store.record_conversation(&state, None, Some(known.message_count), None).await?;
+                    context
+                        .store
+                        .record_conversation(&state, None, Some(known.message_count), None)
+                        .await?;
                 }
                 continue;
             }
@@ -74,20 +87,43 @@ pub async fn poll(context: &SourceContext, section: &ConversationsSync) -> Resul
                         updated_at: item.updated_at.clone(),
                         last_checked_at: now_ms(),
                     };
-                    context.store.record_conversation(&state, Some(&item.raw), None, None).await?;
+                    context
+                        .store
+                        .record_conversation(&state, Some(&item.raw), None, None)
+                        .await?;
                     continue;
                 }
             }
-            refresh(context, &item.id, item.updated_at.clone(), known, baseline, &mut report).await?;
+            refresh(
+                context,
+                &item.id,
+                item.updated_at.clone(),
+                known,
+                baseline,
+                &mut report,
+            )
+            .await?;
         }
     }
     // ACTIVE conversations that fell out of the list window are re-read by id when due.
     let due_before = now_ms() - section.refresh_interval.as_millis() as i64;
-    for state in context.store.active_conversations_due(due_before, &section.agents).await? {
+    for state in context
+        .store
+        .active_conversations_due(due_before, &section.agents)
+        .await?
+    {
         if listed_ids.contains(&state.id) {
             continue;
         }
-        refresh(context, &state.id, state.updated_at.clone(), Some(&state), baseline, &mut report).await?;
+        refresh(
+            context,
+            &state.id,
+            state.updated_at.clone(),
+            Some(&state),
+            baseline,
+            &mut report,
+        )
+        .await?;
     }
     if baseline {
         context.mark_baseline_done(SOURCE).await?;
@@ -96,7 +132,11 @@ pub async fn poll(context: &SourceContext, section: &ConversationsSync) -> Resul
 }
 
 /// Whether the list item says (or cannot rule out) that the conversation changed.
-fn needs_detail(item: &ConversationSummary, known: Option<&ConversationState>, refresh_before: i64) -> bool {
+fn needs_detail(
+    item: &ConversationSummary,
+    known: Option<&ConversationState>,
+    refresh_before: i64,
+) -> bool {
     let Some(known) = known else { return true };
     if let Some(count) = item.message_count {
         return count as i64 != known.message_count;
@@ -105,7 +145,8 @@ fn needs_detail(item: &ConversationSummary, known: Option<&ConversationState>, r
         return Some(updated_at) != known.updated_at.as_ref();
     }
     // The list cannot tell: ACTIVE ones are re-read at their refresh interval.
-    item.status.as_deref().or(known.status.as_deref()) == Some("ACTIVE") && known.last_checked_at < refresh_before
+    item.status.as_deref().or(known.status.as_deref()) == Some("ACTIVE")
+        && known.last_checked_at < refresh_before
 }
 
 async fn refresh(
@@ -120,12 +161,19 @@ async fn refresh(
     let conversation = match context.client.conversation(id).await {
         Ok(conversation) => conversation,
         Err(ClairoError::NotFound { .. }) => {
-            tracing::warn!(source = SOURCE, id, "A conversation was gone when its detail was fetched; it is no longer refreshed.");
+            tracing::warn!(
+                source = SOURCE,
+                id,
+                "A conversation was gone when its detail was fetched; it is no longer refreshed."
+            );
             if let Some(known) = known {
                 let mut state = known.clone();
                 state.status = Some("GONE".to_owned());
                 state.last_checked_at = now_ms();
-                context.store.record_conversation(&state, None, Some(known.message_count), None).await?;
+                context
+                    .store
+                    .record_conversation(&state, None, Some(known.message_count), None)
+                    .await?;
             }
             return Ok(());
         }
@@ -135,7 +183,10 @@ async fn refresh(
     let total = conversation.messages.len() as i64;
     let state = ConversationState {
         id: conversation.id.clone(),
-        agent_id: conversation.agent_id.clone().or_else(|| known.and_then(|k| k.agent_id.clone())),
+        agent_id: conversation
+            .agent_id
+            .clone()
+            .or_else(|| known.and_then(|k| k.agent_id.clone())),
         status: conversation.status.clone(),
         message_count: total,
         updated_at,
@@ -161,7 +212,12 @@ async fn refresh(
     });
     let recorded = context
         .store
-        .record_conversation(&state, Some(&conversation.raw), known.map(|k| k.message_count), event.as_ref())
+        .record_conversation(
+            &state,
+            Some(&conversation.raw),
+            known.map(|k| k.message_count),
+            event.as_ref(),
+        )
         .await?;
     if recorded && let Some(event) = &event {
         report.events += 1;
@@ -172,8 +228,15 @@ async fn refresh(
 
 /// `{"conversation": {id, agentId, status, messages}, "newMessages": [...]}`.
 fn event_data(conversation: &Conversation, previous: usize) -> Value {
-    let messages: Vec<Value> = conversation.messages.iter().map(|message| message.raw.clone()).collect();
-    let new_messages = messages.get(previous..).map(<[Value]>::to_vec).unwrap_or_default();
+    let messages: Vec<Value> = conversation
+        .messages
+        .iter()
+        .map(|message| message.raw.clone())
+        .collect();
+    let new_messages = messages
+        .get(previous..)
+        .map(<[Value]>::to_vec)
+        .unwrap_or_default();
     json!({
         "conversation": {
             "id": conversation.id,

@@ -74,7 +74,13 @@ pub struct SourceContext {
 }
 
 impl SourceContext {
-    pub fn new(config: &Config, client: ClairoClient, store: Store, metrics: Metrics, wakers: Wakers) -> Self {
+    pub fn new(
+        config: &Config,
+        client: ClairoClient,
+        store: Store,
+        metrics: Metrics,
+        wakers: Wakers,
+    ) -> Self {
         Self {
             client,
             store,
@@ -86,7 +92,13 @@ impl SourceContext {
     }
 
     /// An event about `key`, routed; `None` when no route takes it (the item is still recorded).
-    pub fn event(&self, kind: EventType, key: &str, agent_id: Option<&str>, data: serde_json::Value) -> NewEvent {
+    pub fn event(
+        &self,
+        kind: EventType,
+        key: &str,
+        agent_id: Option<&str>,
+        data: serde_json::Value,
+    ) -> NewEvent {
         NewEvent {
             event: Event {
                 id: event_id(kind, key),
@@ -120,7 +132,9 @@ impl SourceContext {
     }
 
     pub async fn mark_baseline_done(&self, source: &str) -> Result<(), StoreError> {
-        self.store.set_meta(&baseline_key(source), &crate::store::now_ms().to_string()).await
+        self.store
+            .set_meta(&baseline_key(source), &crate::store::now_ms().to_string())
+            .await
     }
 
     /// Logs and counts the items a list could not parse; the rest of the poll goes on.
@@ -200,14 +214,22 @@ impl SourceKind {
 }
 
 /// Runs one poll of `kind`. The config section exists (checked by the caller).
-pub async fn poll(kind: SourceKind, context: &SourceContext, config: &Config) -> Result<PollReport, PollError> {
+pub async fn poll(
+    kind: SourceKind,
+    context: &SourceContext,
+    config: &Config,
+) -> Result<PollReport, PollError> {
     match kind {
         SourceKind::Briefs => {
             let section = config.sync.briefs.as_ref().expect("briefs enabled");
             briefs::poll(context, section).await
         }
         SourceKind::Conversations => {
-            let section = config.sync.conversations.as_ref().expect("conversations enabled");
+            let section = config
+                .sync
+                .conversations
+                .as_ref()
+                .expect("conversations enabled");
             conversations::poll(context, section).await
         }
     }

@@ -28,13 +28,17 @@ const MAX_CONNECTIONS: u32 = 4;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("cannot open the state database {path}: {source}; check that the directory exists and is writable by the clairo-sync user")]
+    #[error(
+        "cannot open the state database {path}: {source}; check that the directory exists and is writable by the clairo-sync user"
+    )]
     Open {
         path: String,
         #[source]
         source: sqlx::Error,
     },
-    #[error("cannot migrate the state database: {0}; restore a backup or move the file aside to start afresh")]
+    #[error(
+        "cannot migrate the state database: {0}; restore a backup or move the file aside to start afresh"
+    )]
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("state database error: {0}")]
     Sql(#[from] sqlx::Error),
@@ -44,7 +48,9 @@ impl StoreError {
     /// The disk is full (or the file system read-only): new work must wait.
     pub fn is_disk_full(&self) -> bool {
         let text = self.to_string().to_ascii_lowercase();
-        text.contains("database or disk is full") || text.contains("readonly") || text.contains("read-only")
+        text.contains("database or disk is full")
+            || text.contains("readonly")
+            || text.contains("read-only")
     }
 }
 
@@ -243,16 +249,22 @@ impl Store {
 
     /// Which of `ids` are already recorded.
     pub async fn known_briefs(&self, ids: &[String]) -> Result<HashSet<String>> {
-        let rows: Vec<String> = sqlx::query_scalar("SELECT id FROM briefs WHERE id IN (SELECT value FROM json_each(?))")
-            .bind(serde_json::to_string(ids).expect("strings serialize"))
-            .fetch_all(&self.pool)
-            .await?;
+        let rows: Vec<String> = sqlx::query_scalar(
+            "SELECT id FROM briefs WHERE id IN (SELECT value FROM json_each(?))",
+        )
+        .bind(serde_json::to_string(ids).expect("strings serialize"))
+        .fetch_all(&self.pool)
+        .await?;
         Ok(rows.into_iter().collect())
     }
 
     /// Records a brief and, in the same transaction, its event and deliveries.
     /// A brief already recorded is left alone (and no event is made twice).
-    pub async fn record_brief(&self, brief: &BriefRecord, event: Option<&NewEvent>) -> Result<bool> {
+    pub async fn record_brief(
+        &self,
+        brief: &BriefRecord,
+        event: Option<&NewEvent>,
+    ) -> Result<bool> {
         let mut tx = self.write_tx().await?;
         let inserted = sqlx::query(
             "INSERT INTO briefs (id, agent_id, conversation_id, created_at, raw, seen_at) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING",
@@ -275,12 +287,17 @@ impl Store {
     }
 
     pub async fn brief_count(&self) -> Result<i64> {
-        Ok(sqlx::query_scalar("SELECT COUNT(*) FROM briefs").fetch_one(&self.pool).await?)
+        Ok(sqlx::query_scalar("SELECT COUNT(*) FROM briefs")
+            .fetch_one(&self.pool)
+            .await?)
     }
 
     // ---- conversations ----
 
-    pub async fn conversation_states(&self, ids: &[String]) -> Result<HashMap<String, ConversationState>> {
+    pub async fn conversation_states(
+        &self,
+        ids: &[String],
+    ) -> Result<HashMap<String, ConversationState>> {
         let rows = sqlx::query(
             "SELECT id, agent_id, status, message_count, updated_at, last_checked_at FROM conversations WHERE id IN (SELECT value FROM json_each(?))",
         )
@@ -297,7 +314,11 @@ impl Store {
     }
 
     /// ACTIVE conversations last checked before `checked_before` (ms), oldest first.
-    pub async fn active_conversations_due(&self, checked_before: i64, agents: &[String]) -> Result<Vec<ConversationState>> {
+    pub async fn active_conversations_due(
+        &self,
+        checked_before: i64,
+        agents: &[String],
+    ) -> Result<Vec<ConversationState>> {
         let rows = sqlx::query(
             "SELECT id, agent_id, status, message_count, updated_at, last_checked_at FROM conversations
              WHERE status = 'ACTIVE' AND last_checked_at < ?
@@ -363,13 +384,17 @@ impl Store {
     }
 
     pub async fn conversation_count(&self) -> Result<i64> {
-        Ok(sqlx::query_scalar("SELECT COUNT(*) FROM conversations").fetch_one(&self.pool).await?)
+        Ok(sqlx::query_scalar("SELECT COUNT(*) FROM conversations")
+            .fetch_one(&self.pool)
+            .await?)
     }
 
     // ---- events and deliveries ----
 
     pub async fn event_count(&self) -> Result<i64> {
-        Ok(sqlx::query_scalar("SELECT COUNT(*) FROM events").fetch_one(&self.pool).await?)
+        Ok(sqlx::query_scalar("SELECT COUNT(*) FROM events")
+            .fetch_one(&self.pool)
+            .await?)
     }
 
     /// Records an event that has no item of its own (e.g. a test event).
@@ -417,8 +442,9 @@ impl Store {
                 .fetch_one(&mut *tx)
                 .await?;
             let envelope: String = event_row.get("envelope");
-            let event: Event = serde_json::from_str(&envelope)
-                .map_err(|error| sqlx::Error::Decode(format!("event {event_id}: {error}").into()))?;
+            let event: Event = serde_json::from_str(&envelope).map_err(|error| {
+                sqlx::Error::Decode(format!("event {event_id}: {error}").into())
+            })?;
             let checkpoint: Option<String> = row.get("checkpoint");
             claimed.push(ClaimedDelivery {
                 id: row.get("id"),
@@ -435,7 +461,11 @@ impl Store {
     }
 
     /// Saves a connector's progress on a delivery (kept across retries and crashes).
-    pub async fn save_checkpoint(&self, delivery_id: i64, checkpoint: &serde_json::Value) -> Result<()> {
+    pub async fn save_checkpoint(
+        &self,
+        delivery_id: i64,
+        checkpoint: &serde_json::Value,
+    ) -> Result<()> {
         sqlx::query("UPDATE deliveries SET checkpoint = ?, updated_at = ? WHERE id = ?")
             .bind(checkpoint.to_string())
             .bind(now_ms())
@@ -618,9 +648,11 @@ impl Store {
 
     /// Connectors with pending deliveries (including ones no longer configured).
     pub async fn pending_connectors(&self) -> Result<Vec<String>> {
-        Ok(sqlx::query_scalar("SELECT DISTINCT connector FROM deliveries WHERE status = 'pending' ORDER BY connector")
-            .fetch_all(&self.pool)
-            .await?)
+        Ok(sqlx::query_scalar(
+            "SELECT DISTINCT connector FROM deliveries WHERE status = 'pending' ORDER BY connector",
+        )
+        .fetch_all(&self.pool)
+        .await?)
     }
 
     // ---- source runs ----
@@ -645,7 +677,11 @@ impl Store {
              WHERE source = ?",
         )
         .bind(now)
-        .bind(if error.is_none() { "success" } else { "failure" })
+        .bind(if error.is_none() {
+            "success"
+        } else {
+            "failure"
+        })
         .bind(error)
         .bind(error)
         .bind(now)

@@ -97,7 +97,10 @@ to = ["hook", "nowhere"]
     for line in stderr.lines() {
         assert!(line.contains("; "), "line without advice: {line}");
     }
-    assert!(!stderr.contains("sk_live_not_a_clairo_key"), "the key leaked: {stderr}");
+    assert!(
+        !stderr.contains("sk_live_not_a_clairo_key"),
+        "the key leaked: {stderr}"
+    );
 }
 
 #[test]
@@ -106,17 +109,27 @@ fn a_misspelt_key_is_an_error_not_a_silent_default() {
     let path = write(
         dir.path(),
         "clairo-sync.toml",
-        &GOOD.replace("[sync.briefs]\n", "[sync.briefs]\nshedule = \"* * * * *\"\n"),
+        &GOOD.replace(
+            "[sync.briefs]\n",
+            "[sync.briefs]\nshedule = \"* * * * *\"\n",
+        ),
     );
     let (code, _, stderr) = check(&path, &[]);
     assert_eq!(code, EX_CONFIG);
-    assert!(stderr.contains("sync.briefs.shedule: unknown key"), "{stderr}");
+    assert!(
+        stderr.contains("sync.briefs.shedule: unknown key"),
+        "{stderr}"
+    );
 }
 
 #[test]
 fn a_bad_schedule_names_its_key() {
     let dir = tempfile::tempdir().unwrap();
-    let path = write(dir.path(), "c.toml", &GOOD.replace("*/2 * * * *", "every two minutes"));
+    let path = write(
+        dir.path(),
+        "c.toml",
+        &GOOD.replace("*/2 * * * *", "every two minutes"),
+    );
     let (code, _, stderr) = check(&path, &[]);
     assert_eq!(code, EX_CONFIG);
     assert!(stderr.starts_with("sync.briefs.schedule: "), "{stderr}");
@@ -125,17 +138,27 @@ fn a_bad_schedule_names_its_key() {
 #[test]
 fn an_env_override_wins_over_the_file() {
     let dir = tempfile::tempdir().unwrap();
-    let path = write(dir.path(), "c.toml", &GOOD.replace("[clairo]\n", "[clairo]\nbase_url = \"nope\"\n"));
+    let path = write(
+        dir.path(),
+        "c.toml",
+        &GOOD.replace("[clairo]\n", "[clairo]\nbase_url = \"nope\"\n"),
+    );
     let (code, _, _) = check(&path, &[]);
     assert_eq!(code, EX_CONFIG, "the file alone is invalid");
-    let (code, stdout, stderr) = check(&path, &[("CLAIRO_SYNC_CLAIRO__BASE_URL", "http://127.0.0.1:9/api/v1")]);
+    let (code, stdout, stderr) = check(
+        &path,
+        &[("CLAIRO_SYNC_CLAIRO__BASE_URL", "http://127.0.0.1:9/api/v1")],
+    );
     assert_eq!(code, 0, "{stderr}");
     assert_eq!(stdout.trim(), "ok");
     // And an override can break what the file had right.
-    let (code, _, stderr) = check(&path, &[
-        ("CLAIRO_SYNC_CLAIRO__BASE_URL", "http://127.0.0.1:9/api/v1"),
-        ("CLAIRO_SYNC_DELIVERY__CONCURRENCY", "0"),
-    ]);
+    let (code, _, stderr) = check(
+        &path,
+        &[
+            ("CLAIRO_SYNC_CLAIRO__BASE_URL", "http://127.0.0.1:9/api/v1"),
+            ("CLAIRO_SYNC_DELIVERY__CONCURRENCY", "0"),
+        ],
+    );
     assert_eq!(code, EX_CONFIG);
     assert!(stderr.contains("delivery.concurrency: "), "{stderr}");
 }
@@ -147,16 +170,25 @@ fn the_api_key_comes_from_a_file_or_a_systemd_credential() {
     let path = write(dir.path(), "c.toml", &without_key);
     let (code, _, stderr) = check(&path, &[]);
     assert_eq!(code, EX_CONFIG);
-    assert!(stderr.contains("clairo.api_key: no API key found"), "{stderr}");
+    assert!(
+        stderr.contains("clairo.api_key: no API key found"),
+        "{stderr}"
+    );
 
     let credentials = dir.path().join("creds");
     std::fs::create_dir(&credentials).unwrap();
     write(&credentials, "clairo-api-key", "clr_from_credential\n");
-    let (code, _, stderr) = check(&path, &[("CREDENTIALS_DIRECTORY", credentials.to_str().unwrap())]);
+    let (code, _, stderr) = check(
+        &path,
+        &[("CREDENTIALS_DIRECTORY", credentials.to_str().unwrap())],
+    );
     assert_eq!(code, 0, "{stderr}");
 
     let key_file = write(dir.path(), "api-key", "clr_from_file\n");
-    let with_file = without_key.replace("[clairo]\n", &format!("[clairo]\napi_key_file = {:?}\n", key_file));
+    let with_file = without_key.replace(
+        "[clairo]\n",
+        &format!("[clairo]\napi_key_file = {:?}\n", key_file),
+    );
     let path = write(dir.path(), "c2.toml", &with_file);
     let (code, _, stderr) = check(&path, &[]);
     assert_eq!(code, 0, "{stderr}");
@@ -166,13 +198,20 @@ fn the_api_key_comes_from_a_file_or_a_systemd_credential() {
 fn a_missing_config_file_says_how_to_make_one() {
     let (code, _, stderr) = check(Path::new("/nonexistent/clairo-sync.toml"), &[]);
     assert_eq!(code, EX_CONFIG);
-    assert!(stderr.contains("/nonexistent/clairo-sync.toml does not exist"), "{stderr}");
+    assert!(
+        stderr.contains("/nonexistent/clairo-sync.toml does not exist"),
+        "{stderr}"
+    );
 }
 
 #[test]
 fn secrets_never_appear_in_debug_output() {
     let dir = tempfile::tempdir().unwrap();
-    let secret_file = write(dir.path(), "hook-secret", "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\n");
+    let secret_file = write(
+        dir.path(),
+        "hook-secret",
+        "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\n",
+    );
     let text = format!(
         "{GOOD}\n[connectors.hook]\ntype = \"webhook\"\nurl = \"https://hooks.example.com/x\"\nsecret_file = {secret_file:?}\n"
     );
@@ -180,9 +219,15 @@ fn secrets_never_appear_in_debug_output() {
     let loaded = config::load(Some(&path), Need::Daemon, &SecretSources::default()).expect("valid");
     let debug = format!("{loaded:?}");
     assert!(!debug.contains("clr_test_key_123"), "{debug}");
-    assert!(!debug.contains("MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"), "{debug}");
+    assert!(
+        !debug.contains("MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"),
+        "{debug}"
+    );
     assert!(debug.contains("**REDACTED**"));
-    assert_eq!(loaded.api_key.as_ref().unwrap().expose(), "clr_test_key_123");
+    assert_eq!(
+        loaded.api_key.as_ref().unwrap().expose(),
+        "clr_test_key_123"
+    );
 }
 
 #[test]
@@ -190,35 +235,64 @@ fn the_shipped_example_config_is_valid() {
     let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/clairo-sync.toml");
     let dir = tempfile::tempdir().unwrap();
     for name in ["api-key", "sales_hook-secret"] {
-        let value = if name == "api-key" { "clr_example" } else { "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw" };
+        let value = if name == "api-key" {
+            "clr_example"
+        } else {
+            "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+        };
         write(dir.path(), name, value);
     }
-    let (code, stdout, stderr) = check(&example, &[
-        ("CLAIRO_SYNC_CLAIRO__API_KEY_FILE", dir.path().join("api-key").to_str().unwrap()),
-        ("CREDENTIALS_DIRECTORY", dir.path().to_str().unwrap()),
-    ]);
+    let (code, stdout, stderr) = check(
+        &example,
+        &[
+            (
+                "CLAIRO_SYNC_CLAIRO__API_KEY_FILE",
+                dir.path().join("api-key").to_str().unwrap(),
+            ),
+            ("CREDENTIALS_DIRECTORY", dir.path().to_str().unwrap()),
+        ],
+    );
     assert_eq!(code, 0, "stdout: {stdout}\nstderr: {stderr}");
 }
 
 #[test]
 fn the_example_configs_optional_connectors_are_valid_when_uncommented() {
-    let example = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("config/clairo-sync.toml")).unwrap();
-    let start = example.find("# BEGIN optional connectors").expect("the block exists");
-    let end = example.find("# END optional connectors").expect("the block ends");
+    let example = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("config/clairo-sync.toml"),
+    )
+    .unwrap();
+    let start = example
+        .find("# BEGIN optional connectors")
+        .expect("the block exists");
+    let end = example
+        .find("# END optional connectors")
+        .expect("the block ends");
     let block: String = example[start..end]
         .lines()
         .filter_map(|line| line.strip_prefix("# "))
-        .filter(|line| line.starts_with('[') || line.split_once(" = ").is_some_and(|(key, _)| !key.contains(' ')))
+        .filter(|line| {
+            line.starts_with('[')
+                || line
+                    .split_once(" = ")
+                    .is_some_and(|(key, _)| !key.contains(' '))
+        })
         .map(|line| format!("{line}\n"))
         .collect();
-    for kind in ["type = \"email\"", "type = \"hubspot\"", "type = \"pipedrive\""] {
+    for kind in [
+        "type = \"email\"",
+        "type = \"hubspot\"",
+        "type = \"pipedrive\"",
+    ] {
         assert!(block.contains(kind), "the example shows {kind}");
     }
     let text = format!("{}\n{block}", &example[..start]) + &example[end..];
     let dir = tempfile::tempdir().unwrap();
     for (name, value) in [
         ("api-key", "clr_example"),
-        ("sales_hook-secret", "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"),
+        (
+            "sales_hook-secret",
+            "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+        ),
     ] {
         write(dir.path(), name, value);
     }
@@ -231,9 +305,15 @@ fn the_example_configs_optional_connectors_are_valid_when_uncommented() {
     }
     text = text.replace("templates_dir = \"/etc/clairo-sync/templates\"", "");
     std::fs::write(&path, text).unwrap();
-    let (code, stdout, stderr) = check(&path, &[
-        ("CLAIRO_SYNC_CLAIRO__API_KEY_FILE", dir.path().join("api-key").to_str().unwrap()),
-        ("CREDENTIALS_DIRECTORY", dir.path().to_str().unwrap()),
-    ]);
+    let (code, stdout, stderr) = check(
+        &path,
+        &[
+            (
+                "CLAIRO_SYNC_CLAIRO__API_KEY_FILE",
+                dir.path().join("api-key").to_str().unwrap(),
+            ),
+            ("CREDENTIALS_DIRECTORY", dir.path().to_str().unwrap()),
+        ],
+    );
     assert_eq!(code, 0, "stdout: {stdout}\nstderr: {stderr}");
 }

@@ -4,7 +4,9 @@
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
-use crate::support::{Daemon, Receiver, SECRET, daemon_config, run_cli, sandbox, signature_is_valid};
+use crate::support::{
+    Daemon, Receiver, SECRET, daemon_config, run_cli, sandbox, signature_is_valid,
+};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn thirty_briefs_reach_the_webhook_exactly_once_with_valid_signatures() {
@@ -14,7 +16,9 @@ async fn thirty_briefs_reach_the_webhook_exactly_once_with_valid_signatures() {
     let dir = tempfile::tempdir().unwrap();
     let config = daemon_config(dir.path(), &sandbox, &receiver, "");
     let _daemon = Daemon::start(&config);
-    let delivered = receiver.wait_for_delivered(30, Duration::from_secs(60)).await;
+    let delivered = receiver
+        .wait_for_delivered(30, Duration::from_secs(60))
+        .await;
     // A few more poll cycles: nothing else may arrive.
     tokio::time::sleep(Duration::from_secs(5)).await;
     let received = receiver.received();
@@ -23,15 +27,29 @@ async fn thirty_briefs_reach_the_webhook_exactly_once_with_valid_signatures() {
     let ids: HashSet<_> = received.iter().map(|r| r.id.clone()).collect();
     assert_eq!(ids.len(), 30);
     for request in &received {
-        assert!(signature_is_valid(request, SECRET), "bad signature on {}", request.id);
+        assert!(
+            signature_is_valid(request, SECRET),
+            "bad signature on {}",
+            request.id
+        );
         let event = request.json();
         assert_eq!(event["type"], "brief.created");
         assert_eq!(event["id"], request.id.as_str());
-        assert!(event["data"]["answers"].is_object(), "the detail's answers are merged in");
-        assert!(event["data"]["agentId"].is_string(), "the list's agentId is merged in");
+        assert!(
+            event["data"]["answers"].is_object(),
+            "the detail's answers are merged in"
+        );
+        assert!(
+            event["data"]["agentId"].is_string(),
+            "the list's agentId is merged in"
+        );
     }
     let archive = std::fs::read_to_string(dir.path().join("events.jsonl")).unwrap();
-    assert_eq!(archive.lines().count(), 30, "the file connector got each event once too");
+    assert_eq!(
+        archive.lines().count(),
+        30,
+        "the file connector got each event once too"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -55,21 +73,34 @@ async fn an_idle_cycle_makes_exactly_one_list_request_per_source() {
     let mut expected = std::collections::BTreeMap::new();
     expected.insert("GET /briefs".to_owned(), 1u64);
     expected.insert("GET /conversations".to_owned(), 1u64);
-    assert_eq!(stats.by_endpoint, expected, "an idle cycle lists each source once and fetches no detail");
+    assert_eq!(
+        stats.by_endpoint, expected,
+        "an idle cycle lists each source once and fetches no detail"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_conversation_that_gains_messages_emits_one_update_with_only_the_new_messages() {
     let sandbox = sandbox(0, 0).await;
     let support = sandbox.agent_id("SUPPORT");
-    let conversation = sandbox.add_conversation(&support, &[("user", "Hello"), ("assistant", "Hi!")]);
+    let conversation =
+        sandbox.add_conversation(&support, &[("user", "Hello"), ("assistant", "Hi!")]);
     let receiver = Receiver::start().await;
     let dir = tempfile::tempdir().unwrap();
-    let config = daemon_config(dir.path(), &sandbox, &receiver, "[sync.conversations]\nschedule = \"0 0 1 1 *\"\n");
+    let config = daemon_config(
+        dir.path(),
+        &sandbox,
+        &receiver,
+        "[sync.conversations]\nschedule = \"0 0 1 1 *\"\n",
+    );
     let config = config.to_str().unwrap();
     let (code, _, stderr) = run_cli(&["sync", "--once", "-c", config]);
     assert_eq!(code, 0, "{stderr}");
-    assert_eq!(receiver.received().len(), 1, "the new conversation is one event");
+    assert_eq!(
+        receiver.received().len(),
+        1,
+        "the new conversation is one event"
+    );
     sandbox.add_message(&conversation, "user", "Do you ship to Norway?");
     sandbox.add_message(&conversation, "assistant", "Yes.");
     for _ in 0..2 {
@@ -77,7 +108,11 @@ async fn a_conversation_that_gains_messages_emits_one_update_with_only_the_new_m
         assert_eq!(code, 0, "{stderr}");
     }
     let received = receiver.received();
-    assert_eq!(received.len(), 2, "exactly one more event for the new messages");
+    assert_eq!(
+        received.len(),
+        2,
+        "exactly one more event for the new messages"
+    );
     let update = received[1].json();
     assert_eq!(update["type"], "conversation.updated");
     let new: Vec<&str> = update["data"]["newMessages"]
@@ -87,7 +122,13 @@ async fn a_conversation_that_gains_messages_emits_one_update_with_only_the_new_m
         .map(|m| m["content"].as_str().unwrap())
         .collect();
     assert_eq!(new, ["Do you ship to Norway?", "Yes."]);
-    assert_eq!(update["data"]["conversation"]["messages"].as_array().unwrap().len(), 4);
+    assert_eq!(
+        update["data"]["conversation"]["messages"]
+            .as_array()
+            .unwrap()
+            .len(),
+        4
+    );
     assert_ne!(received[0].id, received[1].id);
 }
 
@@ -105,10 +146,19 @@ async fn a_receiver_answering_503_for_a_while_gets_everything_and_nothing_dies()
         "[delivery]\nretry_schedule = [\"300ms\", \"300ms\", \"300ms\", \"300ms\", \"300ms\", \"300ms\"]\n",
     );
     let _daemon = Daemon::start(&config);
-    let delivered = receiver.wait_for_delivered(5, Duration::from_secs(60)).await;
+    let delivered = receiver
+        .wait_for_delivered(5, Duration::from_secs(60))
+        .await;
     let ids: HashSet<_> = delivered.iter().map(|r| r.id.clone()).collect();
     assert_eq!(ids.len(), 5);
-    let (code, stdout, _) = run_cli(&["deliveries", "list", "--dead", "--json", "-c", config.to_str().unwrap()]);
+    let (code, stdout, _) = run_cli(&[
+        "deliveries",
+        "list",
+        "--dead",
+        "--json",
+        "-c",
+        config.to_str().unwrap(),
+    ]);
     assert_eq!(code, 0);
     let dead: serde_json::Value = serde_json::from_str(&stdout).unwrap();
     assert_eq!(dead.as_array().unwrap().len(), 0, "none dead: {stdout}");
@@ -127,7 +177,9 @@ async fn a_400_is_dead_listed_and_delivered_after_retry_all_dead() {
     let dead = loop {
         let (_, stdout, _) = run_cli(&["deliveries", "list", "--dead", "--json", "-c", config_arg]);
         let dead: serde_json::Value = serde_json::from_str(&stdout).unwrap_or_default();
-        if dead.as_array().is_some_and(|rows| !rows.is_empty()) || std::time::Instant::now() > deadline {
+        if dead.as_array().is_some_and(|rows| !rows.is_empty())
+            || std::time::Instant::now() > deadline
+        {
             break dead;
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -141,9 +193,19 @@ async fn a_400_is_dead_listed_and_delivered_after_retry_all_dead() {
     let (code, stdout, _) = run_cli(&["deliveries", "retry", "--all-dead", "-c", config_arg]);
     assert_eq!(code, 0);
     assert!(stdout.starts_with("1 deliveries re-queued"), "{stdout}");
-    let delivered = receiver.wait_for_delivered(1, Duration::from_secs(20)).await;
-    assert_eq!(delivered.len(), 1, "the running daemon picked the replay up");
-    assert_eq!(delivered[0].id, receiver.received()[0].id, "the replay keeps the event id");
+    let delivered = receiver
+        .wait_for_delivered(1, Duration::from_secs(20))
+        .await;
+    assert_eq!(
+        delivered.len(),
+        1,
+        "the running daemon picked the replay up"
+    );
+    assert_eq!(
+        delivered[0].id,
+        receiver.received()[0].id,
+        "the replay keeps the event id"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -152,9 +214,16 @@ async fn a_429_with_retry_after_3_is_not_retried_sooner() {
     let receiver = Receiver::start().await;
     receiver.script(1, 429, Some("3"));
     let dir = tempfile::tempdir().unwrap();
-    let config = daemon_config(dir.path(), &sandbox, &receiver, "[delivery]\nretry_schedule = [\"100ms\", \"100ms\"]\n");
+    let config = daemon_config(
+        dir.path(),
+        &sandbox,
+        &receiver,
+        "[delivery]\nretry_schedule = [\"100ms\", \"100ms\"]\n",
+    );
     let _daemon = Daemon::start(&config);
-    let delivered = receiver.wait_for_delivered(1, Duration::from_secs(30)).await;
+    let delivered = receiver
+        .wait_for_delivered(1, Duration::from_secs(30))
+        .await;
     assert_eq!(delivered.len(), 1);
     let received = receiver.received();
     assert_eq!(received.len(), 2);
@@ -169,22 +238,38 @@ async fn kill_9_during_delivery_loses_nothing_and_duplicates_keep_their_id() {
     let receiver = Receiver::start().await;
     receiver.delay(Duration::from_millis(150));
     let dir = tempfile::tempdir().unwrap();
-    let config = daemon_config(dir.path(), &sandbox, &receiver, "[delivery]\nlease = \"5s\"\nconcurrency = 2\n");
+    let config = daemon_config(
+        dir.path(),
+        &sandbox,
+        &receiver,
+        "[delivery]\nlease = \"5s\"\nconcurrency = 2\n",
+    );
     let mut daemon = Daemon::start(&config);
-    receiver.wait_for_delivered(8, Duration::from_secs(30)).await;
+    receiver
+        .wait_for_delivered(8, Duration::from_secs(30))
+        .await;
     daemon.kill9();
     let before = receiver.delivered().len();
     assert!(before < 40, "killed mid-delivery ({before} delivered)");
     let _daemon = Daemon::start(&config);
-    let delivered = receiver.wait_for_delivered(40, Duration::from_secs(90)).await;
+    let delivered = receiver
+        .wait_for_delivered(40, Duration::from_secs(90))
+        .await;
     let mut by_id: HashMap<String, Vec<serde_json::Value>> = HashMap::new();
     for request in &delivered {
-        by_id.entry(request.id.clone()).or_default().push(request.json());
+        by_id
+            .entry(request.id.clone())
+            .or_default()
+            .push(request.json());
     }
     assert_eq!(by_id.len(), 40, "every event delivered at least once");
     for (id, copies) in by_id {
         for copy in &copies {
-            assert_eq!(copy["id"], id.as_str(), "a duplicate carries the same webhook-id and event id");
+            assert_eq!(
+                copy["id"],
+                id.as_str(),
+                "a duplicate carries the same webhook-id and event id"
+            );
             assert_eq!(copy["data"], copies[0]["data"]);
         }
     }
@@ -197,13 +282,26 @@ async fn sigterm_mid_backlog_exits_0_and_loses_nothing() {
     let receiver = Receiver::start().await;
     receiver.delay(Duration::from_millis(200));
     let dir = tempfile::tempdir().unwrap();
-    let config = daemon_config(dir.path(), &sandbox, &receiver, "[delivery]\nconcurrency = 1\nshutdown_timeout = \"3s\"\n");
+    let config = daemon_config(
+        dir.path(),
+        &sandbox,
+        &receiver,
+        "[delivery]\nconcurrency = 1\nshutdown_timeout = \"3s\"\n",
+    );
     let mut daemon = Daemon::start(&config);
-    receiver.wait_for_delivered(5, Duration::from_secs(30)).await;
-    assert_eq!(daemon.terminate(Duration::from_secs(10)), Some(0), "SIGTERM exits 0 within the shutdown timeout");
+    receiver
+        .wait_for_delivered(5, Duration::from_secs(30))
+        .await;
+    assert_eq!(
+        daemon.terminate(Duration::from_secs(10)),
+        Some(0),
+        "SIGTERM exits 0 within the shutdown timeout"
+    );
     assert!(receiver.delivered().len() < 30, "stopped mid-backlog");
     let _daemon = Daemon::start(&config);
-    let delivered = receiver.wait_for_delivered(30, Duration::from_secs(60)).await;
+    let delivered = receiver
+        .wait_for_delivered(30, Duration::from_secs(60))
+        .await;
     let ids: HashSet<_> = delivered.iter().map(|r| r.id.clone()).collect();
     assert_eq!(ids.len(), 30);
 }
@@ -213,12 +311,24 @@ async fn start_from_now_emits_only_what_comes_after_the_first_run() {
     let sandbox = sandbox(3, 0).await;
     let receiver = Receiver::start().await;
     let dir = tempfile::tempdir().unwrap();
-    let config = daemon_config(dir.path(), &sandbox, &receiver, "[sync]\nstart_from = \"now\"\n");
+    let config = daemon_config(
+        dir.path(),
+        &sandbox,
+        &receiver,
+        "[sync]\nstart_from = \"now\"\n",
+    );
     let config = config.to_str().unwrap();
     let (code, _, stderr) = run_cli(&["sync", "--once", "-c", config]);
     assert_eq!(code, 0, "{stderr}");
-    assert!(receiver.received().is_empty(), "existing briefs are recorded as seen");
-    assert_eq!(sandbox.stats().by_endpoint.get("GET /briefs/{id}"), None, "and not fetched");
+    assert!(
+        receiver.received().is_empty(),
+        "existing briefs are recorded as seen"
+    );
+    assert_eq!(
+        sandbox.stats().by_endpoint.get("GET /briefs/{id}"),
+        None,
+        "and not fetched"
+    );
     sandbox.add_briefs(1);
     let (code, _, stderr) = run_cli(&["sync", "--once", "-c", config]);
     assert_eq!(code, 0, "{stderr}");
@@ -247,12 +357,17 @@ async fn an_invalid_key_fails_the_run_with_plain_words_and_one_request() {
     let receiver = Receiver::start().await;
     let dir = tempfile::tempdir().unwrap();
     let config = daemon_config(dir.path(), &sandbox, &receiver, "");
-    let text = std::fs::read_to_string(&config).unwrap().replace("clr_sandbox_key", "clr_revoked_key");
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace("clr_sandbox_key", "clr_revoked_key");
     std::fs::write(&config, text).unwrap();
     let (code, _, stderr) = run_cli(&["sync", "--once", "-c", config.to_str().unwrap()]);
     assert_eq!(code, 1);
     assert!(stderr.contains("rejected the API key"), "{stderr}");
-    assert!(!stderr.contains("clr_revoked_key"), "the key leaked: {stderr}");
+    assert!(
+        !stderr.contains("clr_revoked_key"),
+        "the key leaked: {stderr}"
+    );
     assert_eq!(sandbox.stats().requests, 1, "no retry loop on 401");
 }
 
@@ -268,17 +383,35 @@ async fn status_and_deliveries_work_without_the_services_secrets() {
     // From a shell, the credentials systemd hands the service are not there.
     let text = std::fs::read_to_string(&config)
         .unwrap()
-        .replace("api_key = \"clr_sandbox_key\"", "api_key_file = \"/run/credentials/clairo-sync.service/clairo-api-key\"")
-        .replace(&format!("secret = \"{SECRET}\""), "secret_file = \"/nonexistent/hook-secret\"");
+        .replace(
+            "api_key = \"clr_sandbox_key\"",
+            "api_key_file = \"/run/credentials/clairo-sync.service/clairo-api-key\"",
+        )
+        .replace(
+            &format!("secret = \"{SECRET}\""),
+            "secret_file = \"/nonexistent/hook-secret\"",
+        );
     std::fs::write(&config, text).unwrap();
     let (code, stdout, stderr) = run_cli(&["status", "--json", "-c", config_arg]);
     assert_eq!(code, 0, "{stderr}");
     let status: serde_json::Value = serde_json::from_str(&stdout).unwrap();
-    let hook = status["connectors"].as_array().unwrap().iter().find(|c| c["connector"] == "hook").unwrap();
+    let hook = status["connectors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["connector"] == "hook")
+        .unwrap();
     assert_eq!(hook["delivered"], 2);
     assert_eq!(status["sources"][0]["source"], "briefs");
     assert_eq!(status["sources"][0]["last_outcome"], "success");
     let (code, stdout, stderr) = run_cli(&["deliveries", "list", "--json", "-c", config_arg]);
     assert_eq!(code, 0, "{stderr}");
-    assert_eq!(serde_json::from_str::<serde_json::Value>(&stdout).unwrap().as_array().unwrap().len(), 4);
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&stdout)
+            .unwrap()
+            .as_array()
+            .unwrap()
+            .len(),
+        4
+    );
 }

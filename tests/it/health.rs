@@ -48,9 +48,10 @@ async fn wait_for_status(url: &str, want: u16, within: Duration) -> (u16, String
 }
 
 fn enable_http(config: &std::path::Path) {
-    let text = std::fs::read_to_string(config)
-        .unwrap()
-        .replace("[http]\nenabled = false", "[http]\nlisten = \"127.0.0.1:0\"");
+    let text = std::fs::read_to_string(config).unwrap().replace(
+        "[http]\nenabled = false",
+        "[http]\nlisten = \"127.0.0.1:0\"",
+    );
     std::fs::write(config, text).unwrap();
 }
 
@@ -59,30 +60,55 @@ async fn after_a_sync_metrics_hold_every_contract_name_and_pass_promtool() {
     let sandbox = sandbox(3, 2).await;
     let receiver = Receiver::start().await;
     let dir = tempfile::tempdir().unwrap();
-    let config = daemon_config(dir.path(), &sandbox, &receiver, &with_http("[sync.conversations]\nschedule = \"*/2 * * * * *\""));
+    let config = daemon_config(
+        dir.path(),
+        &sandbox,
+        &receiver,
+        &with_http("[sync.conversations]\nschedule = \"*/2 * * * * *\""),
+    );
     enable_http(&config);
     let daemon = LoggedDaemon::start(&config, &[]);
     let address = daemon.http_address().await;
-    receiver.wait_for_delivered(5, Duration::from_secs(30)).await;
+    receiver
+        .wait_for_delivered(5, Duration::from_secs(30))
+        .await;
     for source in ["source=\"briefs\"", "source=\"conversations\""] {
         let needle = format!("Poll run finished. {source}");
-        daemon.wait_for_line(&needle, Duration::from_secs(20)).await.expect("both sources ran");
+        daemon
+            .wait_for_line(&needle, Duration::from_secs(20))
+            .await
+            .expect("both sources ran");
     }
     let (status, classic) = get(&format!("http://{address}/metrics"), None).await;
     assert_eq!(status, 200);
     for name in CONTRACT_METRICS {
-        assert!(classic.contains(&format!("# TYPE {name} ")), "{name} missing:\n{classic}");
+        assert!(
+            classic.contains(&format!("# TYPE {name} ")),
+            "{name} missing:\n{classic}"
+        );
     }
-    assert!(classic.contains("clairo_sync_delivery_latency_seconds_bucket{"), "a real histogram:\n{classic}");
-    assert!(classic.contains("clairo_sync_events_total{type=\"brief.created\"} 3"), "{classic}");
-    assert!(!classic.contains("# EOF"), "the classic format has no EOF trailer");
+    assert!(
+        classic.contains("clairo_sync_delivery_latency_seconds_bucket{"),
+        "a real histogram:\n{classic}"
+    );
+    assert!(
+        classic.contains("clairo_sync_events_total{type=\"brief.created\"} 3"),
+        "{classic}"
+    );
+    assert!(
+        !classic.contains("# EOF"),
+        "the classic format has no EOF trailer"
+    );
     assert!(!classic.contains("clr_sandbox_key"));
     let (_, openmetrics) = get(
         &format!("http://{address}/metrics"),
         Some("application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5"),
     )
     .await;
-    assert!(openmetrics.trim_end().ends_with("# EOF"), "OpenMetrics when asked for it");
+    assert!(
+        openmetrics.trim_end().ends_with("# EOF"),
+        "OpenMetrics when asked for it"
+    );
 
     let file = write(dir.path(), "metrics.txt", &classic);
     let promtool = Command::new("promtool")
@@ -90,8 +116,12 @@ async fn after_a_sync_metrics_hold_every_contract_name_and_pass_promtool() {
         .stdin(std::fs::File::open(&file).unwrap())
         .output()
         .expect("promtool is installed (Debian package `prometheus`; .ci/run installs it)");
-    let complaints = String::from_utf8_lossy(&promtool.stdout).to_string() + &String::from_utf8_lossy(&promtool.stderr);
-    assert!(promtool.status.success(), "promtool check metrics failed:\n{complaints}");
+    let complaints = String::from_utf8_lossy(&promtool.stdout).to_string()
+        + &String::from_utf8_lossy(&promtool.stderr);
+    assert!(
+        promtool.status.success(),
+        "promtool check metrics failed:\n{complaints}"
+    );
     let (status, _) = get(&format!("http://{address}/healthz"), None).await;
     assert_eq!(status, 200);
 }
@@ -103,27 +133,55 @@ async fn readyz_names_a_rejected_key_and_recovers_after_sighup_with_a_fixed_key_
     let dir = tempfile::tempdir().unwrap();
     let key_file = write(dir.path(), "api-key", "clr_wrong_key\n");
     let config = daemon_config(dir.path(), &sandbox, &receiver, "");
-    let text = std::fs::read_to_string(&config)
-        .unwrap()
-        .replace("api_key = \"clr_sandbox_key\"", &format!("api_key_file = {key_file:?}"));
+    let text = std::fs::read_to_string(&config).unwrap().replace(
+        "api_key = \"clr_sandbox_key\"",
+        &format!("api_key_file = {key_file:?}"),
+    );
     std::fs::write(&config, text).unwrap();
     enable_http(&config);
     let daemon = LoggedDaemon::start(&config, &[]);
     let address = daemon.http_address().await;
-    let (status, body) = wait_for_status(&format!("http://{address}/readyz"), 503, Duration::from_secs(20)).await;
+    let (status, body) = wait_for_status(
+        &format!("http://{address}/readyz"),
+        503,
+        Duration::from_secs(20),
+    )
+    .await;
     assert_eq!(status, 503, "{body}");
     let body: serde_json::Value = serde_json::from_str(&body).unwrap();
-    assert!(body["failing"]["api_key"].as_str().unwrap().contains("rejected the API key"), "{body}");
+    assert!(
+        body["failing"]["api_key"]
+            .as_str()
+            .unwrap()
+            .contains("rejected the API key"),
+        "{body}"
+    );
     assert!(!body.to_string().contains("clr_wrong_key"));
     let requests_before = sandbox.stats().requests;
     tokio::time::sleep(Duration::from_secs(3)).await;
-    assert_eq!(sandbox.stats().requests, requests_before, "polling pauses after a 401 instead of hammering the API");
+    assert_eq!(
+        sandbox.stats().requests,
+        requests_before,
+        "polling pauses after a 401 instead of hammering the API"
+    );
 
     write(dir.path(), "api-key", "clr_sandbox_key\n");
     daemon.signal("HUP");
-    let (status, body) = wait_for_status(&format!("http://{address}/readyz"), 200, Duration::from_secs(20)).await;
+    let (status, body) = wait_for_status(
+        &format!("http://{address}/readyz"),
+        200,
+        Duration::from_secs(20),
+    )
+    .await;
     assert_eq!(status, 200, "{body}");
-    assert_eq!(receiver.wait_for_delivered(1, Duration::from_secs(20)).await.len(), 1, "the brief flows after the fix");
+    assert_eq!(
+        receiver
+            .wait_for_delivered(1, Duration::from_secs(20))
+            .await
+            .len(),
+        1,
+        "the brief flows after the fix"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -133,9 +191,15 @@ async fn sighup_with_a_broken_config_keeps_the_old_one_running() {
     let dir = tempfile::tempdir().unwrap();
     let config = daemon_config(dir.path(), &sandbox, &receiver, "");
     let daemon = LoggedDaemon::start(&config, &[]);
-    receiver.wait_for_delivered(1, Duration::from_secs(20)).await;
+    receiver
+        .wait_for_delivered(1, Duration::from_secs(20))
+        .await;
     let good = std::fs::read_to_string(&config).unwrap();
-    std::fs::write(&config, good.replace("[[routes]]", "[[routes]]\nevnts = [\"x\"]")).unwrap();
+    std::fs::write(
+        &config,
+        good.replace("[[routes]]", "[[routes]]\nevnts = [\"x\"]"),
+    )
+    .unwrap();
     daemon.signal("HUP");
     let line = daemon
         .wait_for_line("the new config is invalid", Duration::from_secs(10))
@@ -143,8 +207,14 @@ async fn sighup_with_a_broken_config_keeps_the_old_one_running() {
         .expect("the reload failure is logged");
     assert!(line.contains("routes[0].evnts"), "{line}");
     sandbox.add_briefs(1);
-    let delivered = receiver.wait_for_delivered(2, Duration::from_secs(20)).await;
-    assert_eq!(delivered.len(), 2, "still polling and delivering on the old config");
+    let delivered = receiver
+        .wait_for_delivered(2, Duration::from_secs(20))
+        .await;
+    assert_eq!(
+        delivered.len(),
+        2,
+        "still polling and delivering on the old config"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -155,14 +225,31 @@ async fn a_reload_switches_routes_without_a_restart() {
     let dir = tempfile::tempdir().unwrap();
     let config = daemon_config(dir.path(), &sandbox, &receiver, "");
     let daemon = LoggedDaemon::start(&config, &[]);
-    daemon.wait_for_line("clairo-sync is running", Duration::from_secs(20)).await.unwrap();
-    let text = std::fs::read_to_string(&config).unwrap().replace(&receiver.url, &second.url);
+    daemon
+        .wait_for_line("clairo-sync is running", Duration::from_secs(20))
+        .await
+        .unwrap();
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace(&receiver.url, &second.url);
     std::fs::write(&config, text).unwrap();
     daemon.signal("HUP");
-    daemon.wait_for_line("Reloaded", Duration::from_secs(10)).await.expect("reloaded");
+    daemon
+        .wait_for_line("Reloaded", Duration::from_secs(10))
+        .await
+        .expect("reloaded");
     sandbox.add_briefs(1);
-    assert_eq!(second.wait_for_delivered(1, Duration::from_secs(20)).await.len(), 1);
-    assert!(receiver.received().is_empty(), "the old webhook URL is no longer used");
+    assert_eq!(
+        second
+            .wait_for_delivered(1, Duration::from_secs(20))
+            .await
+            .len(),
+        1
+    );
+    assert!(
+        receiver.received().is_empty(),
+        "the old webhook URL is no longer used"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -172,16 +259,23 @@ async fn systemd_gets_ready_and_watchdog_pings() {
     let dir = tempfile::tempdir().unwrap();
     let socket_path = dir.path().join("notify.sock");
     let socket = UnixDatagram::bind(&socket_path).unwrap();
-    socket.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
     let config = daemon_config(dir.path(), &sandbox, &receiver, "");
-    let _daemon = LoggedDaemon::start(&config, &[
-        ("NOTIFY_SOCKET", socket_path.to_str().unwrap()),
-        ("WATCHDOG_USEC", "1000000"),
-    ]);
+    let _daemon = LoggedDaemon::start(
+        &config,
+        &[
+            ("NOTIFY_SOCKET", socket_path.to_str().unwrap()),
+            ("WATCHDOG_USEC", "1000000"),
+        ],
+    );
     let mut seen = String::new();
     let mut buffer = [0u8; 4096];
     while !(seen.contains("READY=1") && seen.contains("WATCHDOG=1")) {
-        let Ok(size) = socket.recv(&mut buffer) else { break };
+        let Ok(size) = socket.recv(&mut buffer) else {
+            break;
+        };
         seen.push_str(&String::from_utf8_lossy(&buffer[..size]));
         seen.push('\n');
     }

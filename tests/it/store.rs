@@ -32,7 +32,9 @@ async fn migrations_apply_to_a_fresh_file_and_rerun_cleanly() {
     let path = dir.path().join("state.db");
     let store = Store::open(&path).await.expect("fresh file");
     store.close().await;
-    let store = Store::open(&path).await.expect("re-open runs migrations again without error");
+    let store = Store::open(&path)
+        .await
+        .expect("re-open runs migrations again without error");
     assert_eq!(store.brief_count().await.unwrap(), 0);
     assert!(path.exists());
 }
@@ -42,23 +44,45 @@ async fn rows_survive_closing_and_reopening_the_file() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("state.db");
     let store = Store::open(&path).await.unwrap();
-    assert!(store.record_brief(&brief("b1"), Some(&brief_event("b1"))).await.unwrap());
+    assert!(
+        store
+            .record_brief(&brief("b1"), Some(&brief_event("b1")))
+            .await
+            .unwrap()
+    );
     store.close().await;
     let store = Store::open(&path).await.unwrap();
     assert_eq!(store.brief_count().await.unwrap(), 1);
     assert_eq!(store.event_count().await.unwrap(), 1);
-    let known = store.known_briefs(&["b1".into(), "b2".into()]).await.unwrap();
+    let known = store
+        .known_briefs(&["b1".into(), "b2".into()])
+        .await
+        .unwrap();
     assert!(known.contains("b1") && !known.contains("b2"));
     let queue = store.queue_stats().await.unwrap();
-    assert_eq!(queue.iter().map(|q| q.pending).sum::<i64>(), 2, "one delivery per routed connector");
+    assert_eq!(
+        queue.iter().map(|q| q.pending).sum::<i64>(),
+        2,
+        "one delivery per routed connector"
+    );
 }
 
 #[tokio::test]
 async fn a_brief_recorded_twice_makes_one_event_and_one_delivery_per_connector() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(&dir.path().join("state.db")).await.unwrap();
-    assert!(store.record_brief(&brief("b1"), Some(&brief_event("b1"))).await.unwrap());
-    assert!(!store.record_brief(&brief("b1"), Some(&brief_event("b1"))).await.unwrap());
+    assert!(
+        store
+            .record_brief(&brief("b1"), Some(&brief_event("b1")))
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .record_brief(&brief("b1"), Some(&brief_event("b1")))
+            .await
+            .unwrap()
+    );
     assert_eq!(store.event_count().await.unwrap(), 1);
     let rows = store.list_deliveries(&Default::default()).await.unwrap();
     assert_eq!(rows.len(), 2);
@@ -68,14 +92,29 @@ async fn a_brief_recorded_twice_makes_one_event_and_one_delivery_per_connector()
 async fn a_claimed_delivery_is_not_claimed_again_until_its_lease_ends() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(&dir.path().join("state.db")).await.unwrap();
-    store.record_brief(&brief("b1"), Some(&brief_event("b1"))).await.unwrap();
+    store
+        .record_brief(&brief("b1"), Some(&brief_event("b1")))
+        .await
+        .unwrap();
     let now = now_ms();
-    let first = store.claim_due("hook", "a", now, now + 60_000, 10).await.unwrap();
+    let first = store
+        .claim_due("hook", "a", now, now + 60_000, 10)
+        .await
+        .unwrap();
     assert_eq!(first.len(), 1);
-    assert!(store.claim_due("hook", "b", now, now + 60_000, 10).await.unwrap().is_empty());
+    assert!(
+        store
+            .claim_due("hook", "b", now, now + 60_000, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
     // After the lease (a crashed owner), another worker may take it.
     let later = now + 61_000;
-    let again = store.claim_due("hook", "b", later, later + 60_000, 10).await.unwrap();
+    let again = store
+        .claim_due("hook", "b", later, later + 60_000, 10)
+        .await
+        .unwrap();
     assert_eq!(again.len(), 1);
     assert_eq!(again[0].event.id, first[0].event.id);
 }
@@ -84,9 +123,15 @@ async fn a_claimed_delivery_is_not_claimed_again_until_its_lease_ends() {
 async fn a_dead_delivery_keeps_its_attempts_and_can_be_requeued() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(&dir.path().join("state.db")).await.unwrap();
-    store.record_brief(&brief("b1"), Some(&brief_event("b1"))).await.unwrap();
+    store
+        .record_brief(&brief("b1"), Some(&brief_event("b1")))
+        .await
+        .unwrap();
     let now = now_ms();
-    let claimed = store.claim_due("hook", "a", now, now + 60_000, 10).await.unwrap();
+    let claimed = store
+        .claim_due("hook", "a", now, now + 60_000, 10)
+        .await
+        .unwrap();
     let attempt = AttemptRow {
         attempt: 1,
         started_at: now,
@@ -96,15 +141,27 @@ async fn a_dead_delivery_keeps_its_attempts_and_can_be_requeued() {
         reason: Some("400 Bad Request".into()),
         response: Some("{\"error\":\"bad\"}".into()),
     };
-    store.finish_attempt(claimed[0].id, &attempt, &NextState::Dead).await.unwrap();
+    store
+        .finish_attempt(claimed[0].id, &attempt, &NextState::Dead)
+        .await
+        .unwrap();
     let dead = store
-        .list_deliveries(&clairo_sync::store::DeliveryFilter { dead_only: true, ..Default::default() })
+        .list_deliveries(&clairo_sync::store::DeliveryFilter {
+            dead_only: true,
+            ..Default::default()
+        })
         .await
         .unwrap();
     assert_eq!(dead.len(), 1);
-    assert_eq!(dead[0].last_attempt.as_ref().unwrap().status_code, Some(400));
+    assert_eq!(
+        dead[0].last_attempt.as_ref().unwrap().status_code,
+        Some(400)
+    );
     assert_eq!(store.retry_deliveries(&[], true).await.unwrap(), 1);
-    let again = store.claim_due("hook", "a", now_ms(), now_ms() + 60_000, 10).await.unwrap();
+    let again = store
+        .claim_due("hook", "a", now_ms(), now_ms() + 60_000, 10)
+        .await
+        .unwrap();
     assert_eq!(again.len(), 1);
     assert_eq!(again[0].attempts, 0, "attempts reset");
     assert_eq!(again[0].event.id, claimed[0].event.id, "event id kept");

@@ -72,7 +72,9 @@ impl Receiver {
         }));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr: SocketAddr = listener.local_addr().unwrap();
-        let app = Router::new().route("/hook", post(receive)).with_state(state.clone());
+        let app = Router::new()
+            .route("/hook", post(receive))
+            .with_state(state.clone());
         tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });
@@ -86,7 +88,9 @@ impl Receiver {
     pub fn script(&self, count: usize, status: u16, retry_after: Option<&str>) {
         let mut state = self.state.lock().unwrap();
         for _ in 0..count {
-            state.script.push_back((status, retry_after.map(str::to_owned)));
+            state
+                .script
+                .push_back((status, retry_after.map(str::to_owned)));
         }
     }
 
@@ -104,14 +108,18 @@ impl Receiver {
 
     /// Requests answered 2xx.
     pub fn delivered(&self) -> Vec<Received> {
-        self.received().into_iter().filter(|r| (200..300).contains(&r.answered)).collect()
+        self.received()
+            .into_iter()
+            .filter(|r| (200..300).contains(&r.answered))
+            .collect()
     }
 
     pub async fn wait_for_delivered(&self, count: usize, within: Duration) -> Vec<Received> {
         let deadline = Instant::now() + within;
         loop {
             let delivered = self.delivered();
-            let distinct: std::collections::HashSet<_> = delivered.iter().map(|r| r.id.clone()).collect();
+            let distinct: std::collections::HashSet<_> =
+                delivered.iter().map(|r| r.id.clone()).collect();
             if distinct.len() >= count || Instant::now() > deadline {
                 return delivered;
             }
@@ -120,12 +128,22 @@ impl Receiver {
     }
 }
 
-async fn receive(State(state): State<Arc<Mutex<ReceiverState>>>, headers: HeaderMap, body: Bytes) -> Response {
+async fn receive(
+    State(state): State<Arc<Mutex<ReceiverState>>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let delay = state.lock().unwrap().delay;
     if !delay.is_zero() {
         tokio::time::sleep(delay).await;
     }
-    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
+    let header = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_owned()
+    };
     let mut state = state.lock().unwrap();
     let (status, retry_after) = state.script.pop_front().unwrap_or((state.default, None));
     state.received.push(Received {
@@ -138,7 +156,9 @@ async fn receive(State(state): State<Arc<Mutex<ReceiverState>>>, headers: Header
     });
     let mut response = StatusCode::from_u16(status).unwrap().into_response();
     if let Some(retry_after) = retry_after {
-        response.headers_mut().insert("retry-after", HeaderValue::from_str(&retry_after).unwrap());
+        response
+            .headers_mut()
+            .insert("retry-after", HeaderValue::from_str(&retry_after).unwrap());
     }
     response
 }
@@ -224,7 +244,9 @@ impl Daemon {
 
     /// Sends SIGTERM and waits for the exit code.
     pub fn terminate(&mut self, within: Duration) -> Option<i32> {
-        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
         let deadline = Instant::now() + within;
         loop {
             if let Ok(Some(status)) = self.child.try_wait() {
@@ -273,8 +295,14 @@ pub fn signature_is_valid(received: &Received, secret: &str) -> bool {
     mac.update(received.timestamp.as_bytes());
     mac.update(b".");
     mac.update(&received.body);
-    let expected = format!("v1,{}", base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes()));
-    received.signature.split(' ').any(|candidate| candidate == expected)
+    let expected = format!(
+        "v1,{}",
+        base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes())
+    );
+    received
+        .signature
+        .split(' ')
+        .any(|candidate| candidate == expected)
 }
 
 /// A daemon whose stderr (its log) is kept for the test to read.
@@ -300,7 +328,10 @@ impl LoggedDaemon {
         let sink = log.clone();
         std::thread::spawn(move || {
             use std::io::BufRead as _;
-            for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+            for line in std::io::BufReader::new(stderr)
+                .lines()
+                .map_while(Result::ok)
+            {
                 eprintln!("[daemon] {line}");
                 sink.lock().unwrap().push(line);
             }
