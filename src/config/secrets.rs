@@ -20,8 +20,13 @@ pub struct SecretSources {
 
 impl SecretSources {
     pub fn from_env() -> Self {
+        // Outside the service (an operator's `sudo clairo-sync check`), the credentials are
+        // read where the unit's LoadCredential= takes them from.
+        let credentials_dir = std::env::var_os("CREDENTIALS_DIRECTORY")
+            .map(PathBuf::from)
+            .or_else(|| Some(PathBuf::from(CREDENTIALS_SOURCE_DIR)).filter(|dir| dir.is_dir()));
         Self {
-            credentials_dir: std::env::var_os("CREDENTIALS_DIRECTORY").map(PathBuf::from),
+            credentials_dir,
             api_key_env: std::env::var("CLAIRO_API_KEY")
                 .ok()
                 .filter(|key| !key.trim().is_empty())
@@ -34,6 +39,9 @@ impl SecretSources {
         path.is_file().then_some(path)
     }
 }
+
+/// Where the packaged unit's `LoadCredential=` lines take the credentials from.
+pub const CREDENTIALS_SOURCE_DIR: &str = "/etc/clairo-sync";
 
 /// The name of the systemd credential that holds the Clairo API key.
 pub const API_KEY_CREDENTIAL: &str = "clairo-api-key";
