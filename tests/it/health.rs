@@ -282,3 +282,54 @@ async fn systemd_gets_ready_and_watchdog_pings() {
     assert!(seen.contains("READY=1"), "{seen}");
     assert!(seen.contains("WATCHDOG=1"), "{seen}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn check_online_reports_wrong_agents_and_sends_a_signed_test_event() {
+    let sandbox = sandbox(0, 0).await;
+    let receiver = Receiver::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let inbox = dir.path().join("inbox");
+    std::fs::create_dir(&inbox).unwrap();
+    let support = sandbox.agent_id("SUPPORT");
+    let extra = format!(
+        "[sync.conversations]\nagents = [\"cm_no_such_agent\"]\n\n[[meetings.folders]]\npath = {inbox:?}\nagent = \"{support}\"\n"
+    );
+    let config = daemon_config(dir.path(), &sandbox, &receiver, &extra);
+    let config_arg = config.to_str().unwrap();
+    let (code, _, stderr) = crate::support::run_cli(&["check", "--online", "-c", config_arg]);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(
+        stderr.contains("sync.conversations.agents[0]: agent cm_no_such_agent does not exist"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("meetings.folders[0].agent: agent")
+            && stderr.contains("not a MEETING agent"),
+        "{stderr}"
+    );
+    assert!(
+        receiver.received().is_empty(),
+        "--online alone sends no event"
+    );
+
+    let meeting = sandbox.agent_id("MEETING");
+    let fixed = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace("agents = [\"cm_no_such_agent\"]", "agents = []")
+        .replace(
+            &format!("agent = \"{support}\""),
+            &format!("agent = \"{meeting}\""),
+        );
+    std::fs::write(&config, fixed).unwrap();
+    let (code, stdout, stderr) =
+        crate::support::run_cli(&["check", "--online", "--send-test", "-c", config_arg]);
+    assert_eq!(code, 0, "{stdout}\n{stderr}");
+    assert!(stdout.contains("connectors.hook: ok"), "{stdout}");
+    let received = receiver.received();
+    assert_eq!(received.len(), 1, "one test event to the webhook");
+    assert!(crate::support::signature_is_valid(
+        &received[0],
+        crate::support::SECRET
+    ));
+    assert_eq!(received[0].json()["data"]["test"], true);
+}
