@@ -61,6 +61,8 @@ pub async fn demo(args: &DemoArgs) -> CommandResult {
 
     let dir = tempfile_dir()?;
     let events_file = dir.join("events.jsonl");
+    let inbox = dir.join("inbox");
+    std::fs::create_dir_all(&inbox).with_context(|| format!("creating {}", inbox.display()))?;
     let config_path = dir.join("clairo-sync.toml");
     let text = format!(
         r#"log_level = "warn"
@@ -83,6 +85,11 @@ schedule = "*/5 * * * * *"
 schedule = "*/5 * * * * *"
 refresh_interval = "10s"
 
+[[meetings.folders]]
+path = "{inbox}"
+agent = "{meeting_agent}"
+settle = "1s"
+
 [connectors.demo_hook]
 type = "webhook"
 url = "{receiver_url}"
@@ -102,6 +109,8 @@ retry_schedule = ["1s", "5s", "30s"]
         base = sandbox.base_url(),
         state = dir.join("state.db").display(),
         events = events_file.display(),
+        inbox = inbox.display(),
+        meeting_agent = sandbox.agent_id("MEETING"),
     );
     std::fs::write(&config_path, text).context("writing the demo config")?;
     let loaded = config::load(Some(&config_path), Need::Daemon, &SecretSources::default())?;
@@ -113,7 +122,11 @@ retry_schedule = ["1s", "5s", "30s"]
     println!("  events (JSONL)   {}", events_file.display());
     println!("  webhook receiver {receiver_url} (checks each Standard Webhooks signature)");
     println!(
-        "New leads and chat messages arrive every few seconds; each event is printed as the webhook receives it."
+        "  drop folder      {} (put a webm, mp3 or wav here)",
+        inbox.display()
+    );
+    println!(
+        "New leads, chat messages and recordings arrive every few seconds; each event is printed as the webhook receives it."
     );
     println!("Press Ctrl-C to stop.\n");
 
@@ -123,6 +136,7 @@ retry_schedule = ["1s", "5s", "30s"]
     let (stop_tx, stop_rx) = watch::channel(false);
     let traffic = {
         let sandbox = sandbox.clone();
+        let inbox = inbox.clone();
         tokio::spawn(async move {
             let support = sandbox.agent_id("SUPPORT");
             let conversation =
@@ -143,6 +157,14 @@ retry_schedule = ["1s", "5s", "30s"]
                     &format!("Follow-up question number {}", round + 1),
                 );
                 sandbox.add_message(&conversation, "assistant", "Happy to help: yes, we do.");
+                if round % 2 == 0 {
+                    // A recording dropped the way a person would: written beside, then moved in.
+                    let staging = inbox.join(format!(".standup-{round}.wav.part"));
+                    let target = inbox.join(format!("standup-{}.wav", round / 2 + 1));
+                    if std::fs::write(&staging, silent_wav(round as u32 + 2)).is_ok() {
+                        let _ = std::fs::rename(&staging, &target);
+                    }
+                }
             }
         })
     };
@@ -167,6 +189,27 @@ retry_schedule = ["1s", "5s", "30s"]
         config_path.display()
     );
     Ok(())
+}
+
+/// A mono 16 kHz WAV of `seconds` of near-silence, different for each length.
+fn silent_wav(seconds: u32) -> Vec<u8> {
+    let rate: u32 = 16_000;
+    let data_len = rate * 2 * seconds;
+    let mut wav = Vec::with_capacity(44 + data_len as usize);
+    wav.extend_from_slice(b"RIFF");
+    wav.extend_from_slice(&(36 + data_len).to_le_bytes());
+    wav.extend_from_slice(b"WAVEfmt ");
+    wav.extend_from_slice(&16u32.to_le_bytes());
+    wav.extend_from_slice(&1u16.to_le_bytes()); // PCM
+    wav.extend_from_slice(&1u16.to_le_bytes()); // mono
+    wav.extend_from_slice(&rate.to_le_bytes());
+    wav.extend_from_slice(&(rate * 2).to_le_bytes());
+    wav.extend_from_slice(&2u16.to_le_bytes());
+    wav.extend_from_slice(&16u16.to_le_bytes());
+    wav.extend_from_slice(b"data");
+    wav.extend_from_slice(&data_len.to_le_bytes());
+    wav.extend((0..data_len / 2).flat_map(|i| (((i % 64) as i16) - 32).to_le_bytes()));
+    wav
 }
 
 fn tempfile_dir() -> anyhow::Result<std::path::PathBuf> {
@@ -208,6 +251,17 @@ async fn receive(State(secret): State<Arc<String>>, headers: HeaderMap, body: By
             .chars()
             .take(70)
             .collect::<String>(),
+        "meeting.processed" => format!(
+            "{} ({}s): {}",
+            event["data"]["title"].as_str().unwrap_or("?"),
+            event["data"]["durationSec"],
+            event["data"]["summary"]
+                .as_str()
+                .unwrap_or("")
+                .chars()
+                .take(50)
+                .collect::<String>()
+        ),
         "conversation.updated" => {
             let new = event["data"]["newMessages"].as_array().map_or(0, Vec::len);
             format!(
