@@ -1,11 +1,12 @@
 //! What the HubSpot and Pipedrive connectors share: the note a brief or a meeting becomes
 //! (HTML, escaped, cut to fit), the no-email policy, the progress a delivery saves between
-//! calls, and the HTTP plumbing that turns one call into an answer or a failed [`Attempt`].
+//! calls, the config keys both tables have, and the API client that turns one call into an
+//! answer or a failed [`Attempt`] (on top of the plumbing in [`crate::http`]).
 
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use chrono::{DateTime, Days, SecondsFormat, Utc};
-use reqwest::header::{HeaderMap, HeaderName, HeaderValue, RETRY_AFTER};
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use reqwest::{RequestBuilder, StatusCode};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize};
@@ -13,19 +14,17 @@ use serde_json::Value;
 use tracing::warn;
 use url::Url;
 
+use crate::http::{self, MAX_WAIT, NoAnswer};
 use crate::lead::Lead;
-use crate::{Attempt, CheckpointSink, Event, Secret, Verdict};
-
-/// Sent on every request, so the CRM's API logs say who called.
-const USER_AGENT: &str = concat!("clairo-sync/", env!("CARGO_PKG_VERSION"));
-
-/// The longest wait a CRM's answer can impose. HubSpot's daily limit resets at most a day
-/// away; anything longer is more likely a bug than a plan.
-pub(crate) const MAX_WAIT: Duration = Duration::from_secs(24 * 60 * 60);
+use crate::{Attempt, CheckpointSink, ConfigProblem, Delivery, Event, Secret, Verdict};
 
 /// Bytes of an answer read at most. CRM answers to these calls are a few kilobytes; the
 /// bound keeps a misbehaving proxy from filling memory.
 const MAX_BODY_BYTES: usize = 1024 * 1024;
+
+/// The longest error message from a CRM quoted in a reason; the whole body is on the
+/// attempt's response.
+const MESSAGE_CHARS: usize = 300;
 
 /// HubSpot caps `hs_note_body` at 65,536 characters. Notes stop well short, counting UTF-16
 /// units (what HubSpot's Java back end counts), so neither escaping nor emoji can tip a
@@ -54,6 +53,17 @@ pub enum WithoutEmail {
     Note,
     /// Record nothing: the delivery is done, and its response says it was skipped.
     Skip,
+}
+
+/// The answer to a brief without an email under `without_email = "skip"`.
+pub(crate) fn skipped_without_email(service: &str) -> Attempt {
+    Attempt::delivered(
+        None,
+        Some(format!(
+            "skipped: the brief names no contact email, and `without_email = \"skip\"`; \
+             nothing was written to {service}"
+        )),
+    )
 }
 
 /// The words an answer for `conversation.updated` carries: a CRM records leads and
@@ -180,19 +190,7 @@ impl NoteHtml {
 /// and the event. The event id in the footer is how a retry recognises a note an earlier
 /// attempt created without learning its id.
 pub(crate) fn brief_note(event: &Event, lead: &Lead, limit: usize) -> String {
-    let data = &event.data;
-    let mut ids = Vec::new();
-    if let Some(id) = text_field(data, "id") {
-        ids.push(format!("brief {}", clip(&id)));
-    }
-    if let Some(id) = text_field(data, "conversationId") {
-        ids.push(format!("conversation {}", clip(&id)));
-    }
-    ids.push(format!("event {}", event.id));
-    let footer = format!(
-        "<p><small>Clairo {}</small></p>",
-        escape_html(&ids.join(" · "))
-    );
+    let footer = footer(event, [("brief", "id"), ("conversation", "conversationId")]);
     let mut note = NoteHtml::new(limit, &footer);
     let mut who = Vec::new();
     if let Some(name) = lead_name(lead) {
@@ -222,18 +220,7 @@ pub(crate) fn brief_note(event: &Event, lead: &Lead, limit: usize) -> String {
 /// transcript.
 pub(crate) fn meeting_note(event: &Event, limit: usize) -> String {
     let data = &event.data;
-    let mut ids = Vec::new();
-    if let Some(id) = text_field(data, "id") {
-        ids.push(format!("meeting {}", clip(&id)));
-    }
-    if let Some(file) = text_field(data, "fileName") {
-        ids.push(format!("recording {}", clip(&file)));
-    }
-    ids.push(format!("event {}", event.id));
-    let footer = format!(
-        "<p><small>Clairo {}</small></p>",
-        escape_html(&ids.join(" · "))
-    );
+    let footer = footer(event, [("meeting", "id"), ("recording", "fileName")]);
     let mut note = NoteHtml::new(limit, &footer);
     let title = text_field(data, "title")
         .or_else(|| text_field(data, "fileName"))
@@ -254,6 +241,22 @@ pub(crate) fn meeting_note(event: &Event, limit: usize) -> String {
         note.paragraph(Some("Transcript (start):"), &excerpt);
     }
     note.finish(&footer)
+}
+
+/// A note's footer: what the note is about, each `(label, field)` naming an id read from
+/// the event's data, then the event itself.
+fn footer(event: &Event, ids: [(&str, &str); 2]) -> String {
+    let mut named: Vec<String> = ids
+        .into_iter()
+        .filter_map(|(label, key)| {
+            text_field(&event.data, key).map(|id| format!("{label} {}", clip(&id)))
+        })
+        .collect();
+    named.push(format!("event {}", event.id));
+    format!(
+        "<p><small>Clairo {}</small></p>",
+        escape_html(&named.join(" · "))
+    )
 }
 
 fn clip(text: &str) -> String {
@@ -342,6 +345,18 @@ pub(crate) async fn save_progress<T: Serialize>(
     sink.save(value).await
 }
 
+/// Saves the progress of a finished delivery. Failing is only logged: the work is done,
+/// and a retry would find what it recorded rather than create it again.
+pub(crate) async fn save_last<T: Serialize>(
+    delivery: &Delivery<'_>,
+    progress: &T,
+    connector: &str,
+) {
+    if let Err(error) = save_progress(delivery.checkpoints, progress).await {
+        warn!(connector = %connector, %error, "Could not save the delivery's final progress.");
+    }
+}
+
 /// The attempt for a checkpoint that could not be saved: stop before making changes whose
 /// record would be lost, and try again.
 pub(crate) fn unsaved(error: &str, done: &str) -> Attempt {
@@ -395,6 +410,69 @@ pub(crate) fn with_context(mut attempt: Attempt, context: &str) -> Attempt {
 // ---------------------------------------------------------------------------------------
 // HTTP
 
+/// The keys both CRM connectors' tables have, checked alike.
+pub(crate) struct CommonKeys<'a> {
+    /// The CRM as messages name it (`HubSpot`).
+    pub service: &'static str,
+    pub base_url: &'a str,
+    /// The credential's key (`token`), its value, and what to say when it is missing.
+    pub token_key: &'static str,
+    pub token: Option<&'a Secret>,
+    pub missing_token: &'static str,
+    pub timeout: Duration,
+    pub email_answer_key: Option<&'a str>,
+}
+
+impl<'a> CommonKeys<'a> {
+    /// The problems with these keys, in the order the table documents them.
+    pub fn problems(&self) -> Vec<ConfigProblem> {
+        let mut problems = Vec::new();
+        if let Err(message) = parse_base_url(self.base_url) {
+            problems.push(ConfigProblem::new("base_url", message));
+        }
+        match self.token {
+            None => problems.push(ConfigProblem::new(self.token_key, self.missing_token)),
+            Some(token) => {
+                if let Some(message) = secret_problem(token) {
+                    problems.push(ConfigProblem::new(self.token_key, message));
+                }
+            }
+        }
+        if self.timeout.is_zero() {
+            problems.push(ConfigProblem::new(
+                "timeout",
+                format!(
+                    "is zero; set how long to wait for {}, e.g. \"30s\"",
+                    self.service
+                ),
+            ));
+        }
+        if self
+            .email_answer_key
+            .is_some_and(|key| key.trim().is_empty())
+        {
+            problems.push(ConfigProblem::new(
+                "email_answer_key",
+                "is empty; name the answer holding the contact's email, or remove the key \
+                 to use any answer whose name mentions \"email\"",
+            ));
+        }
+        problems
+    }
+
+    /// The credential, trimmed; or, keyed, why there is none fit to send.
+    pub fn token(&self) -> Result<&'a str, String> {
+        let key = self.token_key;
+        let token = self
+            .token
+            .ok_or_else(|| format!("{key}: {}", self.missing_token))?;
+        if let Some(message) = secret_problem(token) {
+            return Err(format!("{key}: {message}"));
+        }
+        Ok(token.expose().trim())
+    }
+}
+
 /// One CRM's HTTP side: the client (built once, holding the credential as a sensitive
 /// default header), the base address, and the secret to scrub from anything kept.
 pub(crate) struct Api {
@@ -428,14 +506,14 @@ impl Api {
     /// `auth` is the header carrying the credential; `secret` is the credential itself,
     /// scrubbed from every answer that is kept.
     pub fn new(
-        service: &'static str,
-        base_url: &str,
-        timeout: Duration,
+        keys: &CommonKeys<'_>,
         auth: (HeaderName, String),
         secret: &str,
     ) -> Result<Self, String> {
-        let base = parse_base_url(base_url).map_err(|message| format!("base_url: {message}"))?;
-        if timeout.is_zero() {
+        let service = keys.service;
+        let base =
+            parse_base_url(keys.base_url).map_err(|message| format!("base_url: {message}"))?;
+        if keys.timeout.is_zero() {
             return Err(format!(
                 "timeout: is zero; set how long to wait for {service}, e.g. \"30s\""
             ));
@@ -449,22 +527,12 @@ impl Api {
         value.set_sensitive(true);
         let mut headers = HeaderMap::new();
         headers.insert(name, value);
-        let client = reqwest::Client::builder()
-            .user_agent(USER_AGENT)
-            .default_headers(headers)
-            // A redirect from a CRM API means `base_url` is wrong; following it could carry
-            // the credential to another host.
-            .redirect(reqwest::redirect::Policy::none())
-            .timeout(timeout)
-            .connect_timeout(timeout)
-            .build()
-            .map_err(|error| format!("could not set up the HTTP client: {error}"))?;
         Ok(Self {
             service,
             base,
-            timeout,
+            timeout: keys.timeout,
             secret: secret.to_owned(),
-            client,
+            client: http::client(keys.timeout, headers)?,
         })
     }
 
@@ -486,11 +554,7 @@ impl Api {
 
     /// `host:port` of the API: enough to say where.
     pub fn endpoint(&self) -> String {
-        let host = self.base.host_str().unwrap_or(self.service);
-        match self.base.port_or_known_default() {
-            Some(port) => format!("{host}:{port}"),
-            None => host.to_owned(),
-        }
+        http::endpoint(&self.base, self.service)
     }
 
     /// Sends one call; an answer of any status is `Ok`. No answer at all becomes the failed
@@ -500,10 +564,10 @@ impl Api {
         let response = request
             .send()
             .await
-            .map_err(|error| self.transport_failure(&error, doing))?;
+            .map_err(|error| self.unanswered(&error, doing))?;
         let status = response.status();
         let headers = response.headers().clone();
-        let text = read_body(response).await;
+        let text = http::read_body(response, MAX_BODY_BYTES).await;
         let json = serde_json::from_str(&text).ok();
         Ok(Answer {
             status,
@@ -513,32 +577,36 @@ impl Api {
         })
     }
 
-    fn transport_failure(&self, error: &reqwest::Error, doing: &str) -> Attempt {
+    fn unanswered(&self, error: &reqwest::Error, doing: &str) -> Attempt {
         let service = self.service;
         let endpoint = self.endpoint();
-        if error.is_timeout() {
-            return Attempt::retry(
+        match NoAnswer::of(error) {
+            NoAnswer::TimedOut => Attempt::retry(
                 format!(
                     "{service} ({endpoint}) gave no answer within {:?} (`timeout`) while \
                      {doing}; raise `timeout` if {service} is just slow",
                     self.timeout
                 ),
                 None,
-            );
-        }
-        let cause = self.redact(&root_cause(error));
-        if error.is_connect() {
-            Attempt::retry(
-                format!("could not connect to {service} ({endpoint}) while {doing}: {cause}"),
+            ),
+            NoAnswer::Connect(cause) => Attempt::retry(
+                format!(
+                    "could not connect to {service} ({endpoint}) while {doing}: {}",
+                    self.redact(&cause)
+                ),
                 None,
-            )
-        } else if error.is_builder() {
-            Attempt::permanent(format!("could not build the request for {doing}: {cause}"))
-        } else {
-            Attempt::retry(
-                format!("the request to {service} ({endpoint}) failed while {doing}: {cause}"),
+            ),
+            NoAnswer::Build(cause) => Attempt::permanent(format!(
+                "could not build the request for {doing}: {}",
+                self.redact(&cause)
+            )),
+            NoAnswer::Failed(cause) => Attempt::retry(
+                format!(
+                    "the request to {service} ({endpoint}) failed while {doing}: {}",
+                    self.redact(&cause)
+                ),
                 None,
-            )
+            ),
         }
     }
 
@@ -556,6 +624,68 @@ impl Api {
     pub fn kept(&self, answer: &Answer) -> String {
         self.redact(&answer.text)
     }
+
+    /// `attempt` with the answer's status and scrubbed body recorded on it.
+    pub fn recorded(&self, attempt: Attempt, answer: &Answer) -> Attempt {
+        attempt
+            .with_status(answer.status.as_u16())
+            .with_response(self.kept(answer))
+    }
+
+    /// `: <the CRM's message>`, read from the body's `field`, scrubbed and cut short; empty
+    /// when the body has none.
+    fn says(&self, answer: &Answer, field: &str) -> String {
+        answer
+            .field(field)
+            .map(|message| {
+                let message: String = self.redact(message).chars().take(MESSAGE_CHARS).collect();
+                format!(": {message}")
+            })
+            .unwrap_or_default()
+    }
+
+    /// An answer that is not a success, as a failed attempt keeping the status and the
+    /// (scrubbed) body. `own` decides the statuses this CRM treats its own way, given the
+    /// status, the status in words, and [`Api::says`] of the body's `message_field`; `None`
+    /// leaves the status to the rules every CRM shares: a redirect is lasting (`base_url`
+    /// is wrong), a 5xx or a status nobody expects passing.
+    pub fn failure(
+        &self,
+        answer: &Answer,
+        doing: &str,
+        message_field: &str,
+        own: impl FnOnce(u16, &str, &str) -> Option<Attempt>,
+    ) -> Attempt {
+        let service = self.service;
+        let status = answer.status.as_u16();
+        let described = http::describe(answer.status);
+        let says = self.says(answer, message_field);
+        let attempt = own(status, &described, &says).unwrap_or_else(|| match status {
+            300..=399 => Attempt::permanent(format!(
+                "{service} answered {doing} with a redirect ({described}), which is not \
+                 followed; check `base_url`"
+            )),
+            500..=599 => Attempt::retry(
+                format!("{service} failed while {doing} ({described}{says})"),
+                None,
+            ),
+            _ => Attempt::retry(
+                format!("{service} answered {doing} with an unexpected status ({described})"),
+                None,
+            ),
+        });
+        self.recorded(attempt, answer)
+    }
+
+    /// A success without the id the next step needs.
+    pub fn no_id(&self, answer: &Answer, doing: &str) -> Attempt {
+        let attempt = Attempt::permanent(format!(
+            "{} answered {} to {doing} but gave no id; see its response",
+            self.service,
+            http::describe(answer.status)
+        ));
+        self.recorded(attempt, answer)
+    }
 }
 
 /// `text` made safe as one URL path segment (an id read back from a checkpoint).
@@ -571,30 +701,13 @@ pub(crate) fn path_segment(text: &str) -> String {
     out
 }
 
-/// An attempt's reason, for `probe`'s plain words.
-pub(crate) fn reason(attempt: &Attempt) -> String {
-    match &attempt.verdict {
-        Verdict::Retry { reason, .. } | Verdict::Permanent { reason } => reason.clone(),
-        Verdict::Delivered => "done".to_owned(),
-    }
-}
-
 /// Checks a `base_url`: an http:// or https:// address.
-pub(crate) fn parse_base_url(text: &str) -> Result<Url, String> {
-    let url = Url::parse(text).map_err(|error| {
-        format!("is not a valid address ({error}); write the full address, e.g. \"https://api.example.com\"")
-    })?;
-    match url.scheme() {
-        "http" | "https" if url.host_str().is_some() => Ok(url),
-        "http" | "https" => Err("has no host; write the full address".to_owned()),
-        other => Err(format!(
-            "uses the scheme `{other}`; use an http:// or https:// address"
-        )),
-    }
+fn parse_base_url(text: &str) -> Result<Url, String> {
+    http::parse_url(text, "https://api.example.com")
 }
 
 /// Checks a secret's form without echoing it.
-pub(crate) fn secret_problem(secret: &Secret) -> Option<&'static str> {
+fn secret_problem(secret: &Secret) -> Option<&'static str> {
     let value = secret.expose().trim();
     if value.is_empty() {
         Some("is empty; put the token in its file (one line)")
@@ -606,49 +719,6 @@ pub(crate) fn secret_problem(secret: &Secret) -> Option<&'static str> {
     } else {
         None
     }
-}
-
-async fn read_body(mut response: reqwest::Response) -> String {
-    let mut bytes = Vec::new();
-    while let Ok(Some(chunk)) = response.chunk().await {
-        let room = MAX_BODY_BYTES - bytes.len();
-        if chunk.len() >= room {
-            bytes.extend_from_slice(&chunk[..room]);
-            break;
-        }
-        bytes.extend_from_slice(&chunk);
-    }
-    String::from_utf8_lossy(&bytes).into_owned()
-}
-
-/// `503 Service Unavailable`, or just the number for a status without a standard name.
-pub(crate) fn describe(status: StatusCode) -> String {
-    match status.canonical_reason() {
-        Some(reason) => format!("{} {reason}", status.as_u16()),
-        None => status.as_u16().to_string(),
-    }
-}
-
-/// The innermost cause (`Connection refused (os error 111)`).
-fn root_cause(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut current = error;
-    while let Some(source) = current.source() {
-        current = source;
-    }
-    current.to_string()
-}
-
-/// `Retry-After` (delay in seconds, or an HTTP date), capped at [`MAX_WAIT`].
-pub(crate) fn retry_after(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
-    let value = headers.get(RETRY_AFTER)?.to_str().ok()?.trim();
-    let wait = match value.parse::<u64>() {
-        Ok(seconds) => Duration::from_secs(seconds),
-        Err(_) => httpdate::parse_http_date(value)
-            .ok()?
-            .duration_since(now)
-            .ok()?,
-    };
-    Some(wait.min(MAX_WAIT))
 }
 
 /// A header holding a number (`10000`, `2`, `1.5`).
@@ -677,132 +747,11 @@ pub(crate) fn until_next_utc_midnight(now: DateTime<Utc>) -> Duration {
 }
 
 #[cfg(test)]
-pub(crate) mod test_support {
-    //! What both CRM connectors' tests need: a checkpoint store that behaves like the
-    //! dispatcher's, events, and a way to re-deliver as the dispatcher would.
-
-    use std::sync::Mutex;
-
-    use async_trait::async_trait;
-    use chrono::Utc;
-    use serde_json::{Value, json};
-
-    use crate::{Attempt, CheckpointSink, Connector, Delivery, Event, EventType, event_id};
-
-    /// Keeps the last checkpoint in memory, as the dispatcher keeps it in the state file.
-    #[derive(Default)]
-    pub struct MemoryCheckpoints {
-        saved: Mutex<Option<Value>>,
-        saves: Mutex<u32>,
-    }
-
-    impl MemoryCheckpoints {
-        pub fn current(&self) -> Option<Value> {
-            self.saved.lock().unwrap().clone()
-        }
-
-        pub fn saves(&self) -> u32 {
-            *self.saves.lock().unwrap()
-        }
-    }
-
-    #[async_trait]
-    impl CheckpointSink for MemoryCheckpoints {
-        async fn save(&self, checkpoint: Value) -> Result<(), String> {
-            *self.saved.lock().unwrap() = Some(checkpoint);
-            *self.saves.lock().unwrap() += 1;
-            Ok(())
-        }
-    }
-
-    /// One attempt, handed the checkpoint saved so far, as the dispatcher does.
-    pub async fn attempt(
-        connector: &dyn Connector,
-        event: &Event,
-        checkpoints: &MemoryCheckpoints,
-        number: u32,
-    ) -> Attempt {
-        connector
-            .deliver(Delivery {
-                event,
-                attempt: number,
-                checkpoint: checkpoints.current(),
-                checkpoints,
-            })
-            .await
-    }
-
-    pub fn brief(answers: Value, summary: &str) -> Event {
-        let mut data = json!({
-            "id": "cm3brief",
-            "agentId": "cm1agent",
-            "conversationId": "cm2conv",
-            "summary": summary,
-            "createdAt": "2026-04-01T14:30:00Z",
-        });
-        data["answers"] = answers;
-        Event {
-            id: event_id(EventType::BriefCreated, "cm3brief"),
-            kind: EventType::BriefCreated,
-            timestamp: Utc::now(),
-            data,
-        }
-    }
-
-    pub fn john_brief() -> Event {
-        brief(
-            json!({
-                "name": "John Smith",
-                "email": "John@TechStart.io",
-                "company": "TechStart",
-                "budget": "$50-100/month",
-                "team_size": 50,
-            }),
-            "John Smith, CEO of TechStart. Looking for an AI chatbot for support.",
-        )
-    }
-
-    pub fn anonymous_brief() -> Event {
-        brief(
-            json!({"name": "Ann", "company": "Corp"}),
-            "Ann from Corp wants a demo; reach her @ the office.",
-        )
-    }
-
-    pub fn meeting() -> Event {
-        Event {
-            id: event_id(EventType::MeetingProcessed, "abc123"),
-            kind: EventType::MeetingProcessed,
-            timestamp: Utc::now(),
-            data: json!({
-                "id": "cm4meet",
-                "title": "Weekly standup",
-                "transcript": "Alice: hello <everyone> & welcome.\nBob: hi.",
-                "summary": "Decided to ship.",
-                "durationSec": 2700,
-                "agentId": "cm1agent",
-                "fileName": "standup.webm",
-                "sha256": "abc123",
-            }),
-        }
-    }
-
-    pub fn conversation() -> Event {
-        Event {
-            id: event_id(EventType::ConversationUpdated, "cm2conv\n3"),
-            kind: EventType::ConversationUpdated,
-            timestamp: Utc::now(),
-            data: json!({"conversation": {"id": "cm2conv", "messages": []}, "newMessages": []}),
-        }
-    }
-}
-
-#[cfg(test)]
 mod tests {
     use serde_json::json;
 
-    use super::test_support::*;
     use super::*;
+    use crate::testkit::*;
 
     #[test]
     fn html_is_escaped_and_line_breaks_kept() {

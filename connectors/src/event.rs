@@ -66,7 +66,10 @@ impl Event {
 /// delivery carries it and receivers can drop duplicates. `evt_` + 32 hex digits, no `.`.
 pub fn event_id(kind: EventType, key: &str) -> String {
     let digest = Sha256::digest(format!("{}\n{}", kind.as_str(), key).as_bytes());
-    let hex: String = digest[..16].iter().map(|byte| format!("{byte:02x}")).collect();
+    let hex: String = digest[..16]
+        .iter()
+        .map(|byte| format!("{byte:02x}"))
+        .collect();
     format!("evt_{hex}")
 }
 
@@ -74,11 +77,16 @@ mod rfc3339 {
     use chrono::{DateTime, SecondsFormat, Utc};
     use serde::{Deserialize, Deserializer, Serializer};
 
-    pub fn serialize<S: Serializer>(time: &DateTime<Utc>, serializer: S) -> Result<S::Ok, S::Error> {
+    pub fn serialize<S: Serializer>(
+        time: &DateTime<Utc>,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
         serializer.serialize_str(&time.to_rfc3339_opts(SecondsFormat::Millis, true))
     }
 
-    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<DateTime<Utc>, D::Error> {
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<DateTime<Utc>, D::Error> {
         let text = String::deserialize(deserializer)?;
         DateTime::parse_from_rfc3339(&text)
             .map(|time| time.with_timezone(&Utc))
@@ -105,7 +113,9 @@ mod tests {
         let event = Event {
             id: event_id(EventType::BriefCreated, "b1"),
             kind: EventType::BriefCreated,
-            timestamp: DateTime::parse_from_rfc3339("2026-04-01T14:30:00Z").unwrap().with_timezone(&Utc),
+            timestamp: DateTime::parse_from_rfc3339("2026-04-01T14:30:00Z")
+                .unwrap()
+                .with_timezone(&Utc),
             data: serde_json::json!({"id": "b1"}),
         };
         let value: serde_json::Value = serde_json::from_str(&event.to_json()).unwrap();

@@ -190,39 +190,21 @@ fn probe_path(path: &Path) -> Result<String, String> {
 mod tests {
     use std::collections::BTreeSet;
 
-    use chrono::Utc;
-
     use super::*;
-    use crate::{CheckpointSink, ConnectorConfig, Event, EventType, Verdict, event_id};
-
-    struct NoCheckpoints;
-
-    #[async_trait]
-    impl CheckpointSink for NoCheckpoints {
-        async fn save(&self, _checkpoint: serde_json::Value) -> Result<(), String> {
-            Ok(())
-        }
-    }
+    use crate::testkit::{first_attempt, table};
+    use crate::{ConnectorConfig, Event, EventType, Verdict};
 
     fn event(key: &str) -> Event {
-        Event {
-            id: event_id(EventType::MeetingProcessed, key),
-            kind: EventType::MeetingProcessed,
-            timestamp: Utc::now(),
+        crate::testkit::event(
+            EventType::MeetingProcessed,
+            key,
             // Long enough that interleaved writes would show as broken lines.
-            data: serde_json::json!({"id": key, "transcript": "word ".repeat(4_000)}),
-        }
+            serde_json::json!({"id": key, "transcript": "word ".repeat(4_000)}),
+        )
     }
 
     async fn deliver(connector: &FileConnector, event: &Event) -> Attempt {
-        connector
-            .deliver(Delivery {
-                event,
-                attempt: 1,
-                checkpoint: None,
-                checkpoints: &NoCheckpoints,
-            })
-            .await
+        first_attempt(connector, event).await
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -347,17 +329,14 @@ mod tests {
 
     #[test]
     fn a_file_table_parses_and_an_unknown_key_is_rejected() {
-        let table = "type = \"file\"\npath = \"/var/lib/clairo-sync/events.jsonl\"\n";
-        let ConnectorConfig::File(config) = toml::from_str::<ConnectorConfig>(table).unwrap()
-        else {
+        let text = "type = \"file\"\npath = \"/var/lib/clairo-sync/events.jsonl\"\n";
+        let Ok(ConnectorConfig::File(config)) = table(text) else {
             panic!("not a file connector");
         };
         assert_eq!(config.path, Path::new("/var/lib/clairo-sync/events.jsonl"));
 
         let typo = "type = \"file\"\npaht = \"/var/lib/clairo-sync/events.jsonl\"\n";
-        let error = toml::from_str::<ConnectorConfig>(typo)
-            .unwrap_err()
-            .to_string();
+        let error = table(typo).unwrap_err();
         assert!(error.contains("paht"), "{error}");
     }
 }

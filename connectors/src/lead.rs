@@ -23,12 +23,28 @@ impl Lead {
     /// the contact's email, when the connector's config names one.
     pub fn from_brief(data: &Value, email_answer_key: Option<&str>) -> Self {
         let answers = answer_pairs(data.get("answers"));
-        let summary = data.get("summary").and_then(Value::as_str).map(str::to_owned);
+        let summary = data
+            .get("summary")
+            .and_then(Value::as_str)
+            .map(str::to_owned);
         let email = contact_email(&answers, summary.as_deref(), email_answer_key);
-        let name = find(&answers, &["name", "fullname", "full_name", "contact", "contactname", "contact_name"]);
+        let name = find(
+            &answers,
+            &[
+                "name",
+                "fullname",
+                "full_name",
+                "contact",
+                "contactname",
+                "contact_name",
+            ],
+        );
         let (first_name, last_name) = match (
             find(&answers, &["firstname", "first_name", "givenname"]),
-            find(&answers, &["lastname", "last_name", "surname", "familyname"]),
+            find(
+                &answers,
+                &["lastname", "last_name", "surname", "familyname"],
+            ),
         ) {
             (Some(first), last) => (Some(first), last),
             (None, _) => split_name(name.as_deref()),
@@ -38,7 +54,17 @@ impl Lead {
             name,
             first_name,
             last_name,
-            company: find(&answers, &["company", "companyname", "company_name", "organization", "organisation", "business"]),
+            company: find(
+                &answers,
+                &[
+                    "company",
+                    "companyname",
+                    "company_name",
+                    "organization",
+                    "organisation",
+                    "business",
+                ],
+            ),
             budget: find(&answers, &["budget", "monthlybudget", "monthly_budget"]),
             summary,
             answers,
@@ -85,7 +111,11 @@ pub fn answer_pairs(answers: Option<&Value>) -> Vec<(String, String)> {
 
 /// Design §5: the answer named by `email_answer_key` if set, else any answer whose key
 /// contains "email", else the first email address in the summary. Never invented.
-pub fn contact_email(answers: &[(String, String)], summary: Option<&str>, email_answer_key: Option<&str>) -> Option<String> {
+pub fn contact_email(
+    answers: &[(String, String)],
+    summary: Option<&str>,
+    email_answer_key: Option<&str>,
+) -> Option<String> {
     if let Some(key) = email_answer_key {
         return answers
             .iter()
@@ -101,21 +131,33 @@ pub fn contact_email(answers: &[(String, String)], summary: Option<&str>, email_
 
 /// The first thing in `text` shaped like an email address (local@domain.tld).
 pub fn first_email(text: &str) -> Option<String> {
-    text.split(|c: char| c.is_whitespace() || matches!(c, ',' | ';' | '<' | '>' | '(' | ')' | '"' | '\'' | '[' | ']'))
-        .map(|word| word.trim_matches(|c: char| matches!(c, '.' | ':' | '!' | '?')))
-        .find(|word| is_email(word))
-        .map(|word| word.to_ascii_lowercase())
+    text.split(|c: char| {
+        c.is_whitespace()
+            || matches!(
+                c,
+                ',' | ';' | '<' | '>' | '(' | ')' | '"' | '\'' | '[' | ']'
+            )
+    })
+    .map(|word| word.trim_matches(|c: char| matches!(c, '.' | ':' | '!' | '?')))
+    .find(|word| is_email(word))
+    .map(|word| word.to_ascii_lowercase())
 }
 
 fn is_email(word: &str) -> bool {
-    let Some((local, domain)) = word.split_once('@') else { return false };
+    let Some((local, domain)) = word.split_once('@') else {
+        return false;
+    };
     !local.is_empty()
         && !domain.contains('@')
         && domain.contains('.')
         && !domain.starts_with('.')
         && !domain.ends_with('.')
-        && domain.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-'))
-        && local.chars().all(|c| c.is_ascii_alphanumeric() || "._%+-".contains(c))
+        && domain
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-'))
+        && local
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "._%+-".contains(c))
 }
 
 /// The first answer whose key, lowercased without spaces or dashes, is one of `keys`.
@@ -123,14 +165,20 @@ fn find(answers: &[(String, String)], keys: &[&str]) -> Option<String> {
     answers
         .iter()
         .find(|(key, value)| {
-            let normal: String = key.to_ascii_lowercase().chars().filter(|c| !matches!(c, ' ' | '-')).collect();
+            let normal: String = key
+                .to_ascii_lowercase()
+                .chars()
+                .filter(|c| !matches!(c, ' ' | '-'))
+                .collect();
             keys.contains(&normal.as_str()) && !value.trim().is_empty()
         })
         .map(|(_, value)| value.trim().to_owned())
 }
 
 fn split_name(name: Option<&str>) -> (Option<String>, Option<String>) {
-    let Some(name) = name else { return (None, None) };
+    let Some(name) = name else {
+        return (None, None);
+    };
     let mut parts = name.split_whitespace();
     let first = parts.next().map(str::to_owned);
     let rest: Vec<&str> = parts.collect();
@@ -153,15 +201,24 @@ mod tests {
 
     #[test]
     fn a_configured_answer_key_wins_and_is_the_only_place_looked() {
-        let data = json!({"answers": {"email": "a@x.io", "contact_mail": "b@y.io"}, "summary": "c@z.io"});
-        assert_eq!(Lead::from_brief(&data, Some("contact_mail")).email.as_deref(), Some("b@y.io"));
+        let data =
+            json!({"answers": {"email": "a@x.io", "contact_mail": "b@y.io"}, "summary": "c@z.io"});
+        assert_eq!(
+            Lead::from_brief(&data, Some("contact_mail"))
+                .email
+                .as_deref(),
+            Some("b@y.io")
+        );
         assert_eq!(Lead::from_brief(&data, Some("missing")).email, None);
     }
 
     #[test]
     fn without_an_email_answer_the_summary_is_searched() {
         let data = json!({"answers": {"name": "Ann"}, "summary": "Ann (ann@corp.example.com), CTO. Budget: $50."});
-        assert_eq!(Lead::from_brief(&data, None).email.as_deref(), Some("ann@corp.example.com"));
+        assert_eq!(
+            Lead::from_brief(&data, None).email.as_deref(),
+            Some("ann@corp.example.com")
+        );
     }
 
     #[test]

@@ -7,8 +7,11 @@
 
 mod crm;
 mod event;
+mod http;
 pub mod lead;
 mod secret;
+#[cfg(test)]
+mod testkit;
 
 pub mod email;
 pub mod file;
@@ -22,6 +25,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use serde::Deserialize;
+use tracing::debug;
 
 pub use event::{Event, EventType, event_id};
 pub use secret::Secret;
@@ -91,6 +95,14 @@ impl Attempt {
         self.response = Some(truncate_response(response.as_ref()));
         self
     }
+
+    /// Why the attempt failed, for `probe`'s plain words (`done` when it did not).
+    pub(crate) fn reason(&self) -> String {
+        match &self.verdict {
+            Verdict::Retry { reason, .. } | Verdict::Permanent { reason } => reason.clone(),
+            Verdict::Delivered => "done".to_owned(),
+        }
+    }
 }
 
 /// Longest response text kept on an attempt record: enough for an error body,
@@ -103,6 +115,20 @@ pub fn truncate_response(text: &str) -> String {
         Some((cut, _)) => format!("{}… (truncated)", &text[..cut]),
         None => text.to_owned(),
     }
+}
+
+/// Sent as `User-Agent` on every HTTP request and every mail, so a receiver's logs say
+/// what called.
+pub(crate) const USER_AGENT: &str = concat!("clairo-sync/", env!("CARGO_PKG_VERSION"));
+
+/// The innermost cause of an error (`Connection refused (os error 111)`), which says what
+/// happened where reqwest's or lettre's own message says only which step failed.
+pub(crate) fn root_cause(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut current = error;
+    while let Some(source) = current.source() {
+        current = source;
+    }
+    current.to_string()
 }
 
 /// Where a connector that makes several calls saves its progress, so that a retry
@@ -121,6 +147,21 @@ pub struct Delivery<'a> {
     /// What the connector saved on an earlier attempt of this delivery, if anything.
     pub checkpoint: Option<serde_json::Value>,
     pub checkpoints: &'a dyn CheckpointSink,
+}
+
+impl Delivery<'_> {
+    /// Logs how one attempt at this delivery ended; `service` names the connector's kind
+    /// as a person writes it (`Webhook`, `HubSpot`).
+    pub(crate) fn log_finished(&self, connector: &str, service: &str, attempt: &Attempt) {
+        debug!(
+            connector = %connector,
+            event = %self.event.id,
+            attempt = self.attempt,
+            status = ?attempt.status_code,
+            verdict = ?attempt.verdict,
+            "{service} attempt finished."
+        );
+    }
 }
 
 /// One configured destination for events.
@@ -220,7 +261,9 @@ impl ConnectorConfig {
             Self::Webhook(config) => Ok(Arc::new(webhook::WebhookConnector::new(name, config)?)),
             Self::Email(config) => Ok(Arc::new(email::EmailConnector::new(name, config)?)),
             Self::Hubspot(config) => Ok(Arc::new(hubspot::HubspotConnector::new(name, config)?)),
-            Self::Pipedrive(config) => Ok(Arc::new(pipedrive::PipedriveConnector::new(name, config)?)),
+            Self::Pipedrive(config) => {
+                Ok(Arc::new(pipedrive::PipedriveConnector::new(name, config)?))
+            }
             Self::File(config) => Ok(Arc::new(file::FileConnector::new(config))),
         }
     }

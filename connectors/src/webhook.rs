@@ -12,19 +12,16 @@ use base64::engine::general_purpose::STANDARD;
 use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
 use hmac::{Hmac, Mac};
 use reqwest::StatusCode;
-use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue, RETRY_AFTER};
+use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
 use serde::Deserialize;
 use sha2::Sha256;
-use tracing::debug;
 use url::Url;
 
+use crate::http::{self, NoAnswer};
 use crate::{
     Attempt, ConfigProblem, Connector, Delivery, MAX_RESPONSE_CHARS, Secret, SecretSlot, Verdict,
     truncate_response,
 };
-
-/// Sent on every request, so a receiver's logs say who called.
-const USER_AGENT: &str = concat!("clairo-sync/", env!("CARGO_PKG_VERSION"));
 
 /// The prefix the Standard Webhooks specification gives symmetric signing secrets.
 const SECRET_PREFIX: &str = "whsec_";
@@ -47,11 +44,6 @@ const RESERVED_HEADERS: [&str; 7] = [
     "transfer-encoding",
     "host",
 ];
-
-/// The longest wait a receiver's `Retry-After` can impose. Beyond the retry schedule's
-/// longest step (24 hours) a request to wait is more likely a receiver's bug than a plan,
-/// and honouring it would leave the delivery neither sent nor dead for that long.
-const MAX_RETRY_AFTER: Duration = Duration::from_secs(24 * 60 * 60);
 
 /// Bytes of a response body read at most: enough for [`MAX_RESPONSE_CHARS`] + 1 characters
 /// of any width, so that [`truncate_response`] sees a longer body as longer and marks it,
@@ -136,19 +128,7 @@ const MISSING_SECRET: &str = "is missing; set `secret_file` to a file holding th
     whsec_… signing secret (or provide the systemd credential `<connector name>-secret`)";
 
 fn parse_url(text: &str) -> Result<Url, String> {
-    // The address is not echoed: it may carry a token in its path or query.
-    let url = Url::parse(text).map_err(|error| {
-        format!(
-            "is not a valid address ({error}); write the full address, \
-             e.g. \"https://hooks.example.com/clairo\""
-        )
-    })?;
-    match url.scheme() {
-        "http" | "https" => Ok(url),
-        other => Err(format!(
-            "uses the scheme `{other}`; use an http:// or https:// address"
-        )),
-    }
+    http::parse_url(text, "https://hooks.example.com/clairo")
 }
 
 /// The HMAC key in a `whsec_…` secret. Messages never include the secret.
@@ -235,14 +215,7 @@ impl WebhookConnector {
         if config.timeout.is_zero() {
             return Err("timeout: is zero; set how long to wait for the receiver".to_owned());
         }
-        let client = reqwest::Client::builder()
-            .user_agent(USER_AGENT)
-            // Standard Webhooks: a redirect is a failure; the operator updates `url`.
-            .redirect(reqwest::redirect::Policy::none())
-            .timeout(config.timeout)
-            .connect_timeout(config.timeout)
-            .build()
-            .map_err(|error| format!("could not set up the HTTP client: {error}"))?;
+        let client = http::client(config.timeout, HeaderMap::new())?;
         Ok(Self {
             name: name.to_owned(),
             url,
@@ -253,47 +226,37 @@ impl WebhookConnector {
         })
     }
 
-    /// `host:port` of the receiver: enough to say where, without a path or query
-    /// that may hold a token.
+    /// `host:port` of the receiver: enough to say where.
     fn endpoint(&self) -> String {
-        let host = self.url.host_str().unwrap_or("the receiver");
-        match self.url.port_or_known_default() {
-            Some(port) => format!("{host}:{port}"),
-            None => host.to_owned(),
-        }
+        http::endpoint(&self.url, "the receiver")
     }
 
-    /// What went wrong with a request that got no HTTP answer, in plain words.
-    fn transport_failure(&self, error: reqwest::Error) -> TransportFailure {
-        if error.is_timeout() {
-            return TransportFailure::Passing(format!(
-                "{} gave no answer within {:?} (`timeout`); raise `timeout` if the receiver \
-                 is just slow",
-                self.endpoint(),
-                self.timeout
-            ));
-        }
-        let connect = error.is_connect();
-        let builder = error.is_builder();
-        let cause = root_cause(&error.without_url());
-        if connect {
-            TransportFailure::Passing(format!("could not connect to {}: {cause}", self.endpoint()))
-        } else if builder {
-            TransportFailure::Lasting(format!("could not build the request: {cause}"))
-        } else {
-            TransportFailure::Passing(format!(
-                "the request to {} failed: {cause}",
-                self.endpoint()
-            ))
+    /// The attempt for a request that got no HTTP answer, in plain words. The cause is
+    /// read without the URL, which may hold a token.
+    fn unanswered(&self, error: reqwest::Error) -> Attempt {
+        match NoAnswer::of(&error.without_url()) {
+            NoAnswer::TimedOut => Attempt::retry(
+                format!(
+                    "{} gave no answer within {:?} (`timeout`); raise `timeout` if the \
+                     receiver is just slow",
+                    self.endpoint(),
+                    self.timeout
+                ),
+                None,
+            ),
+            NoAnswer::Connect(cause) => Attempt::retry(
+                format!("could not connect to {}: {cause}", self.endpoint()),
+                None,
+            ),
+            NoAnswer::Build(cause) => {
+                Attempt::permanent(format!("could not build the request: {cause}"))
+            }
+            NoAnswer::Failed(cause) => Attempt::retry(
+                format!("the request to {} failed: {cause}", self.endpoint()),
+                None,
+            ),
         }
     }
-}
-
-enum TransportFailure {
-    /// The network or the receiver may recover: try again.
-    Passing(String),
-    /// Trying again would fail the same way.
-    Lasting(String),
 }
 
 #[async_trait]
@@ -322,19 +285,9 @@ impl Connector for WebhookConnector {
             .await;
         let attempt = match sent {
             Ok(response) => answered(response).await,
-            Err(error) => match self.transport_failure(error) {
-                TransportFailure::Passing(reason) => Attempt::retry(reason, None),
-                TransportFailure::Lasting(reason) => Attempt::permanent(reason),
-            },
+            Err(error) => self.unanswered(error),
         };
-        debug!(
-            connector = %self.name,
-            event = %event.id,
-            attempt = delivery.attempt,
-            status = ?attempt.status_code,
-            verdict = ?attempt.verdict,
-            "Webhook attempt finished."
-        );
+        delivery.log_finished(&self.name, "Webhook", &attempt);
         attempt
     }
 
@@ -350,13 +303,9 @@ impl Connector for WebhookConnector {
             Ok(response) => Ok(format!(
                 "{} is reachable (answered {} to a HEAD request)",
                 self.endpoint(),
-                describe(response.status())
+                http::describe(response.status())
             )),
-            Err(error) => match self.transport_failure(error) {
-                TransportFailure::Passing(reason) | TransportFailure::Lasting(reason) => {
-                    Err(reason)
-                }
-            },
+            Err(error) => Err(self.unanswered(error).reason()),
         }
     }
 }
@@ -365,7 +314,7 @@ impl Connector for WebhookConnector {
 /// start of the body.
 async fn answered(response: reqwest::Response) -> Attempt {
     let status = response.status();
-    let wait = retry_after(response.headers(), SystemTime::now());
+    let wait = http::retry_after(response.headers(), SystemTime::now());
     let body = read_response(response).await;
     Attempt {
         verdict: verdict_for(status, wait),
@@ -376,7 +325,7 @@ async fn answered(response: reqwest::Response) -> Attempt {
 
 /// Standard Webhooks' status handling, with `wait` the receiver's `Retry-After`.
 fn verdict_for(status: StatusCode, wait: Option<Duration>) -> Verdict {
-    let described = describe(status);
+    let described = http::describe(status);
     let passing = |what: String| {
         let reason = match wait {
             Some(wait) => format!("{what}; it asked to wait {}s", wait.as_secs()),
@@ -418,54 +367,11 @@ fn verdict_for(status: StatusCode, wait: Option<Duration>) -> Verdict {
     }
 }
 
-/// `503 Service Unavailable`, or just the number for a status without a standard name.
-fn describe(status: StatusCode) -> String {
-    match status.canonical_reason() {
-        Some(reason) => format!("{} {reason}", status.as_u16()),
-        None => status.as_u16().to_string(),
-    }
-}
-
-/// The receiver's `Retry-After` (delay in seconds, or an HTTP date), capped at
-/// [`MAX_RETRY_AFTER`]. A date already past asks for no wait at all.
-fn retry_after(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
-    let value = headers.get(RETRY_AFTER)?.to_str().ok()?.trim();
-    let wait = match value.parse::<u64>() {
-        Ok(seconds) => Duration::from_secs(seconds),
-        Err(_) => httpdate::parse_http_date(value)
-            .ok()?
-            .duration_since(now)
-            .ok()?,
-    };
-    Some(wait.min(MAX_RETRY_AFTER))
-}
-
 /// The start of the response body, as text cut with [`truncate_response`]; `None` when
-/// the body is empty. A body that breaks off midway still shows what arrived.
-async fn read_response(mut response: reqwest::Response) -> Option<String> {
-    let mut bytes = Vec::new();
-    while let Ok(Some(chunk)) = response.chunk().await {
-        let room = RESPONSE_BYTES_READ - bytes.len();
-        if chunk.len() >= room {
-            bytes.extend_from_slice(&chunk[..room]);
-            break;
-        }
-        bytes.extend_from_slice(&chunk);
-    }
-    if bytes.is_empty() {
-        return None;
-    }
-    Some(truncate_response(&String::from_utf8_lossy(&bytes)))
-}
-
-/// The innermost cause (`Connection refused (os error 111)`), which says what happened
-/// where reqwest's own message says only which step failed.
-fn root_cause(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut current = error;
-    while let Some(source) = current.source() {
-        current = source;
-    }
-    current.to_string()
+/// the body is empty.
+async fn read_response(response: reqwest::Response) -> Option<String> {
+    let text = http::read_body(response, RESPONSE_BYTES_READ).await;
+    (!text.is_empty()).then(|| truncate_response(&text))
 }
 
 #[cfg(test)]
@@ -479,7 +385,8 @@ mod tests {
     use chrono::Utc;
 
     use super::*;
-    use crate::{CheckpointSink, ConnectorConfig, Event, EventType, event_id};
+    use crate::testkit::{first_attempt, keys, serve, table, unused_address};
+    use crate::{ConnectorConfig, Event, EventType};
 
     /// The secret of the Standard Webhooks reference libraries' published test vector.
     const TEST_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
@@ -503,22 +410,12 @@ mod tests {
         assert!(!error.contains("hunter2"), "{error}");
     }
 
-    struct NoCheckpoints;
-
-    #[async_trait]
-    impl CheckpointSink for NoCheckpoints {
-        async fn save(&self, _checkpoint: serde_json::Value) -> Result<(), String> {
-            Ok(())
-        }
-    }
-
     fn event() -> Event {
-        Event {
-            id: event_id(EventType::BriefCreated, "cm3brief"),
-            kind: EventType::BriefCreated,
-            timestamp: Utc::now(),
-            data: serde_json::json!({"id": "cm3brief", "summary": "Wants a demo — ünïcode"}),
-        }
+        crate::testkit::event(
+            EventType::BriefCreated,
+            "cm3brief",
+            serde_json::json!({"id": "cm3brief", "summary": "Wants a demo — ünïcode"}),
+        )
     }
 
     fn config(url: String) -> WebhookConfig {
@@ -533,14 +430,7 @@ mod tests {
 
     async fn deliver(config: &WebhookConfig, event: &Event) -> Attempt {
         let connector = WebhookConnector::new("sales_hook", config).unwrap();
-        connector
-            .deliver(Delivery {
-                event,
-                attempt: 1,
-                checkpoint: None,
-                checkpoints: &NoCheckpoints,
-            })
-            .await
+        first_attempt(&connector, event).await
     }
 
     /// Every request the receiver got: its headers and body.
@@ -601,10 +491,7 @@ mod tests {
                 post(|| async { (Status::INTERNAL_SERVER_ERROR, "x".repeat(20_000)) }),
             )
             .with_state(received);
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let address = listener.local_addr().unwrap();
-        tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
-        format!("http://{address}")
+        serve(router).await
     }
 
     fn header_text<'a>(headers: &'a ReceivedHeaders, name: &str) -> &'a str {
@@ -796,9 +683,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_refused_connection_means_retry_and_the_reason_holds_no_header_value() {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let address = listener.local_addr().unwrap();
-        drop(listener);
+        let address = unused_address();
         let mut config = config(format!("http://{address}/hook?token=tok_in_query"));
         config
             .headers
@@ -846,9 +731,7 @@ mod tests {
 
     #[tokio::test]
     async fn probing_where_nothing_listens_fails_in_plain_words() {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let address = listener.local_addr().unwrap();
-        drop(listener);
+        let address = unused_address();
         let connector =
             WebhookConnector::new("sales_hook", &config(format!("http://{address}/hook"))).unwrap();
 
@@ -874,35 +757,15 @@ mod tests {
     }
 
     #[test]
-    fn retry_after_accepts_seconds_or_an_http_date_and_is_capped() {
-        let now = httpdate::parse_http_date("Wed, 21 Oct 2026 07:28:00 GMT").unwrap();
-        let with = |value: &str| {
-            let mut headers = HeaderMap::new();
-            headers.insert(RETRY_AFTER, HeaderValue::from_str(value).unwrap());
-            retry_after(&headers, now)
-        };
-        assert_eq!(with("3"), Some(Duration::from_secs(3)));
-        assert_eq!(
-            with("Wed, 21 Oct 2026 07:30:00 GMT"),
-            Some(Duration::from_secs(120))
-        );
-        assert_eq!(with("Wed, 21 Oct 2026 07:00:00 GMT"), None);
-        assert_eq!(with("99999999"), Some(MAX_RETRY_AFTER));
-        assert_eq!(with("soon"), None);
-        assert_eq!(retry_after(&HeaderMap::new(), now), None);
-    }
-
-    #[test]
     fn a_webhook_table_parses_with_a_humantime_timeout_and_headers() {
-        let table = r#"
+        let text = r#"
             type = "webhook"
             url = "https://hooks.example.com/clairo"
             secret_file = "/etc/clairo-sync/webhook-secret"
             timeout = "30s"
             headers = { "X-Team" = "sales" }
         "#;
-        let ConnectorConfig::Webhook(config) = toml::from_str::<ConnectorConfig>(table).unwrap()
-        else {
+        let Ok(ConnectorConfig::Webhook(config)) = table(text) else {
             panic!("not a webhook");
         };
         assert_eq!(config.timeout, Duration::from_secs(30));
@@ -910,8 +773,7 @@ mod tests {
         assert!(config.secret.is_none());
 
         let minimal = "type = \"webhook\"\nurl = \"https://hooks.example.com/clairo\"\n";
-        let ConnectorConfig::Webhook(config) = toml::from_str::<ConnectorConfig>(minimal).unwrap()
-        else {
+        let Ok(ConnectorConfig::Webhook(config)) = table(minimal) else {
             panic!("not a webhook");
         };
         assert_eq!(config.timeout, Duration::from_secs(10));
@@ -919,14 +781,14 @@ mod tests {
 
     #[test]
     fn an_unknown_key_in_a_webhook_table_is_rejected() {
-        let table = r#"
+        let error = table(
+            r#"
             type = "webhook"
             url = "https://hooks.example.com/clairo"
             secert_file = "/etc/clairo-sync/webhook-secret"
-        "#;
-        let error = toml::from_str::<ConnectorConfig>(table)
-            .unwrap_err()
-            .to_string();
+        "#,
+        )
+        .unwrap_err();
         assert!(error.contains("secert_file"), "{error}");
     }
 
@@ -955,12 +817,8 @@ mod tests {
         };
         for secret in ["sk_live_hunter2", "whsec_hunter2!!not*base64", "whsec_"] {
             let problems = problems_with(secret);
-            let keys: Vec<&str> = problems
-                .iter()
-                .map(|problem| problem.key.as_str())
-                .collect();
             assert_eq!(
-                keys,
+                keys(&problems),
                 [
                     "url",
                     "secret",

@@ -26,15 +26,14 @@ use lettre::transport::smtp::client::{Tls, TlsParameters};
 use lettre::transport::smtp::{AsyncSmtpTransportBuilder, Error as SmtpError};
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 use serde::Deserialize;
-use tracing::debug;
 use url::{Host, Url};
 
-use crate::{Attempt, ConfigProblem, Connector, Delivery, Event, Secret, SecretSlot, Verdict};
+use crate::{
+    Attempt, ConfigProblem, Connector, Delivery, Event, Secret, SecretSlot, USER_AGENT, Verdict,
+    root_cause,
+};
 
 pub use templates::{Part, Rendered, Templates, context, sample_event, template_name};
-
-/// Sent as `User-Agent`, so a mail's headers say what sent it.
-const USER_AGENT: &str = concat!("clairo-sync/", env!("CARGO_PKG_VERSION"));
 
 /// Carries the event id on every message, for filters and for spotting a repeat even
 /// where a relay rewrites `Message-ID`.
@@ -584,14 +583,7 @@ impl Connector for EmailConnector {
                 }
             }
         };
-        debug!(
-            connector = %self.name,
-            event = %event.id,
-            attempt = delivery.attempt,
-            status = ?attempt.status_code,
-            verdict = ?attempt.verdict,
-            "Email attempt finished."
-        );
+        delivery.log_finished(&self.name, "Email", &attempt);
         attempt
     }
 
@@ -619,10 +611,7 @@ impl Connector for EmailConnector {
                 "{} accepted {steps} but did not answer NOOP; check the server",
                 self.server
             )),
-            Some(Err(error)) => Err(match self.failed(&error).verdict {
-                Verdict::Retry { reason, .. } | Verdict::Permanent { reason } => reason,
-                Verdict::Delivered => unreachable!("a failure is never delivered"),
-            }),
+            Some(Err(error)) => Err(self.failed(&error).reason()),
         }
     }
 }
@@ -729,16 +718,6 @@ fn classify(error: &SmtpError, server: &Server, username: Option<&str>) -> Attem
         format!("could not talk to {server}: {cause}; will try again"),
         None,
     )
-}
-
-/// The innermost cause (`Connection refused (os error 111)`), which says what happened
-/// where lettre's own message says only which step failed.
-fn root_cause(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut current = error;
-    while let Some(source) = current.source() {
-        current = source;
-    }
-    current.to_string()
 }
 
 /// Replaces the password, and the AUTH PLAIN/LOGIN encodings of it, in recorded text.

@@ -7,12 +7,12 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use chrono::Utc;
 use serde_json::{Value, json};
 use tempfile::TempDir;
 
 use super::*;
-use crate::{CheckpointSink, ConnectorConfig, EventType, event_id};
+use crate::testkit::{first_attempt, keys, table, unused_address};
+use crate::{ConnectorConfig, EventType};
 
 /// The aiosmtpd release .ci/run installs; named in the message when it is missing.
 const AIOSMTPD: &str = "aiosmtpd==1.4.6";
@@ -34,7 +34,7 @@ impl SmtpServer {
     fn start(extra: &[&str]) -> Self {
         let mail = TempDir::new().unwrap();
         let log_path = mail.path().join("server.log");
-        let port = free_port();
+        let port = unused_address().port();
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/smtp/server.py");
         let mailbox = mail.path().join("mailbox");
         std::fs::create_dir(&mailbox).unwrap();
@@ -110,12 +110,6 @@ impl Drop for SmtpServer {
     }
 }
 
-/// A port nothing listens on right now, for the server to take.
-fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.local_addr().unwrap().port()
-}
-
 /// One accepted message: the envelope and the decoded message (from server.py's
 /// sidecar, decoded by Python's email package), and the raw bytes.
 struct Received {
@@ -159,21 +153,11 @@ impl Received {
     }
 }
 
-struct NoCheckpoints;
-
-#[async_trait]
-impl CheckpointSink for NoCheckpoints {
-    async fn save(&self, _checkpoint: serde_json::Value) -> Result<(), String> {
-        Ok(())
-    }
-}
-
 fn brief_event() -> Event {
-    Event {
-        id: event_id(EventType::BriefCreated, "cm3brief"),
-        kind: EventType::BriefCreated,
-        timestamp: Utc::now(),
-        data: json!({
+    crate::testkit::event(
+        EventType::BriefCreated,
+        "cm3brief",
+        json!({
             "id": "cm3brief",
             "agentId": "cm1agent",
             "conversationId": "cm2conv",
@@ -187,7 +171,7 @@ fn brief_event() -> Event {
             },
             "createdAt": "2026-04-01T14:30:00Z",
         }),
-    }
+    )
 }
 
 /// A connector for a plain local relay (tls = "none"), as most tests use.
@@ -219,20 +203,9 @@ fn with_login(mut config: EmailConfig, user: &str, password: &str) -> EmailConfi
     config
 }
 
-async fn deliver_with(connector: &EmailConnector, event: &Event) -> Attempt {
-    connector
-        .deliver(Delivery {
-            event,
-            attempt: 1,
-            checkpoint: None,
-            checkpoints: &NoCheckpoints,
-        })
-        .await
-}
-
 async fn deliver(config: &EmailConfig, event: &Event) -> Attempt {
     let connector = EmailConnector::new("sales_mail", config).unwrap();
-    deliver_with(&connector, event).await
+    first_attempt(&connector, event).await
 }
 
 fn reason(attempt: &Attempt) -> &str {
@@ -330,8 +303,8 @@ async fn a_repeat_on_the_pooled_connection_carries_the_same_message_id() {
     let connector = EmailConnector::new("sales_mail", &config(&server)).unwrap();
     let event = brief_event();
 
-    let first = deliver_with(&connector, &event).await;
-    let second = deliver_with(&connector, &event).await;
+    let first = first_attempt(&connector, &event).await;
+    let second = first_attempt(&connector, &event).await;
 
     assert_eq!(first.verdict, Verdict::Delivered, "{first:?}");
     assert_eq!(second.verdict, Verdict::Delivered, "{second:?}");
@@ -352,7 +325,7 @@ async fn meeting_and_conversation_emails_use_their_own_templates() {
     let conversation = templates::sample_event(EventType::ConversationUpdated);
 
     for event in [&meeting, &conversation] {
-        let attempt = deliver_with(&connector, event).await;
+        let attempt = first_attempt(&connector, event).await;
         assert_eq!(attempt.verdict, Verdict::Delivered, "{attempt:?}");
     }
 
@@ -539,7 +512,7 @@ async fn a_550_from_the_server_is_permanent_with_its_reply_recorded() {
 
 #[tokio::test]
 async fn a_refused_connection_is_retried() {
-    let port = free_port();
+    let port = unused_address().port();
     let server_config = with_login(
         config_for(format!("smtp://127.0.0.1:{port}")),
         "clairo",
@@ -572,8 +545,8 @@ async fn a_server_that_never_answers_is_cut_off_by_the_timeout_and_retried() {
     config.timeout = Duration::from_millis(300);
     let connector = EmailConnector::new("sales_mail", &config).unwrap();
 
-    let attempt = deliver_with(&connector, &brief_event()).await;
-    let again = deliver_with(&connector, &brief_event()).await;
+    let attempt = first_attempt(&connector, &brief_event()).await;
+    let again = first_attempt(&connector, &brief_event()).await;
 
     for attempt in [attempt, again] {
         match &attempt.verdict {
@@ -609,11 +582,10 @@ async fn probing_logs_in_without_sending_mail() {
 
 // ---- configuration ----
 
-fn parse(table: &str) -> Result<EmailConfig, String> {
-    match toml::from_str::<ConnectorConfig>(table) {
-        Ok(ConnectorConfig::Email(config)) => Ok(config),
-        Ok(_) => panic!("not an email connector"),
-        Err(error) => Err(error.to_string()),
+fn parse(text: &str) -> Result<EmailConfig, String> {
+    match table(text)? {
+        ConnectorConfig::Email(config) => Ok(config),
+        _ => panic!("not an email connector"),
     }
 }
 
@@ -629,13 +601,6 @@ fn valid() -> EmailConfig {
         "#,
     )
     .unwrap()
-}
-
-fn keys(problems: &[ConfigProblem]) -> Vec<&str> {
-    problems
-        .iter()
-        .map(|problem| problem.key.as_str())
-        .collect()
 }
 
 #[test]

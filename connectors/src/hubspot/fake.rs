@@ -6,7 +6,6 @@
 //! can assert there were none. Faults are injected per route.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::Router;
@@ -16,6 +15,8 @@ use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
+
+use crate::testkit::FakeApi;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Route {
@@ -57,46 +58,26 @@ pub struct Note {
     pub contact_ids: Vec<String>,
 }
 
+/// The portal's records.
 #[derive(Default)]
-struct Inner {
+pub struct Portal {
     contacts: Vec<Contact>,
     notes: Vec<Note>,
     next_id: u64,
-    faults: Vec<(Route, Fault, u32)>,
-    calls: Vec<Route>,
-    rejections: Vec<String>,
     authorizations: Vec<String>,
 }
 
 /// A running fake; clones share its state.
-#[derive(Clone)]
-pub struct FakeHubspot {
-    token: Arc<String>,
-    inner: Arc<Mutex<Inner>>,
-    pub base_url: String,
-}
+pub type FakeHubspot = FakeApi<Portal, Route, Fault>;
 
 impl FakeHubspot {
     /// Starts a fake on 127.0.0.1 that accepts `token`.
     pub async fn start(token: &str) -> Self {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let address = listener.local_addr().unwrap();
-        let fake = Self {
-            token: Arc::new(token.to_owned()),
-            inner: Arc::new(Mutex::new(Inner {
-                next_id: 1001,
-                ..Inner::default()
-            })),
-            base_url: format!("http://{address}"),
+        let portal = Portal {
+            next_id: 1001,
+            ..Portal::default()
         };
-        let router = Router::new().fallback(handle).with_state(fake.clone());
-        tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
-        fake
-    }
-
-    /// The next `times` calls of `route` meet `fault`.
-    pub fn inject(&self, route: Route, fault: Fault, times: u32) {
-        self.lock().faults.push((route, fault, times));
+        FakeApi::listen(token, portal, Router::new().fallback(handle)).await
     }
 
     pub fn seed_contact(&self, email: &str) -> String {
@@ -118,46 +99,16 @@ impl FakeHubspot {
         self.lock().notes.clone()
     }
 
-    pub fn calls(&self, route: Route) -> usize {
-        self.lock()
-            .calls
-            .iter()
-            .filter(|call| **call == route)
-            .count()
-    }
-
-    pub fn total_calls(&self) -> usize {
-        self.lock().calls.len()
-    }
-
-    /// Requests answered 400 because their shape was wrong.
-    pub fn rejections(&self) -> Vec<String> {
-        self.lock().rejections.clone()
-    }
-
     /// Every Authorization header received.
     pub fn authorizations(&self) -> Vec<String> {
         self.lock().authorizations.clone()
     }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
-        self.inner.lock().unwrap()
-    }
 }
 
-impl Inner {
+impl Portal {
     fn fresh_id(&mut self) -> String {
         self.next_id += 1;
         self.next_id.to_string()
-    }
-
-    fn take_fault(&mut self, route: Route) -> Option<Fault> {
-        let slot = self
-            .faults
-            .iter_mut()
-            .find(|(at, _, times)| *at == route && *times > 0)?;
-        slot.2 -= 1;
-        Some(slot.1.clone())
     }
 
     fn contact_by_email(&self, email: &str) -> Option<&Contact> {
@@ -270,11 +221,7 @@ async fn handle(
             "Unable to route request",
         );
     };
-    let fault = {
-        let mut inner = fake.lock();
-        inner.calls.push(route);
-        inner.take_fault(route)
-    };
+    let fault = fake.lock().call(route);
     let body: Value = match serde_json::from_slice(&body) {
         Ok(value) => value,
         Err(_) if body.is_empty() => Value::Null,
@@ -365,7 +312,7 @@ async fn handle(
 }
 
 fn reject(fake: &FakeHubspot, message: &str) -> Response {
-    fake.lock().rejections.push(message.to_owned());
+    fake.lock().reject(message);
     error(StatusCode::BAD_REQUEST, "VALIDATION_ERROR", message)
 }
 

@@ -11,9 +11,9 @@ use reqwest::StatusCode;
 use reqwest::header::{AUTHORIZATION, HeaderMap};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
-use tracing::{debug, warn};
 
-use crate::crm::{self, Answer, Api, NOTE_LIMIT};
+use crate::crm::{self, Answer, Api, CommonKeys, NOTE_LIMIT};
+use crate::http::{self, MAX_WAIT};
 use crate::lead::Lead;
 use crate::{Attempt, ConfigProblem, Connector, Delivery, EventType, Secret, SecretSlot};
 
@@ -41,10 +41,6 @@ const DEFAULT_INTERVAL: Duration = Duration::from_secs(10);
 /// Notes read back at most when looking for one an earlier attempt created: HubSpot's
 /// batch read takes 100 ids, and the note sought is among a contact's newest.
 const NOTES_READ_BACK: usize = 100;
-
-/// The longest error message from HubSpot quoted in a reason; the whole body is on the
-/// attempt's response.
-const MESSAGE_CHARS: usize = 300;
 
 fn default_base_url() -> String {
     DEFAULT_BASE_URL.to_owned()
@@ -94,41 +90,25 @@ impl HubspotConfig {
     }
 
     pub fn validate(&self) -> Vec<ConfigProblem> {
-        let mut problems = Vec::new();
-        if let Err(message) = crm::parse_base_url(&self.base_url) {
-            problems.push(ConfigProblem::new("base_url", message));
-        }
-        match &self.token {
-            None => problems.push(ConfigProblem::new("token", MISSING_TOKEN)),
-            Some(token) => {
-                if let Some(message) = crm::secret_problem(token) {
-                    problems.push(ConfigProblem::new("token", message));
-                }
-            }
-        }
-        if self.timeout.is_zero() {
-            problems.push(ConfigProblem::new(
-                "timeout",
-                "is zero; set how long to wait for HubSpot, e.g. \"30s\"",
-            ));
-        }
-        if self
-            .email_answer_key
-            .as_deref()
-            .is_some_and(|key| key.trim().is_empty())
-        {
-            problems.push(ConfigProblem::new(
-                "email_answer_key",
-                "is empty; name the answer holding the contact's email, or remove the key \
-                 to use any answer whose name mentions \"email\"",
-            ));
-        }
+        let mut problems = self.common_keys().problems();
         for (answer, property) in &self.properties {
             if let Err(message) = property_name(property) {
                 problems.push(ConfigProblem::new(format!("properties.{answer}"), message));
             }
         }
         problems
+    }
+
+    fn common_keys(&self) -> CommonKeys<'_> {
+        CommonKeys {
+            service: "HubSpot",
+            base_url: &self.base_url,
+            token_key: "token",
+            token: self.token.as_ref(),
+            missing_token: MISSING_TOKEN,
+            timeout: self.timeout,
+            email_answer_key: self.email_answer_key.as_deref(),
+        }
     }
 }
 
@@ -158,22 +138,21 @@ fn property_name(name: &str) -> Result<(), String> {
 
 /// What a delivery has done so far, saved as its checkpoint.
 #[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(default)]
 struct Progress {
     #[serde(
-        default,
         deserialize_with = "crm::optional_id",
         skip_serializing_if = "Option::is_none"
     )]
     contact_id: Option<String>,
     #[serde(
-        default,
         deserialize_with = "crm::optional_id",
         skip_serializing_if = "Option::is_none"
     )]
     note_id: Option<String>,
     /// Saved before the note is sent: when an attempt then ends without learning whether
     /// HubSpot created it (a timeout, a 5xx), the retry looks for it first.
-    #[serde(default, skip_serializing_if = "crm::is_false")]
+    #[serde(skip_serializing_if = "crm::is_false")]
     note_sent: bool,
 }
 
@@ -196,24 +175,12 @@ pub struct HubspotConnector {
 
 impl HubspotConnector {
     pub fn new(name: &str, config: &HubspotConfig) -> Result<Self, String> {
-        let token = config
-            .token
-            .as_ref()
-            .ok_or_else(|| format!("token: {MISSING_TOKEN}"))?;
-        if let Some(message) = crm::secret_problem(token) {
-            return Err(format!("token: {message}"));
-        }
+        let keys = config.common_keys();
+        let token = keys.token()?;
         for (answer, property) in &config.properties {
             property_name(property).map_err(|message| format!("properties.{answer}: {message}"))?;
         }
-        let token = token.expose().trim();
-        let api = Api::new(
-            "HubSpot",
-            &config.base_url,
-            config.timeout,
-            (AUTHORIZATION, format!("Bearer {token}")),
-            token,
-        )?;
+        let api = Api::new(&keys, (AUTHORIZATION, format!("Bearer {token}")), token)?;
         Ok(Self {
             name: name.to_owned(),
             api,
@@ -233,14 +200,7 @@ impl HubspotConnector {
         }
         let Some(email) = lead.email.clone() else {
             return match self.without_email {
-                WithoutEmail::Skip => Attempt::delivered(
-                    None,
-                    Some(
-                        "skipped: the brief names no contact email, and `without_email = \
-                         \"skip\"`; nothing was written to HubSpot"
-                            .to_owned(),
-                    ),
-                ),
+                WithoutEmail::Skip => crm::skipped_without_email("HubSpot"),
                 WithoutEmail::Note => {
                     let body = crm::brief_note(event, &lead, NOTE_LIMIT);
                     self.lone_note(delivery, &body, "the brief, which names no contact email")
@@ -276,7 +236,7 @@ impl HubspotConnector {
                 Ok(Some(note_id)) => {
                     progress.note_id = Some(note_id.clone());
                     progress.note_sent = false;
-                    self.save_last(delivery, &progress).await;
+                    crm::save_last(delivery, &progress, &self.name).await;
                     return Attempt::delivered(
                         None,
                         Some(format!(
@@ -309,7 +269,7 @@ impl HubspotConnector {
             Ok((note_id, status)) => {
                 progress.note_id = Some(note_id.clone());
                 progress.note_sent = false;
-                self.save_last(delivery, &progress).await;
+                crm::save_last(delivery, &progress, &self.name).await;
                 let contact = match upserted.as_ref().and_then(|contact| contact.new) {
                     Some(true) => format!("contact {contact_id} created"),
                     Some(false) => format!("contact {contact_id} updated"),
@@ -345,7 +305,7 @@ impl HubspotConnector {
                     note_id: Some(note_id.clone()),
                     ..Progress::default()
                 };
-                self.save_last(delivery, &progress).await;
+                crm::save_last(delivery, &progress, &self.name).await;
                 Attempt::delivered(
                     Some(status),
                     Some(format!(
@@ -354,14 +314,6 @@ impl HubspotConnector {
                 )
             }
             Err(attempt) => attempt,
-        }
-    }
-
-    /// Saves the progress of a finished delivery. Failing is only logged: the work is done,
-    /// and a retry of a brief would find its note rather than create another.
-    async fn save_last(&self, delivery: &Delivery<'_>, progress: &Progress) {
-        if let Err(error) = crm::save_progress(delivery.checkpoints, progress).await {
-            warn!(connector = %self.name, %error, "Could not save the delivery's final progress.");
         }
     }
 
@@ -429,7 +381,7 @@ impl HubspotConnector {
             return self.create_contact(properties).await;
         }
         if answer.status.is_success() {
-            return Err(self.no_id(&answer, doing));
+            return Err(self.api.no_id(&answer, doing));
         }
         Err(self.failure(&answer, doing))
     }
@@ -449,7 +401,7 @@ impl HubspotConnector {
                     new: Some(true),
                     status,
                 }),
-                None => Err(self.no_id(&answer, doing)),
+                None => Err(self.api.no_id(&answer, doing)),
             };
         }
         match existing_contact_id(answer.json()) {
@@ -494,7 +446,7 @@ impl HubspotConnector {
         }
         match answer.json().get("id").and_then(crm::id_text) {
             Some(id) => Ok((id, answer.status.as_u16())),
-            None => Err(self.no_id(&answer, doing)),
+            None => Err(self.api.no_id(&answer, doing)),
         }
     }
 
@@ -555,87 +507,52 @@ impl HubspotConnector {
         Ok(found)
     }
 
-    /// A success without the id the next step needs.
-    fn no_id(&self, answer: &Answer, doing: &str) -> Attempt {
-        Attempt::permanent(format!(
-            "HubSpot answered {} to {doing} but gave no id; see its response",
-            crm::describe(answer.status)
-        ))
-        .with_status(answer.status.as_u16())
-        .with_response(self.api.kept(answer))
-    }
-
     /// An answer that is not a success, as a failed attempt that keeps HubSpot's error
     /// body (`status`, `category`, `message`, `correlationId`).
     fn failure(&self, answer: &Answer, doing: &str) -> Attempt {
-        let status = answer.status;
-        let described = crm::describe(status);
-        let says = answer
-            .field("message")
-            .map(|message| {
-                let message: String = self
-                    .api
-                    .redact(message)
-                    .chars()
-                    .take(MESSAGE_CHARS)
-                    .collect();
-                format!(": {message}")
-            })
-            .unwrap_or_default();
-        let attempt = match status.as_u16() {
-            401 => Attempt::permanent(format!(
-                "HubSpot rejected the token while {doing} ({described}); check that \
-                 `token_file` holds the private app's current access token (rotating it \
-                 invalidates the old one) and that the app has the crm.objects.contacts.write \
-                 scope"
-            )),
-            403 => Attempt::permanent(format!(
-                "HubSpot refused {doing} ({described}{says}); give the private app the \
-                 crm.objects.contacts.read and crm.objects.contacts.write scopes, then check \
-                 the token in `token_file`"
-            )),
-            429 => {
-                let (wait, why) = rate_limit_wait(
-                    &answer.headers,
-                    answer.json(),
-                    Utc::now(),
-                    SystemTime::now(),
-                );
-                Attempt::retry(
-                    format!(
-                        "HubSpot is rate-limiting ({described}) while {doing}: {why}; retrying \
-                         in {}s",
-                        wait.as_secs()
-                    ),
-                    Some(wait),
-                )
-            }
-            300..=399 => Attempt::permanent(format!(
-                "HubSpot answered {doing} with a redirect ({described}), which is not followed; \
-                 check `base_url`"
-            )),
-            // 423: HubSpot locks a record while another write to it is in progress.
-            408 | 423 => Attempt::retry(
-                format!("HubSpot could not finish {doing} ({described}{says})"),
-                None,
-            ),
-            400..=499 => Attempt::permanent(format!(
-                "HubSpot rejected {doing} ({described}{says}); fix the cause (often a property \
-                 in `properties` HubSpot does not have, or a value it does not accept), then \
-                 replay the delivery"
-            )),
-            500..=599 => Attempt::retry(
-                format!("HubSpot failed while {doing} ({described}{says})"),
-                None,
-            ),
-            _ => Attempt::retry(
-                format!("HubSpot answered {doing} with an unexpected status ({described})"),
-                None,
-            ),
-        };
-        attempt
-            .with_status(status.as_u16())
-            .with_response(self.api.kept(answer))
+        self.api.failure(answer, doing, "message", |status, described, says| {
+            let attempt = match status {
+                401 => Attempt::permanent(format!(
+                    "HubSpot rejected the token while {doing} ({described}); check that \
+                     `token_file` holds the private app's current access token (rotating it \
+                     invalidates the old one) and that the app has the crm.objects.contacts.write \
+                     scope"
+                )),
+                403 => Attempt::permanent(format!(
+                    "HubSpot refused {doing} ({described}{says}); give the private app the \
+                     crm.objects.contacts.read and crm.objects.contacts.write scopes, then check \
+                     the token in `token_file`"
+                )),
+                429 => {
+                    let (wait, why) = rate_limit_wait(
+                        &answer.headers,
+                        answer.json(),
+                        Utc::now(),
+                        SystemTime::now(),
+                    );
+                    Attempt::retry(
+                        format!(
+                            "HubSpot is rate-limiting ({described}) while {doing}: {why}; retrying \
+                             in {}s",
+                            wait.as_secs()
+                        ),
+                        Some(wait),
+                    )
+                }
+                // 423: HubSpot locks a record while another write to it is in progress.
+                408 | 423 => Attempt::retry(
+                    format!("HubSpot could not finish {doing} ({described}{says})"),
+                    None,
+                ),
+                400..=499 => Attempt::permanent(format!(
+                    "HubSpot rejected {doing} ({described}{says}); fix the cause (often a property \
+                     in `properties` HubSpot does not have, or a value it does not accept), then \
+                     replay the delivery"
+                )),
+                _ => return None,
+            };
+            Some(attempt)
+        })
     }
 }
 
@@ -694,7 +611,7 @@ fn rate_limit_wait(
     now: DateTime<Utc>,
     clock: SystemTime,
 ) -> (Duration, String) {
-    if let Some(wait) = crm::retry_after(headers, clock) {
+    if let Some(wait) = http::retry_after(headers, clock) {
         return (
             wait,
             format!("it asked to wait {}s (Retry-After)", wait.as_secs()),
@@ -715,7 +632,7 @@ fn rate_limit_wait(
         .map(|millis| Duration::from_millis(millis.ceil() as u64))
         .filter(|interval| !interval.is_zero())
         .unwrap_or(DEFAULT_INTERVAL)
-        .min(crm::MAX_WAIT);
+        .min(MAX_WAIT);
     let limit = if policy.is_empty() {
         "the rolling limit"
     } else {
@@ -744,14 +661,7 @@ impl Connector for HubspotConnector {
                 Attempt::delivered(None, Some(crm::IGNORED_CONVERSATION.to_owned()))
             }
         };
-        debug!(
-            connector = %self.name,
-            event = %delivery.event.id,
-            attempt = delivery.attempt,
-            status = ?attempt.status_code,
-            verdict = ?attempt.verdict,
-            "HubSpot attempt finished."
-        );
+        delivery.log_finished(&self.name, "HubSpot", &attempt);
         attempt
     }
 
@@ -763,14 +673,14 @@ impl Connector for HubspotConnector {
             .api
             .send(request, doing)
             .await
-            .map_err(|attempt| crm::reason(&attempt))?;
+            .map_err(|attempt| attempt.reason())?;
         if answer.status.is_success() {
             Ok(format!(
                 "HubSpot ({}) accepted the token and listed a contact",
                 self.api.endpoint()
             ))
         } else {
-            Err(crm::reason(&self.failure(&answer, doing)))
+            Err(self.failure(&answer, doing).reason())
         }
     }
 }

@@ -4,7 +4,7 @@ use serde_json::json;
 
 use super::fake::{FakeHubspot, Fault, Route};
 use super::*;
-use crate::crm::test_support::*;
+use crate::testkit::*;
 use crate::{ConnectorConfig, Verdict};
 
 const TOKEN: &str = "pat-na1-11111111-2222-3333-4444-555555555555";
@@ -23,20 +23,6 @@ fn config(base_url: &str) -> HubspotConfig {
 
 fn connector(config: &HubspotConfig) -> HubspotConnector {
     HubspotConnector::new("crm", config).unwrap()
-}
-
-fn retry_of(attempt: &Attempt) -> (Option<Duration>, String) {
-    match &attempt.verdict {
-        Verdict::Retry { after, reason } => (*after, reason.clone()),
-        other => panic!("expected Retry, got {other:?} ({attempt:?})"),
-    }
-}
-
-fn permanent_of(attempt: &Attempt) -> String {
-    match &attempt.verdict {
-        Verdict::Permanent { reason } => reason.clone(),
-        other => panic!("expected Permanent, got {other:?} ({attempt:?})"),
-    }
 }
 
 #[tokio::test]
@@ -97,13 +83,7 @@ async fn mapped_answers_are_sent_as_string_properties() {
         .properties
         .insert("not_answered".to_owned(), "jobtitle".to_owned());
 
-    let attempt = attempt(
-        &connector(&config),
-        &john_brief(),
-        &MemoryCheckpoints::default(),
-        1,
-    )
-    .await;
+    let attempt = first_attempt(&connector(&config), &john_brief()).await;
 
     assert_eq!(attempt.verdict, Verdict::Delivered, "{attempt:?}");
     let contact = &fake.contacts()[0];
@@ -240,13 +220,7 @@ async fn where_email_cannot_key_an_upsert_the_contact_is_created_and_a_409_names
     let existing = fake.seed_contact("john@techstart.io");
     fake.inject(Route::Upsert, Fault::UpsertByEmailRefused, 1);
 
-    let attempt = attempt(
-        &connector(&config(&fake.base_url)),
-        &john_brief(),
-        &MemoryCheckpoints::default(),
-        1,
-    )
-    .await;
+    let attempt = first_attempt(&connector(&config(&fake.base_url)), &john_brief()).await;
 
     assert_eq!(attempt.verdict, Verdict::Delivered, "{attempt:?}");
     assert_eq!(fake.calls(Route::CreateContact), 1);
@@ -265,13 +239,7 @@ async fn a_429_ten_secondly_rolling_is_retried_after_the_interval() {
         1,
     );
 
-    let attempt = attempt(
-        &connector(&config(&fake.base_url)),
-        &john_brief(),
-        &MemoryCheckpoints::default(),
-        1,
-    )
-    .await;
+    let attempt = first_attempt(&connector(&config(&fake.base_url)), &john_brief()).await;
 
     assert_eq!(attempt.status_code, Some(429));
     let (after, reason) = retry_of(&attempt);
@@ -291,20 +259,11 @@ async fn a_429_daily_waits_for_the_next_midnight_utc() {
     let fake = FakeHubspot::start(TOKEN).await;
     fake.inject(Route::Upsert, Fault::Daily, 1);
 
-    let attempt = attempt(
-        &connector(&config(&fake.base_url)),
-        &john_brief(),
-        &MemoryCheckpoints::default(),
-        1,
-    )
-    .await;
+    let attempt = first_attempt(&connector(&config(&fake.base_url)), &john_brief()).await;
 
     let (after, reason) = retry_of(&attempt);
     let after = after.unwrap();
-    assert!(
-        after > Duration::ZERO && after <= crm::MAX_WAIT,
-        "{after:?}"
-    );
+    assert!(after > Duration::ZERO && after <= MAX_WAIT, "{after:?}");
     assert!(reason.contains("midnight UTC"), "{reason}");
 }
 
@@ -354,13 +313,7 @@ async fn a_brief_without_an_email_is_skipped_under_the_skip_policy() {
     let mut config = config(&fake.base_url);
     config.without_email = WithoutEmail::Skip;
 
-    let attempt = attempt(
-        &connector(&config),
-        &anonymous_brief(),
-        &MemoryCheckpoints::default(),
-        1,
-    )
-    .await;
+    let attempt = first_attempt(&connector(&config), &anonymous_brief()).await;
 
     assert_eq!(attempt.verdict, Verdict::Delivered);
     assert!(attempt.response.unwrap().starts_with("skipped"));
@@ -377,7 +330,7 @@ async fn a_401_is_permanent_says_to_check_the_token_and_never_shows_it() {
     config.token = Some(Secret::new(wrong));
     let connector = connector(&config);
 
-    let attempt = attempt(&connector, &john_brief(), &MemoryCheckpoints::default(), 1).await;
+    let attempt = first_attempt(&connector, &john_brief()).await;
 
     assert_eq!(attempt.status_code, Some(401));
     let reason = permanent_of(&attempt);
@@ -413,13 +366,13 @@ async fn a_500_is_retried_and_a_400_is_permanent_each_keeping_hubspots_error_bod
     let fake = FakeHubspot::start(TOKEN).await;
     let connector = connector(&config(&fake.base_url));
     fake.inject(Route::Upsert, Fault::Status(503), 1);
-    let first = attempt(&connector, &john_brief(), &MemoryCheckpoints::default(), 1).await;
+    let first = first_attempt(&connector, &john_brief()).await;
     assert_eq!(first.status_code, Some(503));
     let (after, _) = retry_of(&first);
     assert_eq!(after, None);
 
     fake.inject(Route::Upsert, Fault::Status(400), 1);
-    let second = attempt(&connector, &john_brief(), &MemoryCheckpoints::default(), 1).await;
+    let second = first_attempt(&connector, &john_brief()).await;
     assert_eq!(second.status_code, Some(400));
     let reason = permanent_of(&second);
     assert!(reason.contains("replay"), "{reason}");
@@ -435,13 +388,7 @@ async fn a_500_is_retried_and_a_400_is_permanent_each_keeping_hubspots_error_bod
 async fn a_meeting_becomes_a_note_on_no_contact() {
     let fake = FakeHubspot::start(TOKEN).await;
 
-    let attempt = attempt(
-        &connector(&config(&fake.base_url)),
-        &meeting(),
-        &MemoryCheckpoints::default(),
-        1,
-    )
-    .await;
+    let attempt = first_attempt(&connector(&config(&fake.base_url)), &meeting()).await;
 
     assert_eq!(attempt.verdict, Verdict::Delivered, "{attempt:?}");
     let notes = fake.notes();
@@ -458,13 +405,7 @@ async fn a_meeting_becomes_a_note_on_no_contact() {
 async fn a_conversation_update_is_acknowledged_and_ignored() {
     let fake = FakeHubspot::start(TOKEN).await;
 
-    let attempt = attempt(
-        &connector(&config(&fake.base_url)),
-        &conversation(),
-        &MemoryCheckpoints::default(),
-        1,
-    )
-    .await;
+    let attempt = first_attempt(&connector(&config(&fake.base_url)), &conversation()).await;
 
     assert_eq!(attempt.verdict, Verdict::Delivered);
     assert!(
@@ -487,9 +428,7 @@ async fn probing_lists_one_contact_with_the_token() {
 
 #[tokio::test]
 async fn probing_where_nothing_listens_fails_in_plain_words() {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let address = listener.local_addr().unwrap();
-    drop(listener);
+    let address = unused_address();
     let error = connector(&config(&format!("http://{address}")))
         .probe()
         .await
@@ -499,11 +438,11 @@ async fn probing_where_nothing_listens_fails_in_plain_words() {
 
 #[test]
 fn a_hubspot_table_parses_with_its_defaults() {
-    let table = r#"
+    let text = r#"
         type = "hubspot"
         token_file = "/etc/clairo-sync/hubspot-token"
     "#;
-    let ConnectorConfig::Hubspot(config) = toml::from_str::<ConnectorConfig>(table).unwrap() else {
+    let Ok(ConnectorConfig::Hubspot(config)) = table(text) else {
         panic!("not hubspot");
     };
     assert_eq!(config.base_url, "https://api.hubapi.com");
@@ -511,7 +450,7 @@ fn a_hubspot_table_parses_with_its_defaults() {
     assert_eq!(config.without_email, WithoutEmail::Note);
     assert!(config.properties.is_empty());
 
-    let table = r#"
+    let text = r#"
         type = "hubspot"
         token = "pat-na1-x"
         timeout = "5s"
@@ -519,7 +458,7 @@ fn a_hubspot_table_parses_with_its_defaults() {
         without_email = "skip"
         properties = { budget = "budget_range" }
     "#;
-    let ConnectorConfig::Hubspot(config) = toml::from_str::<ConnectorConfig>(table).unwrap() else {
+    let Ok(ConnectorConfig::Hubspot(config)) = table(text) else {
         panic!("not hubspot");
     };
     assert_eq!(config.without_email, WithoutEmail::Skip);
@@ -529,10 +468,7 @@ fn a_hubspot_table_parses_with_its_defaults() {
 
 #[test]
 fn an_unknown_key_in_a_hubspot_table_is_rejected() {
-    let table = "type = \"hubspot\"\ntoken_flie = \"/x\"\n";
-    let error = toml::from_str::<ConnectorConfig>(table)
-        .unwrap_err()
-        .to_string();
+    let error = table("type = \"hubspot\"\ntoken_flie = \"/x\"\n").unwrap_err();
     assert!(error.contains("token_flie"), "{error}");
 }
 
@@ -549,12 +485,8 @@ fn validation_names_each_key_and_never_echoes_the_token() {
         .properties
         .insert("mail".to_owned(), "email".to_owned());
     let problems = config.validate();
-    let keys: Vec<&str> = problems
-        .iter()
-        .map(|problem| problem.key.as_str())
-        .collect();
     assert_eq!(
-        keys,
+        keys(&problems),
         [
             "base_url",
             "token",

@@ -7,7 +7,6 @@
 //! injected per route.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::Router;
@@ -17,6 +16,8 @@ use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use chrono::Utc;
 use serde_json::{Value, json};
+
+use crate::testkit::FakeApi;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Route {
@@ -64,47 +65,27 @@ pub struct Lead {
     pub person_id: u64,
 }
 
+/// The company's records.
 #[derive(Default)]
-struct Inner {
+pub struct Company {
     persons: Vec<Person>,
     notes: Vec<Note>,
     leads: Vec<Lead>,
     next_id: u64,
     search_lags: bool,
-    faults: Vec<(Route, Fault, u32)>,
-    calls: Vec<Route>,
-    rejections: Vec<String>,
 }
 
 /// A running fake; clones share its state.
-#[derive(Clone)]
-pub struct FakePipedrive {
-    token: Arc<String>,
-    inner: Arc<Mutex<Inner>>,
-    pub base_url: String,
-}
+pub type FakePipedrive = FakeApi<Company, Route, Fault>;
 
 impl FakePipedrive {
     /// Starts a fake on 127.0.0.1 that accepts `token`.
     pub async fn start(token: &str) -> Self {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let address = listener.local_addr().unwrap();
-        let fake = Self {
-            token: Arc::new(token.to_owned()),
-            inner: Arc::new(Mutex::new(Inner {
-                next_id: 100,
-                ..Inner::default()
-            })),
-            base_url: format!("http://{address}"),
+        let company = Company {
+            next_id: 100,
+            ..Company::default()
         };
-        let router = Router::new().fallback(handle).with_state(fake.clone());
-        tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
-        fake
-    }
-
-    /// The next `times` calls of `route` meet `fault`.
-    pub fn inject(&self, route: Route, fault: Fault, times: u32) {
-        self.lock().faults.push((route, fault, times));
+        FakeApi::listen(token, company, Router::new().fallback(handle)).await
     }
 
     /// From now on, persons created are not found by search (until [`Self::catch_up`]).
@@ -135,42 +116,12 @@ impl FakePipedrive {
     pub fn leads(&self) -> Vec<Lead> {
         self.lock().leads.clone()
     }
-
-    pub fn calls(&self, route: Route) -> usize {
-        self.lock()
-            .calls
-            .iter()
-            .filter(|call| **call == route)
-            .count()
-    }
-
-    pub fn total_calls(&self) -> usize {
-        self.lock().calls.len()
-    }
-
-    /// Requests answered 400 because their shape was wrong.
-    pub fn rejections(&self) -> Vec<String> {
-        self.lock().rejections.clone()
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
-        self.inner.lock().unwrap()
-    }
 }
 
-impl Inner {
+impl Company {
     fn fresh_id(&mut self) -> u64 {
         self.next_id += 1;
         self.next_id
-    }
-
-    fn take_fault(&mut self, route: Route) -> Option<Fault> {
-        let slot = self
-            .faults
-            .iter_mut()
-            .find(|(at, _, times)| *at == route && *times > 0)?;
-        slot.2 -= 1;
-        Some(slot.1.clone())
     }
 }
 
@@ -231,8 +182,7 @@ async fn handle(
     let query = query(&uri);
     if query.contains_key("api_token") {
         fake.lock()
-            .rejections
-            .push("the API token was sent in the query string".to_owned());
+            .reject("the API token was sent in the query string");
     }
     let token = headers
         .get("x-api-token")
@@ -244,11 +194,7 @@ async fn handle(
     let Some(route) = route_of(&method, uri.path()) else {
         return error(StatusCode::NOT_FOUND, "Unknown method .");
     };
-    let fault = {
-        let mut inner = fake.lock();
-        inner.calls.push(route);
-        inner.take_fault(route)
-    };
+    let fault = fake.lock().call(route);
     let body: Value = match serde_json::from_slice(&body) {
         Ok(value) => value,
         Err(_) if body.is_empty() => Value::Null,
@@ -303,7 +249,7 @@ async fn handle(
 }
 
 fn reject(fake: &FakePipedrive, message: &str) -> Response {
-    fake.lock().rejections.push(message.to_owned());
+    fake.lock().reject(message);
     error(StatusCode::BAD_REQUEST, message)
 }
 

@@ -9,9 +9,9 @@ use async_trait::async_trait;
 use reqwest::header::{HeaderMap, HeaderName};
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::{Value, json};
-use tracing::{debug, warn};
 
-use crate::crm::{self, Answer, Api, NOTE_LIMIT};
+use crate::crm::{self, Answer, Api, CommonKeys, NOTE_LIMIT};
+use crate::http::{self, MAX_WAIT};
 use crate::lead::Lead;
 use crate::{Attempt, ConfigProblem, Connector, Delivery, EventType, Secret, SecretSlot};
 
@@ -51,10 +51,6 @@ const RECENT_PERSONS: &str = "100";
 /// A person's notes read back, newest first, when looking for one an earlier attempt
 /// created.
 const NOTES_READ_BACK: &str = "100";
-
-/// The longest error message from Pipedrive quoted in a reason; the whole body is on the
-/// attempt's response.
-const MESSAGE_CHARS: usize = 300;
 
 fn default_base_url() -> String {
     DEFAULT_BASE_URL.to_owned()
@@ -107,44 +103,27 @@ impl PipedriveConfig {
     }
 
     pub fn validate(&self) -> Vec<ConfigProblem> {
-        let mut problems = Vec::new();
-        if let Err(message) = crm::parse_base_url(&self.base_url) {
-            problems.push(ConfigProblem::new("base_url", message));
+        self.common_keys().problems()
+    }
+
+    fn common_keys(&self) -> CommonKeys<'_> {
+        CommonKeys {
+            service: "Pipedrive",
+            base_url: &self.base_url,
+            token_key: "api_token",
+            token: self.api_token.as_ref(),
+            missing_token: MISSING_TOKEN,
+            timeout: self.timeout,
+            email_answer_key: self.email_answer_key.as_deref(),
         }
-        match &self.api_token {
-            None => problems.push(ConfigProblem::new("api_token", MISSING_TOKEN)),
-            Some(token) => {
-                if let Some(message) = crm::secret_problem(token) {
-                    problems.push(ConfigProblem::new("api_token", message));
-                }
-            }
-        }
-        if self.timeout.is_zero() {
-            problems.push(ConfigProblem::new(
-                "timeout",
-                "is zero; set how long to wait for Pipedrive, e.g. \"30s\"",
-            ));
-        }
-        if self
-            .email_answer_key
-            .as_deref()
-            .is_some_and(|key| key.trim().is_empty())
-        {
-            problems.push(ConfigProblem::new(
-                "email_answer_key",
-                "is empty; name the answer holding the contact's email, or remove the key \
-                 to use any answer whose name mentions \"email\"",
-            ));
-        }
-        problems
     }
 }
 
 /// What a delivery has done so far, saved as its checkpoint.
 #[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(default)]
 struct Progress {
     #[serde(
-        default,
         deserialize_with = "optional_number",
         skip_serializing_if = "Option::is_none"
     )]
@@ -152,19 +131,17 @@ struct Progress {
     /// Saved before the person is created: when the attempt then ends without learning
     /// whether Pipedrive created it, the retry looks among the newest persons, which are
     /// read at once, unlike the search index, which may not have the person yet.
-    #[serde(default, skip_serializing_if = "crm::is_false")]
+    #[serde(skip_serializing_if = "crm::is_false")]
     person_sent: bool,
     #[serde(
-        default,
         deserialize_with = "optional_number",
         skip_serializing_if = "Option::is_none"
     )]
     note_id: Option<u64>,
     /// Saved before the note is sent; the retry then looks among the person's notes.
-    #[serde(default, skip_serializing_if = "crm::is_false")]
+    #[serde(skip_serializing_if = "crm::is_false")]
     note_sent: bool,
     #[serde(
-        default,
         deserialize_with = "crm::optional_id",
         skip_serializing_if = "Option::is_none"
     )]
@@ -205,18 +182,10 @@ pub struct PipedriveConnector {
 
 impl PipedriveConnector {
     pub fn new(name: &str, config: &PipedriveConfig) -> Result<Self, String> {
-        let token = config
-            .api_token
-            .as_ref()
-            .ok_or_else(|| format!("api_token: {MISSING_TOKEN}"))?;
-        if let Some(message) = crm::secret_problem(token) {
-            return Err(format!("api_token: {message}"));
-        }
-        let token = token.expose().trim();
+        let keys = config.common_keys();
+        let token = keys.token()?;
         let api = Api::new(
-            "Pipedrive",
-            &config.base_url,
-            config.timeout,
+            &keys,
             (HeaderName::from_static(TOKEN_HEADER), token.to_owned()),
             token,
         )?;
@@ -250,14 +219,7 @@ impl PipedriveConnector {
         }
         let Some(email) = lead.email.clone() else {
             return match self.without_email {
-                WithoutEmail::Skip => Attempt::delivered(
-                    None,
-                    Some(
-                        "skipped: the brief names no contact email, and `without_email = \
-                         \"skip\"`; nothing was written to Pipedrive"
-                            .to_owned(),
-                    ),
-                ),
+                WithoutEmail::Skip => crm::skipped_without_email("Pipedrive"),
                 WithoutEmail::Note => Attempt::permanent(
                     "the brief names no contact email, and a Pipedrive note must be attached \
                      to a person, organization, deal or lead; clairo-sync never creates a \
@@ -339,7 +301,7 @@ impl PipedriveConnector {
             progress.lead_id = Some(created.value);
             last_status = Some(created.status);
         }
-        self.save_last(delivery, &progress).await;
+        crm::save_last(delivery, &progress, &self.name).await;
         Attempt::delivered(last_status, Some(describe_progress(&progress)))
     }
 
@@ -539,7 +501,7 @@ impl PipedriveConnector {
             .json()
             .pointer("/data/id")
             .and_then(read)
-            .ok_or_else(|| self.no_id(answer, doing))?;
+            .ok_or_else(|| self.api.no_id(answer, doing))?;
         Ok(self.done(id, answer))
     }
 
@@ -558,88 +520,47 @@ impl PipedriveConnector {
         .with_status(status)
     }
 
-    async fn save_last(&self, delivery: &Delivery<'_>, progress: &Progress) {
-        if let Err(error) = crm::save_progress(delivery.checkpoints, progress).await {
-            warn!(connector = %self.name, %error, "Could not save the delivery's final progress.");
-        }
-    }
-
-    /// A success without the id the next step needs.
-    fn no_id(&self, answer: &Answer, doing: &str) -> Attempt {
-        Attempt::permanent(format!(
-            "Pipedrive answered {} to {doing} but gave no id; see its response",
-            crm::describe(answer.status)
-        ))
-        .with_status(answer.status.as_u16())
-        .with_response(self.api.kept(answer))
-    }
-
     /// An answer that is not a success, as a failed attempt that keeps Pipedrive's error
     /// body (`success`, `error`, `errorCode`, `error_info`).
     fn failure(&self, answer: &Answer, doing: &str) -> Attempt {
-        let status = answer.status;
-        let described = crm::describe(status);
-        let says = answer
-            .field("error")
-            .map(|message| {
-                let message: String = self
-                    .api
-                    .redact(message)
-                    .chars()
-                    .take(MESSAGE_CHARS)
-                    .collect();
-                format!(": {message}")
-            })
-            .unwrap_or_default();
-        let attempt = match status.as_u16() {
-            401 => Attempt::permanent(format!(
-                "Pipedrive rejected the API token while {doing} ({described}); check the API \
-                 token in `api_token_file` (Personal preferences → API in Pipedrive): it \
-                 changes when regenerated, and each company has its own"
-            )),
-            402 => Attempt::permanent(format!(
-                "Pipedrive refused {doing} ({described}): the company account is not open \
-                 (a trial ended or a payment is missing); reopen it, then replay the delivery"
-            )),
-            403 => Attempt::permanent(format!(
-                "Pipedrive refused {doing} ({described}{says}); the token's user may lack the \
-                 permission, or the account reached a limit"
-            )),
-            429 => {
-                let wait = crm::retry_after(&answer.headers, SystemTime::now())
-                    .or_else(|| reset_after(&answer.headers));
-                let asked = wait
-                    .map(|wait| format!("; retrying in {}s", wait.as_secs_f64().ceil()))
-                    .unwrap_or_default();
-                Attempt::retry(
-                    format!("Pipedrive is rate-limiting ({described}) while {doing}{asked}"),
-                    wait,
-                )
-            }
-            300..=399 => Attempt::permanent(format!(
-                "Pipedrive answered {doing} with a redirect ({described}), which is not \
-                 followed; check `base_url`"
-            )),
-            408 => Attempt::retry(
-                format!("Pipedrive gave up waiting while {doing} ({described})"),
-                None,
-            ),
-            400..=499 => Attempt::permanent(format!(
-                "Pipedrive rejected {doing} ({described}{says}); fix the cause, then replay \
-                 the delivery"
-            )),
-            500..=599 => Attempt::retry(
-                format!("Pipedrive failed while {doing} ({described}{says})"),
-                None,
-            ),
-            _ => Attempt::retry(
-                format!("Pipedrive answered {doing} with an unexpected status ({described})"),
-                None,
-            ),
-        };
-        attempt
-            .with_status(status.as_u16())
-            .with_response(self.api.kept(answer))
+        self.api.failure(answer, doing, "error", |status, described, says| {
+            let attempt = match status {
+                401 => Attempt::permanent(format!(
+                    "Pipedrive rejected the API token while {doing} ({described}); check the API \
+                     token in `api_token_file` (Personal preferences → API in Pipedrive): it \
+                     changes when regenerated, and each company has its own"
+                )),
+                402 => Attempt::permanent(format!(
+                    "Pipedrive refused {doing} ({described}): the company account is not open \
+                     (a trial ended or a payment is missing); reopen it, then replay the delivery"
+                )),
+                403 => Attempt::permanent(format!(
+                    "Pipedrive refused {doing} ({described}{says}); the token's user may lack the \
+                     permission, or the account reached a limit"
+                )),
+                429 => {
+                    let wait = http::retry_after(&answer.headers, SystemTime::now())
+                        .or_else(|| reset_after(&answer.headers));
+                    let asked = wait
+                        .map(|wait| format!("; retrying in {}s", wait.as_secs_f64().ceil()))
+                        .unwrap_or_default();
+                    Attempt::retry(
+                        format!("Pipedrive is rate-limiting ({described}) while {doing}{asked}"),
+                        wait,
+                    )
+                }
+                408 => Attempt::retry(
+                    format!("Pipedrive gave up waiting while {doing} ({described})"),
+                    None,
+                ),
+                400..=499 => Attempt::permanent(format!(
+                    "Pipedrive rejected {doing} ({described}{says}); fix the cause, then replay \
+                     the delivery"
+                )),
+                _ => return None,
+            };
+            Some(attempt)
+        })
     }
 }
 
@@ -655,7 +576,7 @@ fn has_email(emails: &[Value], email: &str) -> bool {
 /// `x-ratelimit-reset`: seconds until the window resets, capped like any wait.
 fn reset_after(headers: &HeaderMap) -> Option<Duration> {
     crm::header_number(headers, "x-ratelimit-reset")
-        .map(|seconds| Duration::from_secs_f64(seconds.min(crm::MAX_WAIT.as_secs_f64())))
+        .map(|seconds| Duration::from_secs_f64(seconds.min(MAX_WAIT.as_secs_f64())))
 }
 
 /// When an answer says the window is used up, how long until it resets.
@@ -704,14 +625,7 @@ impl Connector for PipedriveConnector {
                 Attempt::delivered(None, Some(crm::IGNORED_CONVERSATION.to_owned()))
             }
         };
-        debug!(
-            connector = %self.name,
-            event = %delivery.event.id,
-            attempt = delivery.attempt,
-            status = ?attempt.status_code,
-            verdict = ?attempt.verdict,
-            "Pipedrive attempt finished."
-        );
+        delivery.log_finished(&self.name, "Pipedrive", &attempt);
         attempt
     }
 
@@ -722,9 +636,9 @@ impl Connector for PipedriveConnector {
             .api
             .send(self.api.get(ME_PATH), doing)
             .await
-            .map_err(|attempt| crm::reason(&attempt))?;
+            .map_err(|attempt| attempt.reason())?;
         if !answer.status.is_success() {
-            return Err(crm::reason(&self.failure(&answer, doing)));
+            return Err(self.failure(&answer, doing).reason());
         }
         let data = answer.json().get("data").cloned().unwrap_or(Value::Null);
         let user = crm::text_field(&data, "name").unwrap_or_else(|| "its user".to_owned());

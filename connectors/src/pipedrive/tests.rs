@@ -4,7 +4,7 @@ use serde_json::json;
 
 use super::fake::{FakePipedrive, Fault, Route};
 use super::*;
-use crate::crm::test_support::*;
+use crate::testkit::*;
 use crate::{ConnectorConfig, Verdict};
 
 const TOKEN: &str = "4f1c2b3a9d8e7f6a5b4c3d2e1f0a9b8c7d6e5f4a";
@@ -23,20 +23,6 @@ fn config(base_url: &str) -> PipedriveConfig {
 
 fn connector(config: &PipedriveConfig) -> PipedriveConnector {
     PipedriveConnector::new("deals", config).unwrap()
-}
-
-fn retry_of(attempt: &Attempt) -> (Option<Duration>, String) {
-    match &attempt.verdict {
-        Verdict::Retry { after, reason } => (*after, reason.clone()),
-        other => panic!("expected Retry, got {other:?} ({attempt:?})"),
-    }
-}
-
-fn permanent_of(attempt: &Attempt) -> String {
-    match &attempt.verdict {
-        Verdict::Permanent { reason } => reason.clone(),
-        other => panic!("expected Permanent, got {other:?} ({attempt:?})"),
-    }
 }
 
 #[tokio::test]
@@ -73,13 +59,7 @@ async fn a_brief_from_a_known_email_reuses_the_person() {
     let fake = FakePipedrive::start(TOKEN).await;
     let existing = fake.seed_person("John S.", "JOHN@techstart.io");
 
-    let attempt = attempt(
-        &connector(&config(&fake.base_url)),
-        &john_brief(),
-        &MemoryCheckpoints::default(),
-        1,
-    )
-    .await;
+    let attempt = first_attempt(&connector(&config(&fake.base_url)), &john_brief()).await;
 
     assert_eq!(attempt.verdict, Verdict::Delivered, "{attempt:?}");
     assert_eq!(fake.persons().len(), 1);
@@ -98,13 +78,7 @@ async fn an_email_too_long_for_an_exact_search_is_still_matched_exactly() {
         "Wants a demo.",
     );
 
-    let attempt = attempt(
-        &connector(&config(&fake.base_url)),
-        &event,
-        &MemoryCheckpoints::default(),
-        1,
-    )
-    .await;
+    let attempt = first_attempt(&connector(&config(&fake.base_url)), &event).await;
 
     assert_eq!(attempt.verdict, Verdict::Delivered, "{attempt:?}");
     assert_eq!(fake.persons().len(), 2);
@@ -258,13 +232,7 @@ async fn a_429_is_retried_after_the_reset_pipedrive_announces() {
         1,
     );
 
-    let attempt = attempt(
-        &connector(&config(&fake.base_url)),
-        &john_brief(),
-        &MemoryCheckpoints::default(),
-        1,
-    )
-    .await;
+    let attempt = first_attempt(&connector(&config(&fake.base_url)), &john_brief()).await;
 
     assert_eq!(attempt.status_code, Some(429));
     let (after, reason) = retry_of(&attempt);
@@ -305,13 +273,7 @@ async fn a_used_up_window_pauses_between_calls_and_the_retry_resumes() {
 async fn a_brief_without_an_email_under_the_note_policy_is_kept_dead_and_creates_nothing() {
     let fake = FakePipedrive::start(TOKEN).await;
 
-    let attempt = attempt(
-        &connector(&config(&fake.base_url)),
-        &anonymous_brief(),
-        &MemoryCheckpoints::default(),
-        1,
-    )
-    .await;
+    let attempt = first_attempt(&connector(&config(&fake.base_url)), &anonymous_brief()).await;
 
     let reason = permanent_of(&attempt);
     assert!(reason.contains("no contact email"), "{reason}");
@@ -327,13 +289,7 @@ async fn a_brief_without_an_email_is_skipped_under_the_skip_policy() {
     let mut config = config(&fake.base_url);
     config.without_email = WithoutEmail::Skip;
 
-    let attempt = attempt(
-        &connector(&config),
-        &anonymous_brief(),
-        &MemoryCheckpoints::default(),
-        1,
-    )
-    .await;
+    let attempt = first_attempt(&connector(&config), &anonymous_brief()).await;
 
     assert_eq!(attempt.verdict, Verdict::Delivered);
     assert!(attempt.response.unwrap().starts_with("skipped"));
@@ -349,7 +305,7 @@ async fn a_401_is_permanent_says_to_check_the_token_and_never_shows_it() {
     config.api_token = Some(Secret::new(wrong));
     let connector = connector(&config);
 
-    let attempt = attempt(&connector, &john_brief(), &MemoryCheckpoints::default(), 1).await;
+    let attempt = first_attempt(&connector, &john_brief()).await;
 
     assert_eq!(attempt.status_code, Some(401));
     let reason = permanent_of(&attempt);
@@ -370,13 +326,7 @@ async fn a_401_is_permanent_says_to_check_the_token_and_never_shows_it() {
 async fn a_meeting_is_skipped_because_a_pipedrive_note_needs_a_person() {
     let fake = FakePipedrive::start(TOKEN).await;
 
-    let attempt = attempt(
-        &connector(&config(&fake.base_url)),
-        &meeting(),
-        &MemoryCheckpoints::default(),
-        1,
-    )
-    .await;
+    let attempt = first_attempt(&connector(&config(&fake.base_url)), &meeting()).await;
 
     assert_eq!(attempt.verdict, Verdict::Delivered);
     assert!(
@@ -392,13 +342,7 @@ async fn a_meeting_is_skipped_because_a_pipedrive_note_needs_a_person() {
 async fn a_conversation_update_is_acknowledged_and_ignored() {
     let fake = FakePipedrive::start(TOKEN).await;
 
-    let attempt = attempt(
-        &connector(&config(&fake.base_url)),
-        &conversation(),
-        &MemoryCheckpoints::default(),
-        1,
-    )
-    .await;
+    let attempt = first_attempt(&connector(&config(&fake.base_url)), &conversation()).await;
 
     assert_eq!(attempt.verdict, Verdict::Delivered);
     assert!(
@@ -415,12 +359,12 @@ async fn a_5xx_is_retried_and_a_400_is_permanent() {
     let fake = FakePipedrive::start(TOKEN).await;
     let connector = connector(&config(&fake.base_url));
     fake.inject(Route::SearchPersons, Fault::Status(502), 1);
-    let first = attempt(&connector, &john_brief(), &MemoryCheckpoints::default(), 1).await;
+    let first = first_attempt(&connector, &john_brief()).await;
     assert_eq!(first.status_code, Some(502));
     assert_eq!(retry_of(&first).0, None);
 
     fake.inject(Route::CreatePerson, Fault::Status(400), 1);
-    let second = attempt(&connector, &john_brief(), &MemoryCheckpoints::default(), 1).await;
+    let second = first_attempt(&connector, &john_brief()).await;
     assert_eq!(second.status_code, Some(400));
     assert!(permanent_of(&second).contains("replay"));
     assert!(fake.persons().is_empty());
@@ -439,12 +383,11 @@ async fn probing_reads_the_tokens_user() {
 
 #[test]
 fn a_pipedrive_table_parses_with_its_defaults() {
-    let table = r#"
+    let text = r#"
         type = "pipedrive"
         api_token_file = "/etc/clairo-sync/pipedrive-token"
     "#;
-    let ConnectorConfig::Pipedrive(config) = toml::from_str::<ConnectorConfig>(table).unwrap()
-    else {
+    let Ok(ConnectorConfig::Pipedrive(config)) = table(text) else {
         panic!("not pipedrive");
     };
     assert_eq!(config.base_url, "https://api.pipedrive.com");
@@ -452,7 +395,7 @@ fn a_pipedrive_table_parses_with_its_defaults() {
     assert_eq!(config.without_email, WithoutEmail::Note);
     assert!(!config.create_lead);
 
-    let table = r#"
+    let text = r#"
         type = "pipedrive"
         api_token = "abc123"
         timeout = "10s"
@@ -460,8 +403,7 @@ fn a_pipedrive_table_parses_with_its_defaults() {
         without_email = "skip"
         create_lead = true
     "#;
-    let ConnectorConfig::Pipedrive(config) = toml::from_str::<ConnectorConfig>(table).unwrap()
-    else {
+    let Ok(ConnectorConfig::Pipedrive(config)) = table(text) else {
         panic!("not pipedrive");
     };
     assert!(config.create_lead);
@@ -471,10 +413,7 @@ fn a_pipedrive_table_parses_with_its_defaults() {
 
 #[test]
 fn an_unknown_key_in_a_pipedrive_table_is_rejected() {
-    let table = "type = \"pipedrive\"\ncreate_leads = true\n";
-    let error = toml::from_str::<ConnectorConfig>(table)
-        .unwrap_err()
-        .to_string();
+    let error = table("type = \"pipedrive\"\ncreate_leads = true\n").unwrap_err();
     assert!(error.contains("create_leads"), "{error}");
 }
 
@@ -485,12 +424,8 @@ fn validation_names_each_key_and_never_echoes_the_token() {
     config.timeout = Duration::ZERO;
     config.email_answer_key = Some(String::new());
     let problems = config.validate();
-    let keys: Vec<&str> = problems
-        .iter()
-        .map(|problem| problem.key.as_str())
-        .collect();
     assert_eq!(
-        keys,
+        keys(&problems),
         ["base_url", "api_token", "timeout", "email_answer_key"],
         "{problems:?}"
     );

@@ -1,0 +1,299 @@
+//! What the connectors' tests share: a checkpoint store that behaves like the dispatcher's,
+//! attempts made the way the dispatcher makes them, the events tests deliver, reading a
+//! connector's table, local servers, and the bookkeeping of the fake CRM APIs.
+
+use std::net::SocketAddr;
+use std::ops::{Deref, DerefMut};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use axum::Router;
+use chrono::Utc;
+use serde_json::{Value, json};
+
+use crate::{
+    Attempt, CheckpointSink, ConfigProblem, Connector, ConnectorConfig, Delivery, Event, EventType,
+    Verdict, event_id,
+};
+
+// ---------------------------------------------------------------------------------------
+// Attempts
+
+/// Keeps the last checkpoint in memory, as the dispatcher keeps it in the state file.
+#[derive(Default)]
+pub struct MemoryCheckpoints {
+    saved: Mutex<Option<Value>>,
+    saves: Mutex<u32>,
+}
+
+impl MemoryCheckpoints {
+    pub fn current(&self) -> Option<Value> {
+        self.saved.lock().unwrap().clone()
+    }
+
+    pub fn saves(&self) -> u32 {
+        *self.saves.lock().unwrap()
+    }
+}
+
+#[async_trait]
+impl CheckpointSink for MemoryCheckpoints {
+    async fn save(&self, checkpoint: Value) -> Result<(), String> {
+        *self.saved.lock().unwrap() = Some(checkpoint);
+        *self.saves.lock().unwrap() += 1;
+        Ok(())
+    }
+}
+
+/// One attempt, handed the checkpoint saved so far, as the dispatcher does.
+pub async fn attempt(
+    connector: &dyn Connector,
+    event: &Event,
+    checkpoints: &MemoryCheckpoints,
+    number: u32,
+) -> Attempt {
+    connector
+        .deliver(Delivery {
+            event,
+            attempt: number,
+            checkpoint: checkpoints.current(),
+            checkpoints,
+        })
+        .await
+}
+
+/// The first attempt at a new delivery: no checkpoint yet.
+pub async fn first_attempt(connector: &dyn Connector, event: &Event) -> Attempt {
+    attempt(connector, event, &MemoryCheckpoints::default(), 1).await
+}
+
+/// The reason and the wait of a retry; panics on any other verdict.
+pub fn retry_of(attempt: &Attempt) -> (Option<Duration>, String) {
+    match &attempt.verdict {
+        Verdict::Retry { after, reason } => (*after, reason.clone()),
+        other => panic!("expected Retry, got {other:?} ({attempt:?})"),
+    }
+}
+
+/// The reason of a permanent failure; panics on any other verdict.
+pub fn permanent_of(attempt: &Attempt) -> String {
+    match &attempt.verdict {
+        Verdict::Permanent { reason } => reason.clone(),
+        other => panic!("expected Permanent, got {other:?} ({attempt:?})"),
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Events
+
+/// The event of `kind` describing `key`, stamped now.
+pub fn event(kind: EventType, key: &str, data: Value) -> Event {
+    Event {
+        id: event_id(kind, key),
+        kind,
+        timestamp: Utc::now(),
+        data,
+    }
+}
+
+pub fn brief(answers: Value, summary: &str) -> Event {
+    let mut data = json!({
+        "id": "cm3brief",
+        "agentId": "cm1agent",
+        "conversationId": "cm2conv",
+        "summary": summary,
+        "createdAt": "2026-04-01T14:30:00Z",
+    });
+    data["answers"] = answers;
+    event(EventType::BriefCreated, "cm3brief", data)
+}
+
+pub fn john_brief() -> Event {
+    brief(
+        json!({
+            "name": "John Smith",
+            "email": "John@TechStart.io",
+            "company": "TechStart",
+            "budget": "$50-100/month",
+            "team_size": 50,
+        }),
+        "John Smith, CEO of TechStart. Looking for an AI chatbot for support.",
+    )
+}
+
+pub fn anonymous_brief() -> Event {
+    brief(
+        json!({"name": "Ann", "company": "Corp"}),
+        "Ann from Corp wants a demo; reach her @ the office.",
+    )
+}
+
+pub fn meeting() -> Event {
+    event(
+        EventType::MeetingProcessed,
+        "abc123",
+        json!({
+            "id": "cm4meet",
+            "title": "Weekly standup",
+            "transcript": "Alice: hello <everyone> & welcome.\nBob: hi.",
+            "summary": "Decided to ship.",
+            "durationSec": 2700,
+            "agentId": "cm1agent",
+            "fileName": "standup.webm",
+            "sha256": "abc123",
+        }),
+    )
+}
+
+pub fn conversation() -> Event {
+    event(
+        EventType::ConversationUpdated,
+        "cm2conv\n3",
+        json!({"conversation": {"id": "cm2conv", "messages": []}, "newMessages": []}),
+    )
+}
+
+// ---------------------------------------------------------------------------------------
+// Configuration
+
+/// A `[connectors.NAME]` table read as the config loader reads it; the error as text.
+pub fn table(text: &str) -> Result<ConnectorConfig, String> {
+    toml::from_str::<ConnectorConfig>(text).map_err(|error| error.to_string())
+}
+
+/// The keys the problems name, in order.
+pub fn keys(problems: &[ConfigProblem]) -> Vec<&str> {
+    problems
+        .iter()
+        .map(|problem| problem.key.as_str())
+        .collect()
+}
+
+// ---------------------------------------------------------------------------------------
+// Servers
+
+/// Serves `router` on a free port of 127.0.0.1 until the test ends; returns its base
+/// address (`http://127.0.0.1:PORT`).
+pub async fn serve(router: Router) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+    format!("http://{address}")
+}
+
+/// An address of 127.0.0.1 nothing listens on right now: a connection to it is refused.
+pub fn unused_address() -> SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap()
+}
+
+/// A fake API on 127.0.0.1: its own `data` (`D`), the calls it got by route (`R`), the
+/// faults (`F`) it was told to meet, and the requests it refused for their shape. Clones
+/// share it all.
+pub struct FakeApi<D, R, F> {
+    /// The credential it accepts.
+    pub token: Arc<String>,
+    state: Arc<Mutex<Recorded<D, R, F>>>,
+    pub base_url: String,
+}
+
+impl<D, R, F> Clone for FakeApi<D, R, F> {
+    fn clone(&self) -> Self {
+        Self {
+            token: Arc::clone(&self.token),
+            state: Arc::clone(&self.state),
+            base_url: self.base_url.clone(),
+        }
+    }
+}
+
+/// A fake API's state: its data (reached through `Deref`) and what it recorded.
+pub struct Recorded<D, R, F> {
+    data: D,
+    faults: Vec<(R, F, u32)>,
+    calls: Vec<R>,
+    rejections: Vec<String>,
+}
+
+impl<D, R, F> Deref for Recorded<D, R, F> {
+    type Target = D;
+
+    fn deref(&self) -> &D {
+        &self.data
+    }
+}
+
+impl<D, R, F> DerefMut for Recorded<D, R, F> {
+    fn deref_mut(&mut self) -> &mut D {
+        &mut self.data
+    }
+}
+
+impl<D, R: Copy + PartialEq, F: Clone> Recorded<D, R, F> {
+    /// Records a call of `route`, and takes the fault it is to meet, if any.
+    pub fn call(&mut self, route: R) -> Option<F> {
+        self.calls.push(route);
+        let slot = self
+            .faults
+            .iter_mut()
+            .find(|(at, _, times)| *at == route && *times > 0)?;
+        slot.2 -= 1;
+        Some(slot.1.clone())
+    }
+
+    /// Records a request refused for its shape.
+    pub fn reject(&mut self, message: &str) {
+        self.rejections.push(message.to_owned());
+    }
+}
+
+impl<D, R, F> FakeApi<D, R, F>
+where
+    D: Send + 'static,
+    R: Copy + PartialEq + Send + 'static,
+    F: Clone + Send + 'static,
+{
+    /// Starts the fake, accepting `token`, with `router` answering every request.
+    pub async fn listen(token: &str, data: D, router: Router<Self>) -> Self {
+        let mut fake = Self {
+            token: Arc::new(token.to_owned()),
+            state: Arc::new(Mutex::new(Recorded {
+                data,
+                faults: Vec::new(),
+                calls: Vec::new(),
+                rejections: Vec::new(),
+            })),
+            base_url: String::new(),
+        };
+        // The server's clone never reads `base_url`, which is known only once it listens.
+        fake.base_url = serve(router.with_state(fake.clone())).await;
+        fake
+    }
+
+    /// The next `times` calls of `route` meet `fault`.
+    pub fn inject(&self, route: R, fault: F, times: u32) {
+        self.lock().faults.push((route, fault, times));
+    }
+
+    pub fn calls(&self, route: R) -> usize {
+        self.lock()
+            .calls
+            .iter()
+            .filter(|call| **call == route)
+            .count()
+    }
+
+    pub fn total_calls(&self) -> usize {
+        self.lock().calls.len()
+    }
+
+    /// Requests answered 400 because their shape was wrong.
+    pub fn rejections(&self) -> Vec<String> {
+        self.lock().rejections.clone()
+    }
+
+    pub fn lock(&self) -> MutexGuard<'_, Recorded<D, R, F>> {
+        self.state.lock().unwrap()
+    }
+}
