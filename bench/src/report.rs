@@ -171,18 +171,22 @@ B; *429s after the first window* are responses 429 later than one window after t
 request; *wall time* runs from spawning the daemon to the last detail request, over the \
 floor (N+1)/B windows (one list plus N details).
 - **Idle**: after the 1,000-brief drain, the daemon restarts on the same state with both \
-sources on `*/5 * * * * *`; after the start-up runs and one scheduled cycle, the sandbox's \
-requests are counted over 60 s cut into 12 five-second cycles (each holding one firing). \
+sources on `*/5 * * * * *`; once each source has had a run that found nothing new and every \
+event of the start-up runs has been delivered, the sandbox's requests are counted over 60 s cut into 12 five-second cycles (each holding one firing). \
 The goal is exactly one `GET /briefs` and one `GET /conversations` per cycle. VmRSS from \
 `/proc/PID/status` 30 s into the window; CPU is utime+stime from `/proc/PID/stat` over the \
 60 s, divided by `getconf CLK_TCK`.
 - **Throughput**: sandbox and daemon budgets both 10⁹/min (no pacing); 5,000 briefs from \
 spawning the daemon to the 5,000th distinct event at the webhook receiver (which answers \
 200 at once); CPU is the daemon's utime+stime at that moment.
-- **Upload**: `clairo-sync upload FILE --agent ID --json`; its VmRSS and VmHWM are sampled \
-every 10 ms. Growth is the peak VmHWM uploading a 24,000,000-byte webm less the peak \
-VmHWM of the same command uploading 4 KiB (the start-up and HTTP machinery cost the same \
-in both, so the difference is what the file's size costs).
+- **Upload**: `clairo-sync upload FILE --agent ID --json`; its VmRSS, RssAnon, VmHWM and \
+bytes read (`rchar` of `/proc/PID/io`) are sampled every 2 ms. Growth is the peak VmHWM \
+uploading a 24,000,000-byte webm less the peak VmHWM of the same command uploading 4 KiB \
+(start-up, first use of the HTTP and multipart code and the response cost the same in \
+both, so the difference is what the file's size costs); the run with the median peak of \
+five per size. Beside it, from the 24 MB run alone: peak VmHWM less VmRSS at the last \
+sample before the process had read 1 MiB (the upload's start), split into anonymous \
+memory and code paged in on first use.
 - **History**: the sandbox holds 1,000 or 100,000 briefs; the daemon starts with \
 `start_from = \"now\"` (the first run records every brief without detail calls), then polls \
 briefs every 5 s. The cycle time is the daemon's own `Poll run finished. … elapsed_ms=` \

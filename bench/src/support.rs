@@ -244,25 +244,75 @@ impl Drop for Daemon {
     }
 }
 
-/// What a one-shot command did, with its memory sampled every 10 ms while it ran.
+/// One reading of a running process.
+#[derive(Clone, Copy, Debug)]
+pub struct Sample {
+    pub rss_kib: u64,
+    /// RssAnon: heap and stacks, as opposed to file-backed pages (the binary's code).
+    pub anon_kib: u64,
+    pub hwm_kib: u64,
+    /// Bytes the process has read so far (`rchar` of /proc/PID/io).
+    pub read_bytes: u64,
+}
+
+/// How often [`run_sampled`] reads /proc: an upload of a small file lasts ~15 ms.
+pub const SAMPLE_EVERY: Duration = Duration::from_millis(2);
+
+/// What a one-shot command did, with its memory sampled every [`SAMPLE_EVERY`] while it ran.
 pub struct Sampled {
     pub status: ExitStatus,
     pub stderr: String,
-    /// (ms since spawn, VmRSS KiB, VmHWM KiB)
-    pub samples: Vec<(u64, u64, u64)>,
+    pub samples: Vec<Sample>,
     pub elapsed: Duration,
 }
 
 impl Sampled {
     pub fn peak_hwm_kib(&self) -> u64 {
-        self.samples.iter().map(|s| s.2).max().unwrap_or_default()
+        self.samples
+            .iter()
+            .map(|s| s.hwm_kib)
+            .max()
+            .unwrap_or_default()
     }
     pub fn peak_rss_kib(&self) -> u64 {
-        self.samples.iter().map(|s| s.1).max().unwrap_or_default()
+        self.samples
+            .iter()
+            .map(|s| s.rss_kib)
+            .max()
+            .unwrap_or_default()
+    }
+
+    pub fn peak_anon_kib(&self) -> u64 {
+        self.samples
+            .iter()
+            .map(|s| s.anon_kib)
+            .max()
+            .unwrap_or_default()
+    }
+
+    /// The last sample before the process had read `threshold` more bytes than at its
+    /// first sample (for an upload: when it began reading the file), if the process was
+    /// seen before that.
+    pub fn before_reading(&self, threshold: u64) -> Option<Sample> {
+        let first = self.samples.first()?.read_bytes;
+        let index = self
+            .samples
+            .iter()
+            .position(|s| s.read_bytes >= first + threshold)?;
+        index.checked_sub(1).map(|before| self.samples[before])
     }
 }
 
-/// Runs `command` to completion (at most `within`), sampling its VmRSS and VmHWM every 10 ms.
+/// `rchar` of /proc/PID/io: bytes read through read(2) and friends.
+fn read_bytes(pid: u32) -> Option<u64> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/io")).ok()?;
+    text.lines()
+        .find_map(|line| line.strip_prefix("rchar:"))
+        .and_then(|rest| rest.trim().parse().ok())
+}
+
+/// Runs `command` to completion (at most `within`), sampling its VmRSS, VmHWM and bytes
+/// read every [`SAMPLE_EVERY`].
 pub fn run_sampled(mut command: Command, within: Duration) -> anyhow::Result<Sampled> {
     let started = Instant::now();
     let mut child = command
@@ -283,15 +333,25 @@ pub fn run_sampled(mut command: Command, within: Duration) -> anyhow::Result<Sam
         if let Some(status) = child.try_wait()? {
             break status;
         }
-        if let (Some(rss), Some(hwm)) = (status_kib(pid, "VmRSS"), status_kib(pid, "VmHWM")) {
-            samples.push((started.elapsed().as_millis() as u64, rss, hwm));
+        if let (Some(rss_kib), Some(anon_kib), Some(hwm_kib), Some(read_bytes)) = (
+            status_kib(pid, "VmRSS"),
+            status_kib(pid, "RssAnon"),
+            status_kib(pid, "VmHWM"),
+            read_bytes(pid),
+        ) {
+            samples.push(Sample {
+                rss_kib,
+                anon_kib,
+                hwm_kib,
+                read_bytes,
+            });
         }
         if started.elapsed() > within {
             let _ = child.kill();
             let _ = child.wait();
             bail!("the command did not finish within {within:?}");
         }
-        std::thread::sleep(Duration::from_millis(10));
+        std::thread::sleep(SAMPLE_EVERY);
     };
     let elapsed = started.elapsed();
     Ok(Sampled {
