@@ -204,7 +204,13 @@ impl Store {
                 path: path.display().to_string(),
                 source,
             })?;
-        sqlx::migrate!("./migrations").run(&pool).await?;
+        // The daemon and an operator's `status` may open a new file at the same moment;
+        // SQLite has no lock around a whole migration, so they take turns here. (flock and
+        // SQLite's own fcntl locks do not interfere on Linux.)
+        let guard = lock_for_migration(path).await?;
+        let migrated = sqlx::migrate!("./migrations").run(&pool).await;
+        drop(guard);
+        migrated?;
         Ok(Self { pool })
     }
 
@@ -711,6 +717,29 @@ impl Store {
             })
             .collect())
     }
+}
+
+/// An exclusive advisory lock on the state file, held while migrations run.
+async fn lock_for_migration(path: &Path) -> Result<std::fs::File> {
+    let shown = path.display().to_string();
+    let path = path.to_path_buf();
+    let opened = tokio::task::spawn_blocking(move || -> std::io::Result<std::fs::File> {
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)?;
+        file.lock()?;
+        Ok(file)
+    })
+    .await
+    .map_err(|error| std::io::Error::other(error.to_string()))
+    .and_then(|result| result);
+    opened.map_err(|error| StoreError::Open {
+        path: shown,
+        source: sqlx::Error::Io(error),
+    })
 }
 
 async fn insert_event(tx: &mut Transaction<'static, Sqlite>, event: &NewEvent) -> Result<()> {

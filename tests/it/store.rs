@@ -166,3 +166,24 @@ async fn a_dead_delivery_keeps_its_attempts_and_can_be_requeued() {
     assert_eq!(again[0].attempts, 0, "attempts reset");
     assert_eq!(again[0].event.id, claimed[0].event.id, "event id kept");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn processes_opening_a_new_file_at_once_take_turns_migrating_it() {
+    // The daemon's first start and an operator's `status` can race to create the file.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.db");
+    let opens: Vec<_> = (0..8)
+        .map(|_| {
+            let path = path.clone();
+            tokio::spawn(async move {
+                Store::open(&path)
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| e.to_string())
+            })
+        })
+        .collect();
+    for open in opens {
+        assert_eq!(open.await.unwrap(), Ok(()));
+    }
+}
