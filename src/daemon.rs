@@ -280,7 +280,7 @@ pub async fn run_source(
                 events = report.events,
                 detail_calls = report.detail_calls,
                 skipped = report.skipped,
-                elapsed_ms = started.elapsed().as_millis() as u64,
+                elapsed_ms = (started.elapsed().as_micros() as f64 / 1000.0),
                 "Poll run finished."
             );
         }

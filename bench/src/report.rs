@@ -190,11 +190,12 @@ memory and code paged in on first use.
 - **History**: the sandbox holds 1,000 or 100,000 briefs; the daemon starts with \
 `start_from = \"now\"` (the first run records every brief without detail calls), then polls \
 briefs every 5 s. The cycle time is the daemon's own `Poll run finished. … elapsed_ms=` \
-(median of 4 idle cycles after one warm-up); the state file is `state.db` after a clean \
-stop. The sandbox lists every brief whatever `limit` says, so with 100,000 recorded each \
-cycle downloads and parses the whole list (about 28 MB of JSON): the cycle time is \
-dominated by the list, and that is the honest measurement. The list's bare round trip \
-(a raw HTTP GET from the bench) is shown beside it.
+(median of 6 idle cycles after one warm-up, to the microsecond); the state file is \
+`state.db` after a clean stop. After the first run the sandbox honours `limit` on /briefs \
+(100, the default), so every idle cycle lists the same window whatever the history: the \
+ratio shows what the recorded history itself costs a cycle (the lookup of the listed ids \
+among those recorded). The whole list's bare round trip (a raw HTTP GET from the bench) \
+is shown beside it.
 - The machine is shared; the sandbox and receiver share the bench's process and its two \
 cores with the daemon, so absolute times include their work.
 ";

@@ -79,7 +79,8 @@ pub struct PollLine {
     pub listed: u64,
     pub new: u64,
     pub events: u64,
-    pub elapsed_ms: u64,
+    /// Milliseconds, with the microseconds the daemon logs.
+    pub elapsed_ms: f64,
 }
 
 /// The value of ` name=value` in a tracing text line, quotes stripped.
@@ -100,7 +101,7 @@ fn parse_poll_line(line: &str) -> Option<PollLine> {
         listed: number("listed")?,
         new: number("new")?,
         events: number("events")?,
-        elapsed_ms: number("elapsed_ms")?,
+        elapsed_ms: field(line, "elapsed_ms").and_then(|v| v.parse::<f64>().ok())?,
     })
 }
 
@@ -514,6 +515,8 @@ pub struct ConfigSpec<'a> {
     pub conversations_schedule: Option<&'a str>,
     /// A webhook connector to this URL, routed every event type.
     pub hook: Option<&'a str>,
+    /// `limit` of both lists: the whole list for a backlog, the usual window when idle.
+    pub list_limit: u32,
 }
 
 pub fn write_config(dir: &Path, name: &str, spec: &ConfigSpec<'_>) -> anyhow::Result<PathBuf> {
@@ -544,12 +547,14 @@ start_from = "{start_from}"
         // The sandbox lists every brief whatever the limit; a limit above the list's
         // length keeps the daemon's "list came back exactly `limit` long" warning quiet.
         text.push_str(&format!(
-            "\n[sync.briefs]\nschedule = \"{schedule}\"\nlimit = 1000000\n"
+            "\n[sync.briefs]\nschedule = \"{schedule}\"\nlimit = {}\n",
+            spec.list_limit
         ));
     }
     if let Some(schedule) = spec.conversations_schedule {
         text.push_str(&format!(
-            "\n[sync.conversations]\nschedule = \"{schedule}\"\nlimit = 1000000\n"
+            "\n[sync.conversations]\nschedule = \"{schedule}\"\nlimit = {}\n",
+            spec.list_limit
         ));
     }
     if let Some(url) = spec.hook {
@@ -618,7 +623,7 @@ mod tests {
         assert_eq!(poll.listed, 1000);
         assert_eq!(poll.new, 0);
         assert_eq!(poll.events, 0);
-        assert_eq!(poll.elapsed_ms, 42);
+        assert_eq!(poll.elapsed_ms, 42.0);
         let unquoted = line.replace("\"briefs\"", "briefs");
         assert_eq!(parse_poll_line(&unquoted).unwrap().source, "briefs");
         assert!(parse_poll_line("INFO something else").is_none());

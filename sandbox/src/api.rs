@@ -149,9 +149,20 @@ pub(crate) async fn conversation(State(app): State<App>, Path(id): Path<String>)
     }
 }
 
-pub(crate) async fn briefs(State(app): State<App>) -> Response {
-    let malformed = app.malformed_items();
-    let body = lock(&app.store).briefs_json(malformed);
+pub(crate) async fn briefs(
+    State(app): State<App>,
+    query: Result<Query<HashMap<String, String>>, QueryRejection>,
+) -> Response {
+    let faults = app.faults();
+    let limit = match (faults.briefs_honour_limit, query) {
+        (false, _) => usize::MAX,
+        (true, Ok(Query(query))) => match parse_limit(query.get("limit").map(String::as_str)) {
+            Ok(limit) => limit,
+            Err(error) => return error.into_response(),
+        },
+        (true, Err(_)) => return ApiError::bad_request("Invalid query string").into_response(),
+    };
+    let body = lock(&app.store).briefs_json(limit, faults.malformed_items);
     raw_json(StatusCode::OK, body)
 }
 

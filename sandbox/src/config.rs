@@ -59,4 +59,8 @@ pub struct Faults {
     pub malformed_items: usize,
     /// Whether 429s carry `Retry-After` (seconds). The docs don't promise it.
     pub retry_after: bool,
+    /// Whether `GET /briefs` honours `?limit=` (newest first) like `/conversations`. The
+    /// docs give `/briefs` no parameters, so by default it lists every brief; benchmarks
+    /// turn this on to measure a large history behind a list of the usual size.
+    pub briefs_honour_limit: bool,
 }

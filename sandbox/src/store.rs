@@ -744,11 +744,13 @@ impl Store {
 
     /// Newest first, all of them: the docs give `/briefs` no parameters, so there is no
     /// `limit` to honour. The items were rendered at creation; this is a concatenation.
-    pub(crate) fn briefs_json(&self, malformed: usize) -> Vec<u8> {
-        let mut out = Vec::with_capacity(self.brief_list_bytes + 200 * malformed + 16);
+    pub(crate) fn briefs_json(&self, limit: usize, malformed: usize) -> Vec<u8> {
+        let mut out = Vec::with_capacity(
+            self.brief_list_bytes.min(limit.saturating_mul(400)) + 200 * malformed + 16,
+        );
         out.extend_from_slice(br#"{"briefs":["#);
         let mut first = true;
-        for b in self.briefs.iter().rev() {
+        for b in self.briefs.iter().rev().take(limit) {
             separate(&mut out, &mut first);
             out.extend_from_slice(b.list_item.as_bytes());
         }
@@ -841,7 +843,7 @@ mod tests {
     fn seeding_is_deterministic_and_mixes_statuses() {
         let a = Store::new(42, 3, 3, true, NOW);
         let b = Store::new(42, 3, 3, true, NOW);
-        assert_eq!(a.briefs_json(0), b.briefs_json(0));
+        assert_eq!(a.briefs_json(usize::MAX, 0), b.briefs_json(usize::MAX, 0));
         assert_eq!(
             a.conversations_json(None, 50, 0),
             b.conversations_json(None, 50, 0)
@@ -903,10 +905,20 @@ mod tests {
     }
 
     #[test]
+    fn a_briefs_limit_keeps_the_newest() {
+        let mut s = Store::new(1, 0, 0, true, NOW);
+        let ids = s.add_generated_briefs(10, NOW);
+        let list = parse(&s.briefs_json(3, 0));
+        let items = list["briefs"].as_array().unwrap();
+        assert_eq!(items.len(), 3);
+        assert_eq!(items[0]["id"], ids[9].as_str());
+    }
+
+    #[test]
     fn generated_briefs_have_distinct_emails_and_list_newest_first() {
         let mut s = Store::new(1, 0, 0, true, NOW);
         let ids = s.add_generated_briefs(500, NOW);
-        let list = parse(&s.briefs_json(0));
+        let list = parse(&s.briefs_json(usize::MAX, 0));
         let items = list["briefs"].as_array().unwrap();
         assert_eq!(items.len(), 500);
         assert_eq!(items[0]["id"], ids[499].as_str());

@@ -35,6 +35,10 @@ pub const LATE_RESET_SLACK: Duration = Duration::from_millis(1100);
 /// is retried after this, bounded overall by the client's throttled-retry limit.
 pub const MAX_THROTTLE_WAIT: Duration = Duration::from_secs(15 * 60);
 
+/// The most a late request is caught up on (see `Pacing::grant`): enough for the
+/// timer's rounding, far too little to make a burst.
+const CATCH_UP: Duration = Duration::from_millis(5);
+
 /// How long the head of the queue waits for an in-flight response before deciding again
 /// (only a safety net: every response wakes it).
 const RESPONSE_WAIT_POLL: Duration = Duration::from_millis(250);
@@ -388,7 +392,21 @@ impl Pacing {
 
     /// Records a request as sent now; returns the epoch its permit carries.
     pub(crate) fn grant(&mut self, now: Instant) -> u64 {
-        self.last_grant = Some(now);
+        // The slot is the scheduled one, not the moment the timer fired: the runtime wakes a
+        // little late (its timer rounds up to the millisecond), and measuring the next gap
+        // from the late wake-up would lose that much on every request — 10% of a
+        // 6,000/minute budget. A request later than CATCH_UP is not caught up on, so an idle
+        // spell never turns into a burst.
+        let slot = match self.last_grant {
+            Some(last) => {
+                let catch_up = (self.min_spacing / 4).min(CATCH_UP);
+                (last + self.min_spacing)
+                    .max(now.checked_sub(catch_up).unwrap_or(now))
+                    .min(now)
+            }
+            None => now,
+        };
+        self.last_grant = Some(slot);
         self.in_flight += 1;
         if let Some(window) = self.window.as_mut() {
             window.remaining -= 1;

@@ -32,6 +32,9 @@ const IDLE_RECHECK: Duration = Duration::from_secs(2);
 /// tries again, instead of spinning.
 const STORE_ERROR_BACKOFF: Duration = Duration::from_secs(5);
 
+/// How often a worker refreshes its connector's queue-depth gauge.
+const QUEUE_DEPTH_INTERVAL: Duration = Duration::from_secs(1);
+
 /// Where a delivery goes after an attempt with this verdict: pure, so the retry policy
 /// can be tested on its own.
 pub fn next_state(
@@ -178,6 +181,7 @@ impl Dispatcher {
     ) {
         let wake = self.wakers.for_connector(&name);
         let mut in_flight: JoinSet<()> = JoinSet::new();
+        let mut depth_updated = Instant::now() - QUEUE_DEPTH_INTERVAL;
         loop {
             if *shutdown.borrow() {
                 break;
@@ -204,7 +208,12 @@ impl Dispatcher {
                     }
                 }
             }
-            self.update_queue_depth_for(&name).await;
+            // The gauge is for people and alerts: once a second is plenty, and a busy
+            // worker must not count its queue after every single delivery.
+            if depth_updated.elapsed() >= QUEUE_DEPTH_INTERVAL {
+                self.update_queue_depth_for(&name).await;
+                depth_updated = Instant::now();
+            }
             tokio::select! {
                 _ = wake.notified() => {}
                 Some(_) = in_flight.join_next(), if !in_flight.is_empty() => {}
@@ -334,11 +343,7 @@ impl Dispatcher {
     }
 
     async fn update_queue_depth_for(&self, connector: &str) {
-        if let Ok(stats) = self.store.queue_stats().await {
-            let pending = stats
-                .iter()
-                .find(|s| s.connector == connector)
-                .map_or(0, |s| s.pending);
+        if let Ok(pending) = self.store.pending_count(connector).await {
             self.metrics
                 .delivery_queue_depth
                 .get_or_create(&ConnectorLabels {

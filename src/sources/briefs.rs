@@ -20,32 +20,35 @@ pub async fn poll(context: &SourceContext, section: &BriefsSync) -> Result<PollR
         skipped: listing.skipped.len(),
         ..PollReport::default()
     };
-    if listing.returned == section.limit as usize {
+    let ids: Vec<String> = listing.items.iter().map(|brief| brief.id.clone()).collect();
+    let unknown = context.store.unknown_briefs(&ids).await?;
+    // A full list that overlaps what was seen before missed nothing; one made only of new
+    // briefs may have left older new ones beyond its end.
+    if listing.returned == section.limit as usize && unknown.len() == listing.items.len() {
         tracing::warn!(
             source = SOURCE,
             limit = section.limit,
-            "The briefs list came back exactly `limit` long, so older briefs may be missing from it; raise sync.briefs.limit."
+            "The briefs list came back exactly `limit` long and all of it new, so older new briefs may be missing from it; raise sync.briefs.limit."
         );
     }
-    let ids: Vec<String> = listing.items.iter().map(|brief| brief.id.clone()).collect();
-    let known = context.store.known_briefs(&ids).await?;
     let baseline = context.baseline_only(SOURCE).await?;
     // The list is newest first: record the oldest first, so receivers see leads in order.
     let mut new: Vec<&BriefSummary> = listing
         .items
         .iter()
-        .filter(|brief| !known.contains(&brief.id))
+        .filter(|brief| unknown.contains(&brief.id))
         .collect();
     new.sort_by(|a, b| a.created_at.cmp(&b.created_at));
+    if baseline {
+        // Recording what exists: no detail calls, no events, one transaction per batch.
+        report.new_items = new.len();
+        let records: Vec<BriefRecord> = new.iter().map(|summary| record(summary, None)).collect();
+        context.store.record_briefs_seen(&records).await?;
+        context.mark_baseline_done(SOURCE).await?;
+        return Ok(report);
+    }
     for summary in new {
         report.new_items += 1;
-        if baseline {
-            context
-                .store
-                .record_brief(&record(summary, None), None)
-                .await?;
-            continue;
-        }
         report.detail_calls += 1;
         let detail = match context.client.brief(&summary.id).await {
             Ok(detail) => detail,
@@ -71,9 +74,6 @@ pub async fn poll(context: &SourceContext, section: &BriefsSync) -> Result<PollR
             report.events += 1;
             context.emitted(&event);
         }
-    }
-    if baseline {
-        context.mark_baseline_done(SOURCE).await?;
     }
     Ok(report)
 }

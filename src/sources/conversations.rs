@@ -42,17 +42,18 @@ pub async fn poll(
         context.report_skipped(SOURCE, &listing);
         report.skipped += listing.skipped.len();
         report.listed += listing.items.len();
-        if listing.returned == section.limit as usize && !warned_full {
+        let ids: Vec<String> = listing.items.iter().map(|item| item.id.clone()).collect();
+        let states = context.store.conversation_states(&ids).await?;
+        // A full list that overlaps what was seen before missed nothing.
+        if listing.returned == section.limit as usize && states.is_empty() && !warned_full {
             warned_full = true;
             tracing::warn!(
                 source = SOURCE,
                 agent = agent.unwrap_or("all"),
                 limit = section.limit,
-                "The conversations list came back exactly `limit` long, so some conversations may be missing from it; raise sync.conversations.limit."
+                "The conversations list came back exactly `limit` long, all of it new, so some conversations may be missing from it; raise sync.conversations.limit."
             );
         }
-        let ids: Vec<String> = listing.items.iter().map(|item| item.id.clone()).collect();
-        let states = context.store.conversation_states(&ids).await?;
         let refresh_before = now_ms() - section.refresh_interval.as_millis() as i64;
         for item in &listing.items {
             if !listed_ids.insert(item.id.clone()) {

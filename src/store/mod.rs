@@ -22,6 +22,9 @@ pub mod meetings;
 /// short (one small transaction), so a wait this long means something is wrong.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Rows written per transaction when recording many items at once.
+const BATCH: usize = 500;
+
 /// Connections in the pool: the dispatcher's workers and the pollers read concurrently
 /// under WAL; SQLite serializes writers anyway.
 const MAX_CONNECTIONS: u32 = 4;
@@ -253,10 +256,11 @@ impl Store {
 
     // ---- briefs ----
 
-    /// Which of `ids` are already recorded.
-    pub async fn known_briefs(&self, ids: &[String]) -> Result<HashSet<String>> {
+    /// Which of `ids` are not recorded yet. An idle poll returns no row, however long
+    /// the history: the cost is one index lookup per listed id.
+    pub async fn unknown_briefs(&self, ids: &[String]) -> Result<HashSet<String>> {
         let rows: Vec<String> = sqlx::query_scalar(
-            "SELECT id FROM briefs WHERE id IN (SELECT value FROM json_each(?))",
+            "SELECT value FROM json_each(?) WHERE value NOT IN (SELECT id FROM briefs)",
         )
         .bind(serde_json::to_string(ids).expect("strings serialize"))
         .fetch_all(&self.pool)
@@ -290,6 +294,30 @@ impl Store {
         }
         tx.commit().await?;
         Ok(inserted)
+    }
+
+    /// Records briefs as seen, without events (`start_from = "now"`), in transactions of
+    /// [`BATCH`] rows rather than one per brief.
+    pub async fn record_briefs_seen(&self, briefs: &[BriefRecord]) -> Result<()> {
+        let now = now_ms();
+        for chunk in briefs.chunks(BATCH) {
+            let mut tx = self.write_tx().await?;
+            for brief in chunk {
+                sqlx::query(
+                    "INSERT INTO briefs (id, agent_id, conversation_id, created_at, raw, seen_at) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING",
+                )
+                .bind(&brief.id)
+                .bind(&brief.agent_id)
+                .bind(&brief.conversation_id)
+                .bind(&brief.created_at)
+                .bind(brief.raw.to_string())
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+            }
+            tx.commit().await?;
+        }
+        Ok(())
     }
 
     pub async fn brief_count(&self) -> Result<i64> {
@@ -539,6 +567,17 @@ impl Store {
     pub async fn next_due_at(&self, connector: &str) -> Result<Option<i64>> {
         Ok(sqlx::query_scalar(
             "SELECT MIN(MAX(next_attempt_at, COALESCE(lease_until, 0))) FROM deliveries WHERE connector = ? AND status = 'pending'",
+        )
+        .bind(connector)
+        .fetch_one(&self.pool)
+        .await?)
+    }
+
+    /// Pending deliveries of one connector (an index range, cheap however many rows the
+    /// outbox keeps).
+    pub async fn pending_count(&self, connector: &str) -> Result<i64> {
+        Ok(sqlx::query_scalar(
+            "SELECT COUNT(*) FROM deliveries WHERE connector = ? AND status = 'pending'",
         )
         .bind(connector)
         .fetch_one(&self.pool)

@@ -54,11 +54,11 @@ async fn rows_survive_closing_and_reopening_the_file() {
     let store = Store::open(&path).await.unwrap();
     assert_eq!(store.brief_count().await.unwrap(), 1);
     assert_eq!(store.event_count().await.unwrap(), 1);
-    let known = store
-        .known_briefs(&["b1".into(), "b2".into()])
+    let unknown = store
+        .unknown_briefs(&["b1".into(), "b2".into()])
         .await
         .unwrap();
-    assert!(known.contains("b1") && !known.contains("b2"));
+    assert!(!unknown.contains("b1") && unknown.contains("b2"));
     let queue = store.queue_stats().await.unwrap();
     assert_eq!(
         queue.iter().map(|q| q.pending).sum::<i64>(),
