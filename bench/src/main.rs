@@ -961,7 +961,7 @@ fn write_webm(path: &std::path::Path, size: usize, seed: u32) -> anyhow::Result<
 
 /// 1000 → "1k", 100000 → "100k", 5000 → "5k".
 fn count(n: usize) -> String {
-    if n >= 1000 && n % 1000 == 0 {
+    if n >= 1000 && n.is_multiple_of(1000) {
         format!("{}k", n / 1000)
     } else {
         n.to_string()

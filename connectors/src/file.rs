@@ -123,10 +123,10 @@ fn append_line(path: &Path, line: &[u8]) -> io::Result<()> {
         // A new file's name lives in its directory: sync that too, or a crash can lose
         // the whole file. The line itself is already durable in the file's data, and
         // failing here would write it twice on retry, so an error is only logged.
-        if let Some(directory) = path.parent() {
-            if let Err(error) = File::open(directory).and_then(|directory| directory.sync_all()) {
-                debug!(path = %path.display(), %error, "Could not sync the new file's directory.");
-            }
+        if let Some(directory) = path.parent()
+            && let Err(error) = File::open(directory).and_then(|directory| directory.sync_all())
+        {
+            debug!(path = %path.display(), %error, "Could not sync the new file's directory.");
         }
     }
     Ok(())

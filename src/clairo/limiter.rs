@@ -378,13 +378,13 @@ impl Pacing {
                 None => Decision::Go,
             };
         }
-        if let (Some(reset), Some(last)) = (window.reset_at, self.last_grant) {
-            if reset > last {
-                let left = u32::try_from(window.remaining).unwrap_or(u32::MAX);
-                let next = last + (reset - last) / left;
-                if now < next {
-                    return Decision::WaitUntil(next);
-                }
+        if let (Some(reset), Some(last)) = (window.reset_at, self.last_grant)
+            && reset > last
+        {
+            let left = u32::try_from(window.remaining).unwrap_or(u32::MAX);
+            let next = last + (reset - last) / left;
+            if now < next {
+                return Decision::WaitUntil(next);
             }
         }
         Decision::Go

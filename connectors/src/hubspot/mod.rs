@@ -360,13 +360,12 @@ impl HubspotConnector {
             .send(self.api.post(UPSERT_PATH).json(&body), doing)
             .await?;
         let status = answer.status.as_u16();
-        if answer.status.is_success() {
-            if let Some(result) = answer.json().pointer("/results/0") {
-                if let Some(id) = result.get("id").and_then(crm::id_text) {
-                    let new = result.get("new").and_then(Value::as_bool);
-                    return Ok(Contact { id, new, status });
-                }
-            }
+        if answer.status.is_success()
+            && let Some(result) = answer.json().pointer("/results/0")
+            && let Some(id) = result.get("id").and_then(crm::id_text)
+        {
+            let new = result.get("new").and_then(Value::as_bool);
+            return Ok(Contact { id, new, status });
         }
         if let Some(id) = existing_contact_id(answer.json()) {
             return Ok(Contact {
