@@ -276,19 +276,7 @@ impl Store {
         event: Option<&NewEvent>,
     ) -> Result<bool> {
         let mut tx = self.write_tx().await?;
-        let inserted = sqlx::query(
-            "INSERT INTO briefs (id, agent_id, conversation_id, created_at, raw, seen_at) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING",
-        )
-        .bind(&brief.id)
-        .bind(&brief.agent_id)
-        .bind(&brief.conversation_id)
-        .bind(&brief.created_at)
-        .bind(brief.raw.to_string())
-        .bind(now_ms())
-        .execute(&mut *tx)
-        .await?
-        .rows_affected()
-            == 1;
+        let inserted = insert_brief(&mut tx, brief, now_ms()).await?;
         if inserted && let Some(event) = event {
             insert_event(&mut tx, event).await?;
         }
@@ -303,17 +291,7 @@ impl Store {
         for chunk in briefs.chunks(BATCH) {
             let mut tx = self.write_tx().await?;
             for brief in chunk {
-                sqlx::query(
-                    "INSERT INTO briefs (id, agent_id, conversation_id, created_at, raw, seen_at) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING",
-                )
-                .bind(&brief.id)
-                .bind(&brief.agent_id)
-                .bind(&brief.conversation_id)
-                .bind(&brief.created_at)
-                .bind(brief.raw.to_string())
-                .bind(now)
-                .execute(&mut *tx)
-                .await?;
+                insert_brief(&mut tx, brief, now).await?;
             }
             tx.commit().await?;
         }
@@ -756,6 +734,27 @@ impl Store {
             })
             .collect())
     }
+}
+
+/// Inserts a brief unless it is recorded already; whether it was new.
+async fn insert_brief(
+    tx: &mut Transaction<'static, Sqlite>,
+    brief: &BriefRecord,
+    seen_at: i64,
+) -> Result<bool> {
+    Ok(sqlx::query(
+        "INSERT INTO briefs (id, agent_id, conversation_id, created_at, raw, seen_at) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING",
+    )
+    .bind(&brief.id)
+    .bind(&brief.agent_id)
+    .bind(&brief.conversation_id)
+    .bind(&brief.created_at)
+    .bind(brief.raw.to_string())
+    .bind(seen_at)
+    .execute(&mut **tx)
+    .await?
+    .rows_affected()
+        == 1)
 }
 
 /// An exclusive advisory lock on the state file, held while migrations run.
