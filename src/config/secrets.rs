@@ -14,19 +14,23 @@ use super::{ClairoConfig, Problem};
 pub struct SecretSources {
     /// systemd's `$CREDENTIALS_DIRECTORY` (LoadCredential=).
     pub credentials_dir: Option<PathBuf>,
+    /// Outside the service (an operator's `sudo clairo-sync check`): the directory the
+    /// packaged unit's `LoadCredential=` lines take the credentials from.
+    pub credential_sources: Option<PathBuf>,
     /// `CLAIRO_API_KEY`.
     pub api_key_env: Option<Secret>,
 }
 
 impl SecretSources {
     pub fn from_env() -> Self {
-        // Outside the service (an operator's `sudo clairo-sync check`), the credentials are
-        // read where the unit's LoadCredential= takes them from.
-        let credentials_dir = std::env::var_os("CREDENTIALS_DIRECTORY")
-            .map(PathBuf::from)
-            .or_else(|| Some(PathBuf::from(CREDENTIALS_SOURCE_DIR)).filter(|dir| dir.is_dir()));
+        let credentials_dir = std::env::var_os("CREDENTIALS_DIRECTORY").map(PathBuf::from);
+        let credential_sources = match credentials_dir {
+            Some(_) => None,
+            None => Some(PathBuf::from(CREDENTIALS_SOURCE_DIR)).filter(|dir| dir.is_dir()),
+        };
         Self {
             credentials_dir,
+            credential_sources,
             api_key_env: std::env::var("CLAIRO_API_KEY")
                 .ok()
                 .filter(|key| !key.trim().is_empty())
@@ -35,13 +39,30 @@ impl SecretSources {
     }
 
     fn credential(&self, name: &str) -> Option<PathBuf> {
-        let path = self.credentials_dir.as_ref()?.join(name);
-        path.is_file().then_some(path)
+        let in_service = self.credentials_dir.as_ref().map(|dir| dir.join(name));
+        // The unit loads `clairo-api-key` from /etc/clairo-sync/api-key; every other
+        // credential from the file of its own name.
+        let source_name = if name == API_KEY_CREDENTIAL {
+            API_KEY_SOURCE_FILE
+        } else {
+            name
+        };
+        let at_source = self
+            .credential_sources
+            .as_ref()
+            .map(|dir| dir.join(source_name));
+        in_service
+            .into_iter()
+            .chain(at_source)
+            .find(|path| path.is_file())
     }
 }
 
 /// Where the packaged unit's `LoadCredential=` lines take the credentials from.
 pub const CREDENTIALS_SOURCE_DIR: &str = "/etc/clairo-sync";
+
+/// The file there that holds the API key (`LoadCredential=clairo-api-key:/etc/clairo-sync/api-key`).
+pub const API_KEY_SOURCE_FILE: &str = "api-key";
 
 /// The name of the systemd credential that holds the Clairo API key.
 pub const API_KEY_CREDENTIAL: &str = "clairo-api-key";
