@@ -107,10 +107,6 @@ impl Dispatcher {
         }
     }
 
-    pub fn owner(&self) -> &str {
-        &self.owner
-    }
-
     /// Runs one worker per connector until `shutdown` turns true; then stops claiming,
     /// lets in-flight deliveries finish within `shutdown_timeout`, and releases the rest.
     pub async fn run(
@@ -173,6 +169,22 @@ impl Dispatcher {
             .await
     }
 
+    /// Claims due deliveries only when one is due (a read), so an idle worker takes no
+    /// write lock; returns them and when the next one not claimed is due.
+    async fn claim_if_due(
+        &self,
+        connector: &str,
+        limit: usize,
+    ) -> Result<(Vec<ClaimedDelivery>, Option<i64>), crate::store::StoreError> {
+        let next = self.store.next_due_at(connector).await?;
+        if next.is_none_or(|next| next > now_ms()) {
+            return Ok((Vec::new(), next));
+        }
+        let claimed = self.claim(connector, limit).await?;
+        let next = self.store.next_due_at(connector).await?;
+        Ok((claimed, next))
+    }
+
     async fn worker(
         &self,
         name: String,
@@ -189,15 +201,15 @@ impl Dispatcher {
             let free = self.settings.concurrency.saturating_sub(in_flight.len());
             let mut wait = IDLE_RECHECK;
             if free > 0 {
-                match self.claim(&name, free).await {
-                    Ok(claimed) => {
+                match self.claim_if_due(&name, free).await {
+                    Ok((claimed, next)) => {
                         for delivery in claimed {
                             let this = self.clone();
                             let connector = connector.clone();
                             in_flight
                                 .spawn(async move { this.attempt(&*connector, delivery).await });
                         }
-                        if let Ok(Some(next)) = self.store.next_due_at(&name).await {
+                        if let Some(next) = next {
                             let until = Duration::from_millis((next - now_ms()).max(0) as u64);
                             wait = wait.min(until.max(Duration::from_millis(50)));
                         }

@@ -263,12 +263,6 @@ impl Store {
         .await?;
         Ok(rows.iter().map(meeting_from_row).collect())
     }
-
-    pub async fn meeting_count(&self) -> Result<i64> {
-        Ok(sqlx::query_scalar("SELECT COUNT(*) FROM meetings")
-            .fetch_one(&self.pool)
-            .await?)
-    }
 }
 
 fn meeting_from_row(row: &sqlx::sqlite::SqliteRow) -> MeetingRow {

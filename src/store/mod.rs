@@ -395,26 +395,12 @@ impl Store {
         Ok(changed)
     }
 
-    pub async fn conversation_count(&self) -> Result<i64> {
-        Ok(sqlx::query_scalar("SELECT COUNT(*) FROM conversations")
-            .fetch_one(&self.pool)
-            .await?)
-    }
-
     // ---- events and deliveries ----
 
     pub async fn event_count(&self) -> Result<i64> {
         Ok(sqlx::query_scalar("SELECT COUNT(*) FROM events")
             .fetch_one(&self.pool)
             .await?)
-    }
-
-    /// Records an event that has no item of its own (e.g. a test event).
-    pub async fn record_event(&self, event: &NewEvent) -> Result<()> {
-        let mut tx = self.write_tx().await?;
-        insert_event(&mut tx, event).await?;
-        tx.commit().await?;
-        Ok(())
     }
 
     /// Claims up to `limit` due deliveries of `connector` (pending, next attempt due,
@@ -542,10 +528,18 @@ impl Store {
     }
 
     /// When the next pending delivery of `connector` is due (ms), if any, counting leases.
+    /// Two index lookups whatever the backlog: the earliest unleased row in due order, and
+    /// the few leased ones (the `deliveries_leased` partial index).
     pub async fn next_due_at(&self, connector: &str) -> Result<Option<i64>> {
         Ok(sqlx::query_scalar(
-            "SELECT MIN(MAX(next_attempt_at, COALESCE(lease_until, 0))) FROM deliveries WHERE connector = ? AND status = 'pending'",
+            "SELECT MIN(due) FROM (
+                 SELECT MIN(next_attempt_at) AS due FROM deliveries
+                 WHERE connector = ? AND status = 'pending' AND lease_until IS NULL
+                 UNION ALL
+                 SELECT MIN(MAX(next_attempt_at, lease_until)) FROM deliveries
+                 WHERE connector = ? AND lease_until IS NOT NULL AND status = 'pending')",
         )
+        .bind(connector)
         .bind(connector)
         .fetch_one(&self.pool)
         .await?)
@@ -585,11 +579,14 @@ impl Store {
             .collect())
     }
 
+    /// Deliveries, newest first, each with its last attempt (one query, not one per row).
     pub async fn list_deliveries(&self, filter: &DeliveryFilter) -> Result<Vec<DeliveryRow>> {
         let rows = sqlx::query(
             "SELECT d.id, d.event_id, e.type, d.connector, d.status, d.attempts, d.next_attempt_at, d.last_error,
-                    d.created_at, d.updated_at, d.delivered_at
+                    d.created_at, d.updated_at, d.delivered_at,
+                    a.attempt, a.started_at, a.duration_ms, a.status_code, a.outcome, a.reason, a.response
              FROM deliveries d JOIN events e ON e.id = d.event_id
+             LEFT JOIN attempts a ON a.id = (SELECT MAX(id) FROM attempts WHERE delivery_id = d.id)
              WHERE (? = 0 OR d.status = 'dead') AND (? IS NULL OR d.connector = ?)
              ORDER BY d.id DESC LIMIT ?",
         )
@@ -599,19 +596,10 @@ impl Store {
         .bind(if filter.limit > 0 { filter.limit } else { i64::MAX })
         .fetch_all(&self.pool)
         .await?;
-        let mut out = Vec::with_capacity(rows.len());
-        for row in rows {
-            let id: i64 = row.get("id");
-            let last_attempt = sqlx::query(
-                "SELECT attempt, started_at, duration_ms, status_code, outcome, reason, response FROM attempts
-                 WHERE delivery_id = ? ORDER BY id DESC LIMIT 1",
-            )
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await?
-            .map(|row| attempt_from_row(&row));
-            out.push(DeliveryRow {
-                id,
+        Ok(rows
+            .iter()
+            .map(|row| DeliveryRow {
+                id: row.get("id"),
                 event_id: row.get("event_id"),
                 event_type: row.get("type"),
                 connector: row.get("connector"),
@@ -622,21 +610,11 @@ impl Store {
                 created_at: row.get("created_at"),
                 updated_at: row.get("updated_at"),
                 delivered_at: row.get("delivered_at"),
-                last_attempt,
-            });
-        }
-        Ok(out)
-    }
-
-    pub async fn attempts(&self, delivery_id: i64) -> Result<Vec<AttemptRow>> {
-        let rows = sqlx::query(
-            "SELECT attempt, started_at, duration_ms, status_code, outcome, reason, response FROM attempts
-             WHERE delivery_id = ? ORDER BY id",
-        )
-        .bind(delivery_id)
-        .fetch_all(&self.pool)
-        .await?;
-        Ok(rows.iter().map(attempt_from_row).collect())
+                last_attempt: row
+                    .get::<Option<i64>, _>("attempt")
+                    .map(|_| attempt_from_row(row)),
+            })
+            .collect())
     }
 
     /// Re-queues deliveries (attempts reset, the event and its id unchanged). `ids` empty
