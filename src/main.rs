@@ -12,8 +12,11 @@ const EX_CONFIG: u8 = 78;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+    // One thread runs every task: the daemon waits on the network, the clock and SQLite
+    // (whose calls run on sqlx's own threads), and CPU work that takes long (hashing a
+    // recording) goes to `spawn_blocking`. Each further runtime thread would cost its own
+    // malloc arena and stack at idle for no throughput (BENCHMARKS.md).
+    let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
     {

@@ -8,7 +8,7 @@ use anyhow::Context as _;
 
 /// The command that regenerates BENCHMARKS.md.
 pub const COMMAND: &str =
-    "cargo build --release --workspace && cargo run --release -p clairo-bench";
+    "cargo build --release -p clairo-sync && cargo run --release -p clairo-bench";
 
 /// Everything from this line on in BENCHMARKS.md is written by people and kept when the
 /// bench rewrites the file.
@@ -189,13 +189,14 @@ sample before the process had read 1 MiB (the upload's start), split into anonym
 memory and code paged in on first use.
 - **History**: the sandbox holds 1,000 or 100,000 briefs; the daemon starts with \
 `start_from = \"now\"` (the first run records every brief without detail calls), then polls \
-briefs every 5 s. The cycle time is the daemon's own `Poll run finished. … elapsed_ms=` \
-(median of 6 idle cycles after one warm-up, to the microsecond); the state file is \
+briefs every second. The cycle time is the daemon's own `Poll run finished. … elapsed_ms=` \
+(median of 25 idle cycles after two warm-ups, to the microsecond); the state file is \
 `state.db` after a clean stop. After the first run the sandbox honours `limit` on /briefs \
 (100, the default), so every idle cycle lists the same window whatever the history: the \
-ratio shows what the recorded history itself costs a cycle (the lookup of the listed ids \
-among those recorded). The whole list's bare round trip (a raw HTTP GET from the bench) \
-is shown beside it.
+ratio shows what the recorded history itself costs a cycle. (The daemon remembers which \
+ids of its last listing are recorded and asks the state file only about the others, so an \
+idle cycle does not look the history up at all; the first cycle after a start does.) The \
+whole list's bare round trip (a raw HTTP GET from the bench) is shown beside it.
 - The machine is shared; the sandbox and receiver share the bench's process and its two \
 cores with the daemon, so absolute times include their work.
 ";

@@ -37,7 +37,7 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 // The daemon binary
 
 /// `CLAIRO_SYNC_BIN`, else `clairo-sync` next to this executable (both live in
-/// `target/release` after `cargo build --release --workspace`).
+/// `target/release` after `cargo build --release -p clairo-sync`).
 pub fn daemon_binary() -> anyhow::Result<PathBuf> {
     let path = match std::env::var_os("CLAIRO_SYNC_BIN") {
         Some(path) => PathBuf::from(path),
@@ -49,7 +49,7 @@ pub fn daemon_binary() -> anyhow::Result<PathBuf> {
     };
     if !path.is_file() {
         bail!(
-            "{} not found: run `cargo build --release --workspace` first, or set CLAIRO_SYNC_BIN",
+            "{} not found: run `cargo build --release -p clairo-sync` first, or set CLAIRO_SYNC_BIN",
             path.display()
         );
     }

@@ -16,12 +16,22 @@ use crate::{USER_AGENT, root_cause};
 /// would leave the delivery neither sent nor dead for that long.
 pub(crate) const MAX_WAIT: Duration = Duration::from_secs(24 * 60 * 60);
 
+/// Makes ring the process's TLS crypto provider, once; every HTTPS client (reqwest for
+/// Clairo, webhooks and CRMs; lettre for SMTP) uses it. Call it before building a
+/// `reqwest::Client`: reqwest is built without a provider of its own, so that only one
+/// (ring, the smaller) is linked in.
+pub fn install_crypto_provider() {
+    // Losing a race to another caller installs the same provider: nothing to report.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
 /// A client sending clairo-sync's `User-Agent` and `headers` on every request, giving up
 /// after `timeout` (connecting included), and never following a redirect: for a webhook
 /// (Standard Webhooks) a redirect is a failure and the operator updates `url`; from a CRM
 /// API it means `base_url` is wrong, and following it could carry the credential to
 /// another host.
 pub(crate) fn client(timeout: Duration, headers: HeaderMap) -> Result<reqwest::Client, String> {
+    install_crypto_provider();
     reqwest::Client::builder()
         .user_agent(USER_AGENT)
         .default_headers(headers)

@@ -28,6 +28,7 @@ use serde::Deserialize;
 use tracing::debug;
 
 pub use event::{Event, EventType, event_id};
+pub use http::install_crypto_provider;
 pub use secret::Secret;
 
 /// What a connector answers for one delivery attempt.

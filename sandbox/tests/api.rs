@@ -10,6 +10,12 @@ use sha2::{Digest, Sha256};
 
 const KEY: &str = "clr_sandbox_key";
 
+/// reqwest is built without a TLS provider of its own (the daemon installs ring).
+fn client() -> Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    Client::new()
+}
+
 async fn sandbox(config: SandboxConfig) -> Sandbox {
     clairo_sandbox::start(config, "127.0.0.1:0".parse().unwrap())
         .await
@@ -17,7 +23,7 @@ async fn sandbox(config: SandboxConfig) -> Sandbox {
 }
 
 async fn get(sb: &Sandbox, path: &str) -> Response {
-    Client::new()
+    client()
         .get(format!("{}{path}", sb.base_url()))
         .bearer_auth(KEY)
         .send()
@@ -26,7 +32,7 @@ async fn get(sb: &Sandbox, path: &str) -> Response {
 }
 
 async fn post(sb: &Sandbox, path: &str, body: Value) -> Response {
-    Client::new()
+    client()
         .post(format!("{}{path}", sb.base_url()))
         .bearer_auth(KEY)
         .json(&body)
@@ -78,7 +84,7 @@ async fn upload(sb: &Sandbox, agent_id: &str, file_name: &str, audio: Vec<u8>) -
         .text("agentId", agent_id.to_owned())
         .text("title", "Weekly standup")
         .part("audio", Part::bytes(audio).file_name(file_name.to_owned()));
-    Client::new()
+    client()
         .post(format!("{}/meetings", sb.base_url()))
         .bearer_auth(KEY)
         .multipart(form)
@@ -91,7 +97,7 @@ async fn upload(sb: &Sandbox, agent_id: &str, file_name: &str, audio: Vec<u8>) -
 async fn requests_without_a_valid_key_get_401_with_the_documented_body() {
     let sb = sandbox(SandboxConfig::default()).await;
     let url = format!("{}/agents", sb.base_url());
-    let client = Client::new();
+    let client = client();
 
     let missing = client.get(&url).send().await.unwrap();
     assert_eq!(missing.status(), StatusCode::UNAUTHORIZED);
@@ -181,7 +187,7 @@ async fn latency_is_added_before_the_handler_answers() {
 #[tokio::test]
 async fn a_key_without_the_max_plan_gets_403() {
     let sb = sandbox(SandboxConfig::default()).await;
-    let response = Client::new()
+    let response = client()
         .get(format!("{}/briefs", sb.base_url()))
         .bearer_auth("clr_sandbox_noplan")
         .send()
@@ -280,7 +286,7 @@ async fn fail_next_answers_the_next_requests_with_the_given_status() {
 
     // An unauthenticated request doesn't use up an injected failure.
     sb.fail_next(1, 500);
-    let anonymous = Client::new()
+    let anonymous = client()
         .get(format!("{}/agents", sb.base_url()))
         .send()
         .await
@@ -707,7 +713,7 @@ async fn uploads_need_every_field_and_a_meeting_agent() {
     let no_title = Form::new()
         .text("agentId", sb.agent_id("MEETING"))
         .part("audio", Part::bytes(wav(1)).file_name("a.wav"));
-    let response = Client::new()
+    let response = client()
         .post(format!("{}/meetings", sb.base_url()))
         .bearer_auth(KEY)
         .multipart(no_title)
@@ -727,7 +733,7 @@ async fn uploads_need_every_field_and_a_meeting_agent() {
 async fn stats_count_route_templates_and_the_admin_routes_drive_a_sandbox() {
     let sb = sandbox(SandboxConfig::default()).await;
     let admin = format!("http://{}/_sandbox", sb.addr());
-    let client = Client::new();
+    let client = client();
 
     let ids: Value = client
         .post(format!("{admin}/briefs"))

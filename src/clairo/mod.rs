@@ -172,6 +172,7 @@ impl ClairoClient {
             )
         })?;
         authorization.set_sensitive(true);
+        clairo_connectors::install_crypto_provider();
         let http = reqwest::Client::builder()
             .timeout(options.timeout)
             .connect_timeout(options.timeout.min(Duration::from_secs(10)))

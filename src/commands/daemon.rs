@@ -7,6 +7,9 @@ use anyhow::Context as _;
 use sd_notify::NotifyState;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::{mpsc, watch};
+use tracing_subscriber::filter::Targets;
+use tracing_subscriber::layer::SubscriberExt as _;
+use tracing_subscriber::util::SubscriberInitExt as _;
 
 use crate::config::{Config, LoadedConfig, LogFormat};
 use crate::daemon::{self, Generation, Runtime};
@@ -20,21 +23,48 @@ use super::{CommandError, CommandResult, load_daemon_config};
 /// Logs go to stderr: readable by default, JSON on request; under journald (which stamps
 /// each line itself) the readable form carries no timestamp of its own.
 pub fn init_logging(config: &Config) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .or_else(|_| tracing_subscriber::EnvFilter::try_new(&config.log_level))
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // `RUST_LOG` wins (read as tracing reads it: a bare word is a module at every level);
+    // one that does not parse is reported once logging is up, and the config's
+    // `log_level` (checked when the config loaded) is used instead.
+    let from_env = std::env::var("RUST_LOG")
+        .ok()
+        .filter(|text| !text.trim().is_empty())
+        .map(|text| text.parse::<Targets>().map_err(|error| (text, error)));
+    let (filter, bad_env) = match from_env {
+        Some(Ok(filter)) => (filter, None),
+        other => (
+            crate::config::log_filter(&config.log_level)
+                .unwrap_or_else(|_| Targets::new().with_default(tracing::Level::INFO)),
+            other.and_then(Result::err),
+        ),
+    };
     // Colours only for a person at a terminal, never in files, pipes or the journal.
     let colour = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_ansi(colour);
     let under_journald = std::env::var_os("JOURNAL_STREAM").is_some();
     let _ = match (config.log_format, under_journald) {
-        (LogFormat::Json, _) => builder.json().flatten_event(true).try_init(),
-        (LogFormat::Text, true) => builder.without_time().with_ansi(false).try_init(),
-        (LogFormat::Text, false) => builder.try_init(),
+        (LogFormat::Json, _) => builder
+            .json()
+            .flatten_event(true)
+            .finish()
+            .with(filter)
+            .try_init(),
+        (LogFormat::Text, true) => builder
+            .without_time()
+            .with_ansi(false)
+            .finish()
+            .with(filter)
+            .try_init(),
+        (LogFormat::Text, false) => builder.finish().with(filter).try_init(),
     };
+    if let Some((text, error)) = bad_env {
+        tracing::warn!(
+            rust_log = %text,
+            "RUST_LOG is not a log filter ({error}); using log_level from the config. Write a level (e.g. debug) or per-target levels (e.g. info,clairo_sync=debug)."
+        );
+    }
 }
 
 pub async fn run(path: Option<&Path>) -> CommandResult {

@@ -15,6 +15,7 @@ use clairo_connectors::{ConnectorConfig, EventType, Secret};
 use figment::Figment;
 use figment::providers::{Env, Format, Toml};
 use serde::Deserialize;
+use tracing_subscriber::filter::{LevelFilter, Targets};
 
 pub use schedule::Schedule;
 pub use secrets::SecretSources;
@@ -48,7 +49,7 @@ pub struct Config {
     /// `text` (readable; no timestamps when journald adds its own) or `json`.
     #[serde(default)]
     pub log_format: LogFormat,
-    /// A tracing filter such as `info` or `clairo_sync=debug`; `RUST_LOG` wins when set.
+    /// A level, or per-target levels such as `info,clairo_sync=debug`; `RUST_LOG` wins when set.
     #[serde(default = "default_log_level")]
     pub log_level: String,
 }
@@ -348,6 +349,41 @@ fn default_shutdown_timeout() -> Duration {
 fn default_lease() -> Duration {
     Duration::from_secs(5 * 60)
 }
+/// Parses `log_level`: a level, and/or `module=level` pairs, comma-separated; modules not
+/// named log at the bare level, `info` when there is none. Stricter than `RUST_LOG`: a bare
+/// word that is not a level (a typo such as `inf`) is an error here, where `RUST_LOG` would
+/// read it as a module name and silence everything else.
+pub fn log_filter(text: &str) -> Result<Targets, String> {
+    let mut filter = Targets::new().with_default(LevelFilter::INFO);
+    let mut any = false;
+    for part in text
+        .split(',')
+        .map(str::trim)
+        .filter(|part| !part.is_empty())
+    {
+        let level = |word: &str| {
+            word.trim()
+                .parse::<LevelFilter>()
+                .map_err(|_| format!("{word:?} is not a level"))
+        };
+        filter = match part.split_once('=') {
+            Some((target, word)) => {
+                let target = target.trim();
+                if target.is_empty() || target.contains(char::is_whitespace) {
+                    return Err(format!("{part:?} does not name a module before `=`"));
+                }
+                filter.with_target(target.to_owned(), level(word)?)
+            }
+            None => filter.with_default(level(part)?),
+        };
+        any = true;
+    }
+    if !any {
+        return Err("is empty".to_owned());
+    }
+    Ok(filter)
+}
+
 fn default_log_level() -> String {
     "info".to_owned()
 }
@@ -570,6 +606,14 @@ fn validate(config: &Config, api_key: Option<&Secret>, need: Need, problems: &mu
                 "no API key found; put it in the file named by clairo.api_key_file, the systemd credential clairo-api-key, or CLAIRO_API_KEY",
             ))
         }
+    }
+    if let Err(error) = log_filter(&config.log_level) {
+        problems.push(Problem::new(
+            "log_level",
+            format!(
+                "{error}; write a level (error, warn, info, debug, trace or off), optionally followed by per-module levels, e.g. \"info,clairo_sync=debug\""
+            ),
+        ));
     }
     if config.clairo.max_requests_per_minute == 0 {
         problems.push(Problem::new(

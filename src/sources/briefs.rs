@@ -1,6 +1,8 @@
 //! Discovery briefs: list; fetch the detail only of ids never seen; record each with its
 //! `brief.created` event.
 
+use std::collections::HashSet;
+
 use serde_json::{Map, Value};
 
 use crate::clairo::{BriefDetail, BriefSummary, ClairoError};
@@ -12,6 +14,9 @@ use super::{PollError, PollReport, SourceContext};
 
 pub const SOURCE: &str = "briefs";
 
+/// How many ids of the last listing (newest first) are remembered as recorded.
+const REMEMBERED: usize = 1_000;
+
 pub async fn poll(context: &SourceContext, section: &BriefsSync) -> Result<PollReport, PollError> {
     let listing = context.client.briefs(Some(section.limit)).await?;
     context.report_skipped(SOURCE, &listing);
@@ -20,8 +25,26 @@ pub async fn poll(context: &SourceContext, section: &BriefsSync) -> Result<PollR
         skipped: listing.skipped.len(),
         ..PollReport::default()
     };
-    let ids: Vec<String> = listing.items.iter().map(|brief| brief.id.clone()).collect();
-    let unknown = context.store.unknown_briefs(&ids).await?;
+    // An idle poll lists the briefs the last one did: those are known to be recorded
+    // without asking the store, so its cost does not grow with the history (BENCHMARKS.md).
+    // The store is still asked about every id not in the last listing.
+    let to_check: Vec<String> = {
+        let remembered = context
+            .recorded_briefs
+            .lock()
+            .expect("recorded briefs lock");
+        listing
+            .items
+            .iter()
+            .filter(|brief| !remembered.contains(&brief.id))
+            .map(|brief| brief.id.clone())
+            .collect()
+    };
+    let unknown = if to_check.is_empty() {
+        HashSet::new()
+    } else {
+        context.store.unknown_briefs(&to_check).await?
+    };
     // A full list that overlaps what was seen before missed nothing; one made only of new
     // briefs may have left older new ones beyond its end.
     if listing.returned == section.limit as usize && unknown.len() == listing.items.len() {
@@ -45,8 +68,10 @@ pub async fn poll(context: &SourceContext, section: &BriefsSync) -> Result<PollR
         let records: Vec<BriefRecord> = new.iter().map(|summary| record(summary, None)).collect();
         context.store.record_briefs_seen(&records).await?;
         context.mark_baseline_done(SOURCE).await?;
+        remember(context, &listing.items, &HashSet::new());
         return Ok(report);
     }
+    let mut not_recorded = HashSet::new();
     for summary in new {
         report.new_items += 1;
         report.detail_calls += 1;
@@ -54,6 +79,7 @@ pub async fn poll(context: &SourceContext, section: &BriefsSync) -> Result<PollR
             Ok(detail) => detail,
             Err(ClairoError::NotFound { .. }) => {
                 tracing::warn!(source = SOURCE, id = %summary.id, "A listed brief was gone when its detail was fetched; skipped.");
+                not_recorded.insert(summary.id.as_str());
                 continue;
             }
             Err(error) => return Err(error.into()),
@@ -75,7 +101,24 @@ pub async fn poll(context: &SourceContext, section: &BriefsSync) -> Result<PollR
             context.emitted(&event);
         }
     }
+    remember(context, &listing.items, &not_recorded);
     Ok(report)
+}
+
+/// After a poll that recorded every new brief it listed (but `not_recorded`), the
+/// listing's newest [`REMEMBERED`] ids are all in the store. A poll that fails part-way
+/// leaves the previous set, which is still true.
+fn remember(context: &SourceContext, listed: &[BriefSummary], not_recorded: &HashSet<&str>) {
+    let recorded = listed
+        .iter()
+        .take(REMEMBERED)
+        .filter(|brief| !not_recorded.contains(brief.id.as_str()))
+        .map(|brief| brief.id.clone())
+        .collect();
+    *context
+        .recorded_briefs
+        .lock()
+        .expect("recorded briefs lock") = recorded;
 }
 
 fn record(summary: &BriefSummary, merged: Option<Value>) -> BriefRecord {

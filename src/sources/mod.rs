@@ -6,7 +6,7 @@ pub mod briefs;
 pub mod conversations;
 pub mod meetings;
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
 use clairo_connectors::{Event, EventType, event_id};
@@ -71,6 +71,8 @@ pub struct SourceContext {
     pub metrics: Metrics,
     pub wakers: Wakers,
     pub start_from: StartFrom,
+    /// Briefs of the last listing known to be recorded (see [`briefs::poll`]).
+    pub recorded_briefs: Arc<std::sync::Mutex<HashSet<String>>>,
 }
 
 impl SourceContext {
@@ -88,6 +90,7 @@ impl SourceContext {
             metrics,
             wakers,
             start_from: config.sync.start_from,
+            recorded_briefs: Arc::default(),
         }
     }
 

@@ -26,8 +26,11 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 const BATCH: usize = 500;
 
 /// Connections in the pool: the dispatcher's workers and the pollers read concurrently
-/// under WAL; SQLite serializes writers anyway.
-const MAX_CONNECTIONS: u32 = 4;
+/// under WAL; SQLite serializes writers anyway. Each connection is a thread with its own
+/// page and statement caches and malloc arena, about 0.5 MiB at idle: four delivered a
+/// backlog ~35% faster (873 vs 648 events/s, far beyond what the API budget can feed)
+/// but missed the idle-memory goal (10.6 MiB), so two (BENCHMARKS.md).
+const MAX_CONNECTIONS: u32 = 2;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

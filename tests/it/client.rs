@@ -101,7 +101,7 @@ async fn three_windows_of_requests_from_concurrent_tasks_get_no_429_after_the_fi
 
 /// Spends the key's whole window with plain requests; returns the last answer's Reset.
 async fn burn_budget(sandbox: &Sandbox) -> u64 {
-    let http = reqwest::Client::new();
+    let http = crate::support::http();
     for _ in 0..1000 {
         let response = http
             .get(format!("{}/agents", sandbox.base_url()))

@@ -350,3 +350,34 @@ fn outside_the_service_the_credentials_are_read_where_the_unit_loads_them_from()
     let loaded = config::load(Some(&path), Need::Daemon, &sources).unwrap();
     assert_eq!(loaded.api_key.unwrap().expose(), "clr_from_service");
 }
+
+#[test]
+fn a_log_level_that_is_not_a_filter_names_its_key() {
+    let dir = tempfile::tempdir().unwrap();
+    for (level, ok) in [
+        ("debug", true),
+        ("info,clairo_sync=debug", true),
+        ("warn, sqlx = error", true),
+        // A typo would otherwise be read as a module name and silence every other line.
+        ("inf", false),
+        ("info,clairo_sync=loud", false),
+        ("=debug", false),
+        ("", false),
+    ] {
+        let path = write(
+            dir.path(),
+            "c.toml",
+            &format!("log_level = {level:?}\n{GOOD}"),
+        );
+        let (code, stdout, stderr) = check(&path, &[]);
+        if ok {
+            assert_eq!((code, stdout.trim()), (0, "ok"), "{level:?}: {stderr}");
+        } else {
+            assert_eq!(code, EX_CONFIG, "{level:?} was accepted");
+            assert!(
+                stderr.starts_with("log_level: ") && stderr.contains("; write a level"),
+                "{level:?}: {stderr}"
+            );
+        }
+    }
+}

@@ -86,7 +86,7 @@ fn enable_http(config: &Path) {
 
 /// One sample of the daemon's /metrics, e.g. `clairo_sync_items_skipped_total{source="briefs"}`.
 async fn metric(address: &str, sample: &str) -> Option<f64> {
-    let text = reqwest::get(format!("http://{address}/metrics"))
+    let text = crate::support::get(format!("http://{address}/metrics"))
         .await
         .expect("/metrics answers")
         .text()
@@ -100,7 +100,9 @@ async fn metric(address: &str, sample: &str) -> Option<f64> {
 async fn wait_for_status(url: &str, want: u16, within: Duration) -> (u16, String) {
     let deadline = Instant::now() + within;
     loop {
-        let response = reqwest::get(url).await.expect("the endpoint answers");
+        let response = crate::support::get(url)
+            .await
+            .expect("the endpoint answers");
         let status = response.status().as_u16();
         let body = response.text().await.unwrap_or_default();
         if status == want || Instant::now() > deadline {
@@ -246,7 +248,7 @@ async fn api_errors_latency_and_malformed_items_still_deliver_each_valid_brief_e
         daemon.daemon.child.try_wait().unwrap().is_none(),
         "the daemon is still running"
     );
-    let health = reqwest::get(format!("http://{address}/healthz"))
+    let health = crate::support::get(format!("http://{address}/healthz"))
         .await
         .unwrap();
     assert_eq!(health.status(), 200);

@@ -26,7 +26,7 @@ fn with_http(extra: &str) -> String {
 }
 
 async fn get(url: &str, accept: Option<&str>) -> (u16, String) {
-    let client = reqwest::Client::new();
+    let client = crate::support::http();
     let mut request = client.get(url);
     if let Some(accept) = accept {
         request = request.header("accept", accept);
@@ -332,4 +332,23 @@ async fn check_online_reports_wrong_agents_and_sends_a_signed_test_event() {
         crate::support::SECRET
     ));
     assert_eq!(received[0].json()["data"]["test"], true);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_rust_log_that_does_not_parse_is_reported_and_the_configs_level_is_used() {
+    let sandbox = sandbox(1, 0).await;
+    let receiver = Receiver::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = daemon_config(dir.path(), &sandbox, &receiver, "");
+    let daemon = LoggedDaemon::start(&config, &[("RUST_LOG", "clairo_sync=loud")]);
+    let warning = daemon
+        .wait_for_line("RUST_LOG is not a log filter", Duration::from_secs(20))
+        .await
+        .expect("the bad RUST_LOG is reported");
+    assert!(warning.contains("WARN"), "{warning}");
+    // The config's level (info, the default) is in force: info lines are logged.
+    daemon
+        .wait_for_line("Poll run finished.", Duration::from_secs(20))
+        .await
+        .expect("info lines are logged under the config's level");
 }

@@ -7,6 +7,18 @@ pub fn bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_clairo-sync"))
 }
 
+/// An HTTP client for the tests' own requests (reqwest is built without a TLS provider of
+/// its own; the daemon installs ring, and so does this).
+pub fn http() -> reqwest::Client {
+    clairo_connectors::install_crypto_provider();
+    reqwest::Client::new()
+}
+
+/// `GET url` with [`http`].
+pub async fn get(url: impl reqwest::IntoUrl) -> reqwest::Result<reqwest::Response> {
+    http().get(url).send().await
+}
+
 /// Writes `text` to `dir/name` and returns the path.
 pub fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
     let path = dir.join(name);
