@@ -926,7 +926,7 @@ impl Bench {
             Verdict::Info,
         ));
         self.report.note(format!(
-            "History {}: the baseline run (list + recording {n} briefs, no detail calls) took {:.1} s; idle cycles {all_times:?} ms; each lists all {n} briefs ({:.1} MB of JSON; a bare GET takes {fetch_ms:.1} ms); daemon VmRSS {:.1} MiB, VmHWM {:.1} MiB after the cycles.",
+            "History {}: the baseline run (list + recording {n} briefs, no detail calls) took {:.1} s; idle cycles {all_times:?} ms, each listing the newest {BRIEFS_LIST_LIMIT}; the whole list of {n} briefs (what the baseline run parsed) is {:.1} MB of JSON, and a bare GET of it takes {fetch_ms:.1} ms; daemon VmRSS {:.1} MiB, VmHWM {:.1} MiB after the cycles.",
             count(n),
             baseline.elapsed_ms / 1000.0,
             body_bytes as f64 / 1e6,

@@ -37,7 +37,7 @@ pub use types::{
 };
 
 use crate::metrics::Metrics;
-use types::{ApiObject, parse_listing, parse_object};
+use types::{ApiObject, ListItem, parse_json, parse_listing, parse_object};
 
 /// The public API's address.
 pub const DEFAULT_BASE_URL: &str = "https://clairo.tech/api/v1";
@@ -129,7 +129,8 @@ struct Call<'a> {
 
 /// What one attempt's outcome calls for.
 enum RetryAction {
-    Successful(Value),
+    /// The body of a 2xx answer, not yet decoded.
+    Successful(bytes::Bytes),
     /// 429: wait as the server asks (the limiter already holds every request back).
     Throttled {
         waited: Duration,
@@ -294,14 +295,14 @@ impl ClairoClient {
         }
     }
 
-    async fn listing<T: ApiObject>(
+    async fn listing<T: ListItem>(
         &self,
         call: Call<'_>,
         key: &str,
     ) -> Result<Listing<T>, ClairoError> {
         let endpoint = call.endpoint;
         let body = self.execute(&call).await?;
-        let listing = parse_listing::<T>(body, key)
+        let listing = parse_listing::<T>(&body, key)
             .map_err(|reason| ClairoError::Decode(format!("{endpoint}: {reason}")))?;
         for skipped in &listing.skipped {
             // The caller warns and counts (it knows the source); this is for tracing.
@@ -319,11 +320,14 @@ impl ClairoClient {
     async fn object<T: ApiObject>(&self, call: Call<'_>) -> Result<T, ClairoError> {
         let endpoint = call.endpoint;
         let body = self.execute(&call).await?;
-        parse_object(body).map_err(|reason| ClairoError::Decode(format!("{endpoint}: {reason}")))
+        parse_json(&body)
+            .and_then(parse_object)
+            .map_err(|reason| ClairoError::Decode(format!("{endpoint}: {reason}")))
     }
 
-    /// Sends `call` until it succeeds or a [`RetryAction`] says stop.
-    async fn execute(&self, call: &Call<'_>) -> Result<Value, ClairoError> {
+    /// Sends `call` until it succeeds or a [`RetryAction`] says stop; the successful
+    /// answer's body, which the caller decodes.
+    async fn execute(&self, call: &Call<'_>) -> Result<bytes::Bytes, ClairoError> {
         let options = &self.inner.options;
         let max_attempts = options.max_attempts.max(1);
         let mut backoff = ExponentialBuilder::new()
@@ -438,13 +442,7 @@ impl ClairoClient {
             }
         };
         if status.is_success() {
-            return match serde_json::from_slice::<Value>(&body) {
-                Ok(value) => RetryAction::Successful(value),
-                Err(error) => RetryAction::DontRetry(ClairoError::Decode(format!(
-                    "{}: the body is not JSON ({error})",
-                    call.endpoint
-                ))),
-            };
+            return RetryAction::Successful(body);
         }
         let message = self.server_message(&body, status);
         match status.as_u16() {
@@ -630,25 +628,28 @@ fn full_jitter(step: Duration) -> Duration {
     Duration::from_nanos(rand::rng().random_range(0..=nanos))
 }
 
-/// Decodes `body` as the client decodes a successful answer (JSON, then the tolerant
-/// item-by-item parse), as every list and every object the API returns, and says how many
-/// of those decodings succeeded. The fuzz target `clairo_response` drives it: no answer,
-/// however odd, may panic the client.
+/// Decodes `body` as the client decodes a successful answer (a list item by item from its
+/// text, an object from its JSON), as every list and every object the API returns, and
+/// says how many of those decodings succeeded. The fuzz target `clairo_response` drives
+/// it: no answer, however odd, may panic the client.
 pub fn decode_as_every_answer(body: &[u8]) -> usize {
-    let Ok(value) = serde_json::from_slice::<Value>(body) else {
-        return 0;
+    let lists = [
+        parse_listing::<Agent>(body, "agents").is_ok(),
+        parse_listing::<ConversationSummary>(body, "conversations").is_ok(),
+        parse_listing::<BriefSummary>(body, "briefs").is_ok(),
+    ];
+    let lists = lists.iter().filter(|ok| **ok).count();
+    let Ok(value) = parse_json(body) else {
+        return lists;
     };
-    let decoded = [
-        parse_listing::<Agent>(value.clone(), "agents").is_ok(),
-        parse_listing::<ConversationSummary>(value.clone(), "conversations").is_ok(),
-        parse_listing::<BriefSummary>(value.clone(), "briefs").is_ok(),
+    let objects = [
         parse_object::<Conversation>(value.clone()).is_ok(),
         parse_object::<BriefDetail>(value.clone()).is_ok(),
         parse_object::<ChatReply>(value.clone()).is_ok(),
         parse_object::<DiscoverReply>(value.clone()).is_ok(),
         parse_object::<Meeting>(value).is_ok(),
     ];
-    decoded.iter().filter(|ok| **ok).count()
+    lists + objects.iter().filter(|ok| **ok).count()
 }
 
 #[cfg(test)]
@@ -697,6 +698,30 @@ mod tests {
         assert_eq!(audio_mime("call.MP3"), "audio/mpeg");
         assert_eq!(audio_mime("room.wav"), "audio/wav");
         assert_eq!(audio_mime("notes"), "application/octet-stream");
+    }
+
+    #[test]
+    fn any_body_decodes_as_the_answers_whose_shape_it_has_and_never_panics() {
+        assert_eq!(
+            decode_as_every_answer(b"[]"),
+            3,
+            "a bare list is every list"
+        );
+        assert_eq!(
+            decode_as_every_answer(br#"{"id": "x", "agents": [1]}"#),
+            6,
+            "every object, and the agents list"
+        );
+        for body in [
+            &b"{"[..],
+            b"",
+            b"null",
+            b"\xff",
+            b"[[[[[[",
+            br#"{"briefs": "#,
+        ] {
+            assert_eq!(decode_as_every_answer(body), 0);
+        }
     }
 
     #[test]

@@ -5,12 +5,19 @@
 //! `raw` is not serialized again, so `--json` output shows the parsed fields once.
 //! A list is parsed item by item: an item that does not parse lands in
 //! [`Listing::skipped`] and never fails the list.
+//!
+//! A list can be long (100,000 briefs is 28 MB of JSON), so it is never made into one
+//! [`Value`] tree: the body is split into its items' texts (borrowed from the body), each
+//! item is parsed from its own text, and a list item keeps that text as its `raw`
+//! ([`RawValue`]). A single object keeps its `raw` as a [`Value`].
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::Value;
+use serde_json::value::RawValue;
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -27,8 +34,9 @@ pub struct Agent {
     pub description: Option<String>,
     #[serde(default)]
     pub created_at: Option<String>,
+    /// The item as sent.
     #[serde(skip)]
-    pub raw: Value,
+    pub raw: Box<RawValue>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -45,8 +53,9 @@ pub struct ConversationSummary {
     pub updated_at: Option<String>,
     #[serde(default)]
     pub message_count: Option<u64>,
+    /// The item as sent.
     #[serde(skip)]
-    pub raw: Value,
+    pub raw: Box<RawValue>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -89,8 +98,9 @@ pub struct BriefSummary {
     pub summary: Option<String>,
     #[serde(default)]
     pub created_at: Option<String>,
+    /// The item as sent.
     #[serde(skip)]
-    pub raw: Value,
+    pub raw: Box<RawValue>,
 }
 
 /// `GET /briefs/{id}`. The documented example has only `id, summary, answers,
@@ -202,15 +212,7 @@ macro_rules! api_object {
         }
     )*};
 }
-api_object!(
-    Agent,
-    ConversationSummary,
-    BriefSummary,
-    BriefDetail,
-    ChatReply,
-    DiscoverReply,
-    Meeting
-);
+api_object!(BriefDetail, ChatReply, DiscoverReply, Meeting);
 
 impl ApiObject for Conversation {
     fn set_raw(&mut self, raw: Value) {
@@ -221,6 +223,31 @@ impl ApiObject for Conversation {
         }
         self.raw = raw;
     }
+}
+
+/// A list item, parsed from its own JSON text and keeping that text.
+pub(crate) trait ListItem: DeserializeOwned {
+    fn set_raw(&mut self, raw: Box<RawValue>);
+}
+
+macro_rules! list_item {
+    ($($ty:ty),*) => {$(
+        impl ListItem for $ty {
+            fn set_raw(&mut self, raw: Box<RawValue>) {
+                self.raw = raw;
+            }
+        }
+    )*};
+}
+list_item!(Agent, ConversationSummary, BriefSummary);
+
+/// A successful answer's body as JSON; the error says it is not JSON.
+pub(crate) fn parse_json(body: &[u8]) -> Result<Value, String> {
+    serde_json::from_slice(body).map_err(|error| not_json(&error))
+}
+
+fn not_json(error: &serde_json::Error) -> String {
+    format!("the body is not JSON ({error})")
 }
 
 /// Parses one object, keeping its JSON. The error is serde's, which names the field.
@@ -236,24 +263,29 @@ pub(crate) fn parse_object<T: ApiObject>(value: Value) -> Result<T, String> {
     Ok(parsed)
 }
 
-/// Parses a list answer: `{"<key>": [...]}` as documented, or a bare array.
-pub(crate) fn parse_listing<T: ApiObject>(body: Value, key: &str) -> Result<Listing<T>, String> {
-    let items = match body {
-        Value::Array(items) => items,
-        Value::Object(mut object) => match object.remove(key) {
-            Some(Value::Array(items)) => items,
-            Some(other) => {
-                return Err(format!("`{key}` is {}, not a list", json_kind(&other)));
+/// Parses a list answer: `{"<key>": [...]}` as documented (other keys are ignored), or a
+/// bare array. The items are held as their texts, borrowed from `body`, and each is parsed
+/// from its own text: no [`Value`] tree of the body or of the items is ever built.
+pub(crate) fn parse_listing<T: ListItem>(body: &[u8], key: &str) -> Result<Listing<T>, String> {
+    let not_json = |error: serde_json::Error| not_json(&error);
+    let whole: &RawValue = serde_json::from_slice(body).map_err(not_json)?;
+    let list = match raw_kind(whole) {
+        "a list" => whole,
+        "an object" => {
+            // The wrapper's fields, each left as text; a repeated key counts as its last.
+            let fields: BTreeMap<String, &RawValue> =
+                serde_json::from_str(whole.get()).map_err(not_json)?;
+            match fields.get(key) {
+                Some(list) if raw_kind(list) == "a list" => *list,
+                Some(other) => {
+                    return Err(format!("`{key}` is {}, not a list", raw_kind(other)));
+                }
+                None => return Err(format!("the answer has no `{key}` list")),
             }
-            None => return Err(format!("the answer has no `{key}` list")),
-        },
-        other => {
-            return Err(format!(
-                "expected a JSON object, found {}",
-                json_kind(&other)
-            ));
         }
+        kind => return Err(format!("expected a JSON object, found {kind}")),
     };
+    let items: Vec<&RawValue> = serde_json::from_str(list.get()).map_err(not_json)?;
     let returned = items.len();
     let mut listing = Listing {
         items: Vec::with_capacity(returned),
@@ -261,13 +293,54 @@ pub(crate) fn parse_listing<T: ApiObject>(body: Value, key: &str) -> Result<List
         returned,
     };
     for (index, item) in items.into_iter().enumerate() {
-        let id = item.get("id").and_then(Value::as_str).map(str::to_owned);
-        match parse_object::<T>(item) {
+        match parse_item::<T>(item) {
             Ok(parsed) => listing.items.push(parsed),
-            Err(reason) => listing.skipped.push(SkippedItem { index, id, reason }),
+            Err(reason) => listing.skipped.push(SkippedItem {
+                index,
+                id: string_id(item),
+                reason,
+            }),
         }
     }
     Ok(listing)
+}
+
+/// Parses one list item from its text, keeping the text as sent.
+fn parse_item<T: ListItem>(item: &RawValue) -> Result<T, String> {
+    let kind = raw_kind(item);
+    if kind != "an object" {
+        return Err(format!("expected a JSON object, found {kind}"));
+    }
+    let mut parsed: T = serde_json::from_str(item.get()).map_err(|error| error.to_string())?;
+    parsed.set_raw(item.to_owned());
+    Ok(parsed)
+}
+
+/// The item's `id`, when it is an object whose `id` is a string.
+fn string_id(item: &RawValue) -> Option<String> {
+    #[derive(Deserialize)]
+    struct WithId<'a> {
+        #[serde(default, borrow)]
+        id: Option<&'a RawValue>,
+    }
+    if raw_kind(item) != "an object" {
+        return None;
+    }
+    let id = serde_json::from_str::<WithId<'_>>(item.get()).ok()?.id?;
+    serde_json::from_str::<String>(id.get()).ok()
+}
+
+/// A JSON value's kind, from the first character of its text (a `RawValue` holds no
+/// leading whitespace).
+fn raw_kind(raw: &RawValue) -> &'static str {
+    match raw.get().as_bytes().first() {
+        Some(b'{') => "an object",
+        Some(b'[') => "a list",
+        Some(b'"') => "a string",
+        Some(b't' | b'f') => "a boolean",
+        Some(b'n') => "null",
+        _ => "a number",
+    }
 }
 
 fn json_kind(value: &Value) -> &'static str {
@@ -296,6 +369,15 @@ mod tests {
 
     use super::*;
 
+    /// The list answer `body` as the client gets it: bytes.
+    fn listing<T: ListItem>(body: &Value, key: &str) -> Result<Listing<T>, String> {
+        parse_listing(body.to_string().as_bytes(), key)
+    }
+
+    fn raw_json(raw: &RawValue) -> Value {
+        serde_json::from_str(raw.get()).unwrap()
+    }
+
     #[test]
     fn the_documented_agent_example_parses_and_keeps_its_raw_json() {
         let body = json!({"agents": [{
@@ -303,12 +385,12 @@ mod tests {
             "description": "Customer support agent", "createdAt": "2026-01-15T10:00:00Z",
             "somethingNew": 1
         }]});
-        let listing = parse_listing::<Agent>(body.clone(), "agents").unwrap();
+        let listing = listing::<Agent>(&body, "agents").unwrap();
         assert_eq!(listing.returned, 1);
         let agent = &listing.items[0];
         assert_eq!(agent.kind.as_deref(), Some("SUPPORT"));
         assert_eq!(agent.is_active, Some(true));
-        assert_eq!(agent.raw, body["agents"][0]);
+        assert_eq!(raw_json(&agent.raw), body["agents"][0]);
         let shown = serde_json::to_value(agent).unwrap();
         assert_eq!(shown["type"], "SUPPORT");
         assert!(shown.get("raw").is_none());
@@ -321,10 +403,12 @@ mod tests {
             {"summary": "no id"},
             {"id": "b3", "summary": 42},
             "not an object",
-            {"id": "b5"}
+            {"id": "b5"},
+            {"id": 6, "summary": []},
+            null
         ]});
-        let listing = parse_listing::<BriefSummary>(body, "briefs").unwrap();
-        assert_eq!(listing.returned, 5);
+        let listing = listing::<BriefSummary>(&body, "briefs").unwrap();
+        assert_eq!(listing.returned, 7);
         let ids: Vec<_> = listing
             .items
             .iter()
@@ -336,23 +420,80 @@ mod tests {
             .iter()
             .map(|item| (item.index, item.id.as_deref()))
             .collect();
-        assert_eq!(skipped, [(1, None), (2, Some("b3")), (3, None)]);
-        assert!(
-            listing.skipped[0].reason.contains("id"),
-            "{:?}",
-            listing.skipped[0]
+        assert_eq!(
+            skipped,
+            [(1, None), (2, Some("b3")), (3, None), (5, None), (6, None)]
         );
+        let reasons: Vec<_> = listing
+            .skipped
+            .iter()
+            .map(|item| item.reason.as_str())
+            .collect();
+        assert!(reasons[0].contains("`id`"), "{reasons:?}");
+        assert!(reasons[1].contains("expected a string"), "{reasons:?}");
+        assert_eq!(reasons[2], "expected a JSON object, found a string");
+        assert_eq!(reasons[4], "expected a JSON object, found null");
     }
 
     #[test]
     fn a_list_answer_without_its_list_is_a_decode_failure() {
-        assert!(parse_listing::<Agent>(json!({"error": "x"}), "agents").is_err());
-        assert!(parse_listing::<Agent>(json!({"agents": {}}), "agents").is_err());
+        let error = listing::<Agent>(&json!({"error": "x"}), "agents").unwrap_err();
+        assert_eq!(error, "the answer has no `agents` list");
+        let error = listing::<Agent>(&json!({"agents": {}}), "agents").unwrap_err();
+        assert_eq!(error, "`agents` is an object, not a list");
+        let error = listing::<Agent>(&json!({"agents": null}), "agents").unwrap_err();
+        assert_eq!(error, "`agents` is null, not a list");
+        let error = listing::<Agent>(&json!("agents"), "agents").unwrap_err();
+        assert_eq!(error, "expected a JSON object, found a string");
+        for body in [&b"{\"agents\": ["[..], b"", b"[] []", b"<html>"] {
+            let error = parse_listing::<Agent>(body, "agents").unwrap_err();
+            assert!(error.starts_with("the body is not JSON ("), "{error}");
+        }
+    }
+
+    #[test]
+    fn a_bare_array_is_accepted_as_the_list_and_other_keys_are_ignored() {
         assert!(
-            parse_listing::<Agent>(json!([]), "agents")
+            listing::<Agent>(&json!([]), "agents")
                 .unwrap()
                 .items
                 .is_empty()
+        );
+        let bare = listing::<Agent>(&json!([{"id": "a1"}, {"id": "a2"}]), "agents").unwrap();
+        assert_eq!(bare.returned, 2);
+        assert_eq!(bare.items[1].id, "a2");
+        let wrapped = listing::<Agent>(
+            &json!({"total": 1, "next": {"cursor": [1]}, "agents": [{"id": "a1"}]}),
+            "agents",
+        )
+        .unwrap();
+        assert_eq!(wrapped.items[0].id, "a1");
+    }
+
+    #[test]
+    fn a_list_item_keeps_its_json_exactly_as_sent() {
+        let first = r#"{
+                "id": "b1",
+                "summary": "two  spaces,\n a \"quote\" and {braces}",
+                "unknownField": {"nested": [1, 2.50, {"deep": null}], "flag": true},
+                "createdAt": "2026-01-15T10:00:00Z"
+            }"#;
+        let body = format!(
+            r#"{{"briefs": [
+            {first},
+            {{"id":"b2","agentId":"a1"}}
+        ], "total": 2}}"#
+        );
+        let listing = parse_listing::<BriefSummary>(body.as_bytes(), "briefs").unwrap();
+        assert_eq!(listing.items[0].raw.get(), first);
+        assert_eq!(
+            listing.items[0].summary.as_deref(),
+            Some("two  spaces,\n a \"quote\" and {braces}")
+        );
+        assert_eq!(listing.items[1].raw.get(), r#"{"id":"b2","agentId":"a1"}"#);
+        assert_eq!(
+            raw_json(&listing.items[0].raw)["unknownField"]["nested"][2],
+            json!({"deep": null})
         );
     }
 

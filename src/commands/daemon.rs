@@ -172,6 +172,12 @@ pub async fn serve(
             "No source is enabled ([sync.briefs], [sync.conversations], [[meetings.folders]]): only queued deliveries will be sent."
         );
     }
+    {
+        let generations = generations.clone();
+        let store = runtime.store.clone();
+        let stop = stop.clone();
+        tasks.spawn(async move { prune_loop(generations, store, stop).await });
+    }
     if let Some(interval) = sd_notify::watchdog_enabled() {
         let store = runtime.store.clone();
         let stop = stop.clone();
@@ -315,6 +321,46 @@ async fn watchdog(interval: std::time::Duration, store: Store, mut stop: watch::
             Ok(()) => notify_systemd(&[NotifyState::Watchdog]),
             Err(error) => {
                 tracing::error!(%error, "The state database does not take writes; withholding the watchdog ping.")
+            }
+        }
+    }
+}
+
+/// How often delivered events past `state.delivered_retention` are pruned (and once at
+/// start).
+const PRUNE_EVERY: std::time::Duration = std::time::Duration::from_secs(60 * 60);
+
+/// Prunes delivered events past the current config's `state.delivered_retention`.
+async fn prune_loop(
+    generations: watch::Receiver<Arc<Generation>>,
+    store: Store,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut ticker = tokio::time::interval(PRUNE_EVERY);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {}
+            _ = stop.wait_for(|stop| *stop) => return,
+        }
+        let retention = generations.borrow().config.state.delivered_retention;
+        let crate::config::Retention::For(keep) = retention else {
+            continue;
+        };
+        let before = crate::store::now_ms()
+            .saturating_sub(i64::try_from(keep.as_millis()).unwrap_or(i64::MAX));
+        match store.prune_delivered(before).await {
+            Ok(0) => {}
+            Ok(pruned) => tracing::info!(
+                pruned,
+                retention = %humantime::format_duration(keep),
+                "Pruned delivered events older than state.delivered_retention, with their delivery records."
+            ),
+            Err(error) if error.is_disk_full() => {
+                tracing::warn!(%error, "Cannot prune delivered events now (disk full); the next prune tries again.")
+            }
+            Err(error) => {
+                tracing::error!(%error, "Cannot prune delivered events; the next prune tries again.")
             }
         }
     }

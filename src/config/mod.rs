@@ -90,12 +90,48 @@ impl Default for ClairoConfig {
 pub struct StateConfig {
     #[serde(default = "default_state_path")]
     pub path: PathBuf,
+    /// How long an event every delivery of which went out is kept (with its deliveries
+    /// and attempts) before it is pruned; `forever` keeps them all.
+    #[serde(default)]
+    pub delivered_retention: Retention,
 }
 
 impl Default for StateConfig {
     fn default() -> Self {
         Self {
             path: default_state_path(),
+            delivered_retention: Retention::default(),
+        }
+    }
+}
+
+/// `state.delivered_retention`: a duration such as `"30d"`, or `"forever"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Retention {
+    Forever,
+    For(Duration),
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        Self::For(Duration::from_secs(30 * 24 * 60 * 60))
+    }
+}
+
+impl<'de> Deserialize<'de> for Retention {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        if text.trim() == "forever" {
+            return Ok(Self::Forever);
+        }
+        match humantime::parse_duration(text.trim()) {
+            Ok(duration) if !duration.is_zero() => Ok(Self::For(duration)),
+            Ok(_) => Err(serde::de::Error::custom(
+                "a retention of zero would delete what was just delivered; write e.g. \"30d\", or \"forever\"",
+            )),
+            Err(error) => Err(serde::de::Error::custom(format!(
+                "{error}; write a duration such as \"30d\" or \"12h\", or \"forever\""
+            ))),
         }
     }
 }

@@ -1,6 +1,7 @@
 //! Discovery briefs: list; fetch the detail only of ids never seen; record each with its
 //! `brief.created` event.
 
+use std::borrow::Cow;
 use std::collections::HashSet;
 
 use serde_json::{Map, Value};
@@ -65,7 +66,8 @@ pub async fn poll(context: &SourceContext, section: &BriefsSync) -> Result<PollR
     if baseline {
         // Recording what exists: no detail calls, no events, one transaction per batch.
         report.new_items = new.len();
-        let records: Vec<BriefRecord> = new.iter().map(|summary| record(summary, None)).collect();
+        let records: Vec<BriefRecord<'_>> =
+            new.iter().map(|summary| record(summary, None)).collect();
         context.store.record_briefs_seen(&records).await?;
         context.mark_baseline_done(SOURCE).await?;
         remember(context, &listing.items, &HashSet::new());
@@ -121,23 +123,27 @@ fn remember(context: &SourceContext, listed: &[BriefSummary], not_recorded: &Has
         .expect("recorded briefs lock") = recorded;
 }
 
-fn record(summary: &BriefSummary, merged: Option<Value>) -> BriefRecord {
+/// The brief to store: the merged JSON when the detail was fetched, else the list item's
+/// own text, borrowed as it is (recording a whole list as seen builds no JSON tree).
+fn record(summary: &BriefSummary, merged: Option<Value>) -> BriefRecord<'_> {
     BriefRecord {
         id: summary.id.clone(),
         agent_id: summary.agent_id.clone(),
         conversation_id: summary.conversation_id.clone(),
         created_at: summary.created_at.clone(),
-        raw: merged.unwrap_or_else(|| summary.raw.clone()),
+        raw: match merged {
+            Some(merged) => Cow::Owned(merged.to_string()),
+            None => Cow::Borrowed(summary.raw.get()),
+        },
     }
 }
 
 /// The event's `data`: the list item and the detail merged, the detail winning where both
 /// have a field (the docs' detail example lacks agentId, conversationId and createdAt).
 pub fn merge(summary: &BriefSummary, detail: &BriefDetail) -> Value {
-    let mut merged = match &summary.raw {
-        Value::Object(map) => map.clone(),
-        _ => Map::new(),
-    };
+    // The list item's fields, read from its text (list items keep no JSON tree).
+    let mut merged: Map<String, Value> =
+        serde_json::from_str(summary.raw.get()).unwrap_or_default();
     if let Value::Object(detail) = &detail.raw {
         for (key, value) in detail {
             if !value.is_null() || !merged.contains_key(key) {

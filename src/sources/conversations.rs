@@ -90,7 +90,7 @@ pub async fn poll(
                     };
                     context
                         .store
-                        .record_conversation(&state, Some(&item.raw), None, None)
+                        .record_conversation(&state, Some(item.raw.get()), None, None)
                         .await?;
                     continue;
                 }
@@ -215,7 +215,7 @@ async fn refresh(
         .store
         .record_conversation(
             &state,
-            Some(&conversation.raw),
+            Some(&conversation.raw.to_string()),
             known.map(|k| k.message_count),
             event.as_ref(),
         )

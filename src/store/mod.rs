@@ -6,6 +6,7 @@
 //! in ONE transaction, so a crash either loses nothing or repeats a delivery whose outcome
 //! was unknown.
 
+use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::str::FromStr;
@@ -17,6 +18,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{Row, Sqlite, SqlitePool, Transaction};
 
 pub mod meetings;
+mod retention;
 
 /// How long a writer waits for another connection's write lock before failing. Writes are
 /// short (one small transaction), so a wait this long means something is wrong.
@@ -82,12 +84,14 @@ pub struct NewEvent {
 
 /// A brief seen in the list, merged with its detail.
 #[derive(Debug, Clone)]
-pub struct BriefRecord {
+pub struct BriefRecord<'a> {
     pub id: String,
     pub agent_id: Option<String>,
     pub conversation_id: Option<String>,
     pub created_at: Option<String>,
-    pub raw: serde_json::Value,
+    /// The brief's JSON text, stored as it is. Borrowed when it is the list item's own
+    /// text (recording a whole list as seen copies none of it), owned when merged.
+    pub raw: Cow<'a, str>,
 }
 
 /// What the store remembers of a conversation.
@@ -275,7 +279,7 @@ impl Store {
     /// A brief already recorded is left alone (and no event is made twice).
     pub async fn record_brief(
         &self,
-        brief: &BriefRecord,
+        brief: &BriefRecord<'_>,
         event: Option<&NewEvent>,
     ) -> Result<bool> {
         let mut tx = self.write_tx().await?;
@@ -289,7 +293,7 @@ impl Store {
 
     /// Records briefs as seen, without events (`start_from = "now"`), in transactions of
     /// [`BATCH`] rows rather than one per brief.
-    pub async fn record_briefs_seen(&self, briefs: &[BriefRecord]) -> Result<()> {
+    pub async fn record_briefs_seen(&self, briefs: &[BriefRecord<'_>]) -> Result<()> {
         let now = now_ms();
         for chunk in briefs.chunks(BATCH) {
             let mut tx = self.write_tx().await?;
@@ -349,12 +353,13 @@ impl Store {
     }
 
     /// Records what is now known of a conversation and, in the same transaction, its
-    /// event. `previous_count` guards against a concurrent writer: the row is updated
-    /// only if it still holds the count the caller diffed against.
+    /// event. `raw` is the conversation's JSON text, stored as it is. `previous_count`
+    /// guards against a concurrent writer: the row is updated only if it still holds the
+    /// count the caller diffed against.
     pub async fn record_conversation(
         &self,
         state: &ConversationState,
-        raw: Option<&serde_json::Value>,
+        raw: Option<&str>,
         previous_count: Option<i64>,
         event: Option<&NewEvent>,
     ) -> Result<bool> {
@@ -370,7 +375,7 @@ impl Store {
             .bind(state.message_count)
             .bind(&state.updated_at)
             .bind(state.last_checked_at)
-            .bind(raw.map(|raw| raw.to_string()))
+            .bind(raw)
             .execute(&mut *tx)
             .await?
             .rows_affected(),
@@ -384,7 +389,7 @@ impl Store {
             .bind(state.message_count)
             .bind(&state.updated_at)
             .bind(state.last_checked_at)
-            .bind(raw.map(|raw| raw.to_string()))
+            .bind(raw)
             .bind(&state.id)
             .bind(previous)
             .execute(&mut *tx)
@@ -720,7 +725,7 @@ impl Store {
 /// Inserts a brief unless it is recorded already; whether it was new.
 async fn insert_brief(
     tx: &mut Transaction<'static, Sqlite>,
-    brief: &BriefRecord,
+    brief: &BriefRecord<'_>,
     seen_at: i64,
 ) -> Result<bool> {
     Ok(sqlx::query(
@@ -730,7 +735,7 @@ async fn insert_brief(
     .bind(&brief.agent_id)
     .bind(&brief.conversation_id)
     .bind(&brief.created_at)
-    .bind(brief.raw.to_string())
+    .bind(brief.raw.as_ref())
     .bind(seen_at)
     .execute(&mut **tx)
     .await?

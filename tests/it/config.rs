@@ -381,3 +381,34 @@ fn a_log_level_that_is_not_a_filter_names_its_key() {
         }
     }
 }
+
+#[test]
+fn the_delivered_retention_is_a_duration_or_forever() {
+    let dir = tempfile::tempdir().unwrap();
+    for (retention, ok) in [
+        ("30d", true),
+        ("12h", true),
+        ("forever", true),
+        ("0s", false),
+        ("a month", false),
+    ] {
+        let path = write(
+            dir.path(),
+            "c.toml",
+            &GOOD.replace(
+                "[state]\n",
+                &format!("[state]\ndelivered_retention = {retention:?}\n"),
+            ),
+        );
+        let (code, stdout, stderr) = check(&path, &[]);
+        if ok {
+            assert_eq!((code, stdout.trim()), (0, "ok"), "{retention:?}: {stderr}");
+        } else {
+            assert_eq!(code, EX_CONFIG, "{retention:?} was accepted");
+            assert!(
+                stderr.starts_with("state.delivered_retention: ") && stderr.contains("forever"),
+                "{retention:?}: {stderr}"
+            );
+        }
+    }
+}

@@ -5,7 +5,7 @@ use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use crate::support::{
-    Daemon, Receiver, SECRET, daemon_config, run_cli, sandbox, signature_is_valid,
+    Daemon, LoggedDaemon, Receiver, SECRET, daemon_config, run_cli, sandbox, signature_is_valid,
 };
 
 #[tokio::test(flavor = "multi_thread")]
@@ -414,4 +414,80 @@ async fn status_and_deliveries_work_without_the_services_secrets() {
             .len(),
         4
     );
+}
+
+/// The deliveries `deliveries list --json` shows, as (event id, status).
+fn deliveries(config: &std::path::Path) -> Vec<(String, String)> {
+    let (code, stdout, stderr) = run_cli(&[
+        "deliveries",
+        "list",
+        "--json",
+        "-c",
+        config.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{stderr}");
+    let rows: Vec<serde_json::Value> = serde_json::from_str(&stdout).unwrap();
+    rows.iter()
+        .map(|row| {
+            (
+                row["event_id"].as_str().unwrap().to_owned(),
+                row["status"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn delivered_events_past_the_retention_are_pruned_and_their_briefs_stay_known() {
+    let sandbox = sandbox(3, 0).await;
+    let receiver = Receiver::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = daemon_config(dir.path(), &sandbox, &receiver, "");
+    let retention = [("CLAIRO_SYNC_STATE__DELIVERED_RETENTION", "1s")];
+    let mut first = LoggedDaemon::start(&config, &retention);
+    receiver
+        .wait_for_delivered(3, Duration::from_secs(30))
+        .await;
+    // Both connectors (hook and archive) have all three.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while deliveries(&config)
+        .iter()
+        .filter(|(_, status)| status == "delivered")
+        .count()
+        < 6
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{:?}",
+            deliveries(&config)
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    first.daemon.terminate(Duration::from_secs(10));
+    tokio::time::sleep(Duration::from_millis(1_200)).await;
+
+    let second = LoggedDaemon::start(&config, &retention);
+    let pruned = second
+        .wait_for_line("Pruned delivered events", Duration::from_secs(20))
+        .await
+        .expect("the start-up prune says what it did");
+    assert!(pruned.contains("pruned=3"), "{pruned}");
+    assert!(deliveries(&config).is_empty(), "{:?}", deliveries(&config));
+    // The briefs are still recorded: polling again announces none of them twice.
+    sandbox.reset_stats();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while sandbox
+        .stats()
+        .by_endpoint
+        .get("GET /briefs")
+        .copied()
+        .unwrap_or(0)
+        < 2
+    {
+        assert!(std::time::Instant::now() < deadline, "the daemon polls");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let ids: HashSet<String> = receiver.delivered().iter().map(|r| r.id.clone()).collect();
+    assert_eq!(ids.len(), 3);
+    assert_eq!(receiver.delivered().len(), 3, "nothing was sent again");
 }

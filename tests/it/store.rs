@@ -16,13 +16,13 @@ fn brief_event(id: &str) -> NewEvent {
     }
 }
 
-fn brief(id: &str) -> BriefRecord {
+fn brief(id: &str) -> BriefRecord<'static> {
     BriefRecord {
         id: id.into(),
         agent_id: Some("cm1def".into()),
         conversation_id: None,
         created_at: None,
-        raw: serde_json::json!({"id": id}),
+        raw: serde_json::json!({"id": id}).to_string().into(),
     }
 }
 
@@ -186,4 +186,114 @@ async fn processes_opening_a_new_file_at_once_take_turns_migrating_it() {
     for open in opens {
         assert_eq!(open.await.unwrap(), Ok(()));
     }
+}
+
+/// Claims `connector`'s due deliveries and finishes each with `next`.
+async fn finish_all(store: &Store, connector: &str, next: &NextState) {
+    let now = now_ms();
+    for delivery in store
+        .claim_due(connector, "test", now, now + 60_000, 100)
+        .await
+        .unwrap()
+    {
+        let attempt = AttemptRow {
+            attempt: 1,
+            started_at: now,
+            duration_ms: 1,
+            status_code: Some(200),
+            outcome: "test".into(),
+            reason: None,
+            response: None,
+        };
+        store
+            .finish_attempt(delivery.id, &attempt, next)
+            .await
+            .unwrap();
+    }
+}
+
+#[tokio::test]
+async fn only_events_delivered_everywhere_and_older_than_the_cutoff_are_pruned() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("state.db")).await.unwrap();
+    // Each brief's event goes to "hook" and "archive".
+    for id in ["done", "half-dead", "pending"] {
+        store
+            .record_brief(&brief(id), Some(&brief_event(id)))
+            .await
+            .unwrap();
+    }
+    finish_all(&store, "archive", &NextState::Delivered).await;
+    // "done": delivered to both; "half-dead": dead at the hook; "pending": never sent there.
+    let now = now_ms();
+    for delivery in store
+        .claim_due("hook", "test", now, now + 60_000, 100)
+        .await
+        .unwrap()
+    {
+        let next = match delivery.event.data["id"].as_str() {
+            Some("done") => NextState::Delivered,
+            Some("half-dead") => NextState::Dead,
+            _ => NextState::Retry {
+                at_ms: now + 3_600_000,
+            },
+        };
+        let attempt = AttemptRow {
+            attempt: 1,
+            started_at: now,
+            duration_ms: 1,
+            status_code: None,
+            outcome: "test".into(),
+            reason: None,
+            response: None,
+        };
+        store
+            .finish_attempt(delivery.id, &attempt, &next)
+            .await
+            .unwrap();
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    let cutoff = now_ms();
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    store
+        .record_brief(&brief("recent"), Some(&brief_event("recent")))
+        .await
+        .unwrap();
+    finish_all(&store, "archive", &NextState::Delivered).await;
+    finish_all(&store, "hook", &NextState::Delivered).await;
+
+    assert_eq!(store.prune_delivered(cutoff).await.unwrap(), 1);
+    assert_eq!(
+        store.prune_delivered(cutoff).await.unwrap(),
+        0,
+        "idempotent"
+    );
+
+    let left = store
+        .list_deliveries(&clairo_sync::store::DeliveryFilter {
+            limit: 100,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let mut events: Vec<String> = left.iter().map(|d| d.event_id.clone()).collect();
+    events.sort();
+    events.dedup();
+    let expected: Vec<String> = {
+        let mut ids: Vec<String> = ["half-dead", "pending", "recent"]
+            .iter()
+            .map(|id| event_id(EventType::BriefCreated, id))
+            .collect();
+        ids.sort();
+        ids
+    };
+    assert_eq!(events, expected, "the delivered-everywhere old event went");
+    assert_eq!(left.len(), 6, "the other events keep both deliveries");
+    assert_eq!(store.event_count().await.unwrap(), 3);
+    // The briefs themselves stay recorded: none of them is new again.
+    let unknown = store
+        .unknown_briefs(&["done".into(), "half-dead".into(), "recent".into()])
+        .await
+        .unwrap();
+    assert!(unknown.is_empty(), "{unknown:?}");
 }
