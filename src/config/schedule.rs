@@ -23,6 +23,18 @@ impl Schedule {
                 "{text:?} has {fields} fields; write 5 (\"*/5 * * * *\") or 6 with seconds first (\"*/10 * * * * *\")"
             ));
         }
+        // croner takes a stray comma as a list with nothing in it: a field that matches no
+        // value, which made a schedule that never fires and took seconds to say so.
+        if let Some((index, _)) = text
+            .split_whitespace()
+            .enumerate()
+            .find(|(_, field)| field.split(',').any(str::is_empty))
+        {
+            return Err(format!(
+                "{text:?}: field {} has an empty item (a stray comma); list values as \"1,15,30\"",
+                index + 1
+            ));
+        }
         let parser = CronParser::builder()
             .seconds(Seconds::Optional)
             .year(Year::Disallowed)
@@ -30,10 +42,18 @@ impl Schedule {
         let cron = parser.parse(text).map_err(|error| {
             format!("{text:?} is not a valid cron schedule ({error}); e.g. \"*/5 * * * *\"")
         })?;
-        Ok(Self {
+        let schedule = Self {
             text: text.to_owned(),
             cron,
-        })
+        };
+        // Without years a schedule that fires once fires for ever; one that cannot fire
+        // (the 30th of February) would leave its source silently idle.
+        if schedule.next_after(Utc::now()).is_none() {
+            return Err(format!(
+                "{text:?} never fires (no date matches it, e.g. the 30th of February); check the day and month fields"
+            ));
+        }
+        Ok(schedule)
     }
 
     /// The first time strictly after `after` that the schedule fires.
@@ -101,5 +121,21 @@ mod tests {
                 .contains("fields")
         );
         assert!(Schedule::parse("61 * * * *").unwrap_err().contains("e.g."));
+    }
+
+    #[test]
+    fn a_stray_comma_or_an_impossible_date_is_rejected_at_once() {
+        // Found by the config_load fuzz target: croner accepted these, and finding that
+        // the first never fires took seconds (15 s in a debug build).
+        let error = Schedule::parse(", * 4 3 * 4").unwrap_err();
+        assert!(error.contains("field 1 has an empty item"), "{error}");
+        assert!(
+            Schedule::parse("0 9 1,,15 * *")
+                .unwrap_err()
+                .contains("field 3")
+        );
+        let error = Schedule::parse("0 0 30 2 *").unwrap_err();
+        assert!(error.contains("never fires"), "{error}");
+        assert!(Schedule::parse("0 0 29 2 *").is_ok(), "leap days do come");
     }
 }
