@@ -194,6 +194,11 @@ impl Store {
             .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(BUSY_TIMEOUT)
             .foreign_keys(true);
+        // The daemon and an operator's `status` may open a new file at the same moment:
+        // switching a new file to WAL and migrating it are not covered by SQLite's busy
+        // handler, so opening and migrating take turns under an flock. (flock and SQLite's
+        // own fcntl locks do not interfere on Linux.)
+        let guard = lock_for_migration(path).await?;
         let pool = SqlitePoolOptions::new()
             .max_connections(MAX_CONNECTIONS)
             // After SQLITE_FULL (or an I/O error) SQLite rolls the transaction back itself;
@@ -214,10 +219,6 @@ impl Store {
                 path: path.display().to_string(),
                 source,
             })?;
-        // The daemon and an operator's `status` may open a new file at the same moment;
-        // SQLite has no lock around a whole migration, so they take turns here. (flock and
-        // SQLite's own fcntl locks do not interfere on Linux.)
-        let guard = lock_for_migration(path).await?;
         let migrated = sqlx::migrate!("./migrations").run(&pool).await;
         drop(guard);
         migrated?;
