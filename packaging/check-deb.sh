@@ -32,6 +32,11 @@ dpkg-deb --info "$deb" conffiles | grep -qx /etc/clairo-sync/clairo-sync.toml ||
   echo "the example config is not a conffile" >&2
   exit 1
 }
+# The binary's packed relocations (DT_RELR) need glibc 2.36; the package must say so.
+dpkg-deb --field "$deb" Depends | grep -q 'libc6 (>= 2.36)' || {
+  echo "the package does not depend on libc6 (>= 2.36): $(dpkg-deb --field "$deb" Depends)" >&2
+  exit 1
+}
 
 if dpkg -s clairo-sync >/dev/null 2>&1; then
   echo "clairo-sync is already installed here; not touching it" >&2
