@@ -351,9 +351,25 @@ fn outside_the_service_the_credentials_are_read_where_the_unit_loads_them_from()
     assert_eq!(loaded.api_key.unwrap().expose(), "clr_from_service");
 }
 
+/// `check` on `text`: "ok" when `ok`, else exit 78 with a line for `key` that holds
+/// `advice`.
+fn check_case(label: &str, text: &str, ok: bool, key: &str, advice: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write(dir.path(), "c.toml", text);
+    let (code, stdout, stderr) = check(&path, &[]);
+    if ok {
+        assert_eq!((code, stdout.trim()), (0, "ok"), "{label:?}: {stderr}");
+    } else {
+        assert_eq!(code, EX_CONFIG, "{label:?} was accepted");
+        assert!(
+            stderr.starts_with(&format!("{key}: ")) && stderr.contains(advice),
+            "{label:?}: {stderr}"
+        );
+    }
+}
+
 #[test]
 fn a_log_level_that_is_not_a_filter_names_its_key() {
-    let dir = tempfile::tempdir().unwrap();
     for (level, ok) in [
         ("debug", true),
         ("info,clairo_sync=debug", true),
@@ -364,27 +380,13 @@ fn a_log_level_that_is_not_a_filter_names_its_key() {
         ("=debug", false),
         ("", false),
     ] {
-        let path = write(
-            dir.path(),
-            "c.toml",
-            &format!("log_level = {level:?}\n{GOOD}"),
-        );
-        let (code, stdout, stderr) = check(&path, &[]);
-        if ok {
-            assert_eq!((code, stdout.trim()), (0, "ok"), "{level:?}: {stderr}");
-        } else {
-            assert_eq!(code, EX_CONFIG, "{level:?} was accepted");
-            assert!(
-                stderr.starts_with("log_level: ") && stderr.contains("; write a level"),
-                "{level:?}: {stderr}"
-            );
-        }
+        let text = format!("log_level = {level:?}\n{GOOD}");
+        check_case(level, &text, ok, "log_level", "; write a level");
     }
 }
 
 #[test]
 fn the_delivered_retention_is_a_duration_or_forever() {
-    let dir = tempfile::tempdir().unwrap();
     for (retention, ok) in [
         ("30d", true),
         ("12h", true),
@@ -392,23 +394,10 @@ fn the_delivered_retention_is_a_duration_or_forever() {
         ("0s", false),
         ("a month", false),
     ] {
-        let path = write(
-            dir.path(),
-            "c.toml",
-            &GOOD.replace(
-                "[state]\n",
-                &format!("[state]\ndelivered_retention = {retention:?}\n"),
-            ),
+        let text = GOOD.replace(
+            "[state]\n",
+            &format!("[state]\ndelivered_retention = {retention:?}\n"),
         );
-        let (code, stdout, stderr) = check(&path, &[]);
-        if ok {
-            assert_eq!((code, stdout.trim()), (0, "ok"), "{retention:?}: {stderr}");
-        } else {
-            assert_eq!(code, EX_CONFIG, "{retention:?} was accepted");
-            assert!(
-                stderr.starts_with("state.delivered_retention: ") && stderr.contains("forever"),
-                "{retention:?}: {stderr}"
-            );
-        }
+        check_case(retention, &text, ok, "state.delivered_retention", "forever");
     }
 }
