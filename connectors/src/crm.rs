@@ -31,6 +31,11 @@ const MESSAGE_CHARS: usize = 300;
 /// note over. Pipedrive documents no cap; the same bound keeps its notes readable.
 pub(crate) const NOTE_LIMIT: usize = 65_000;
 
+/// `timeout` of a CRM connector when the config gives none: the limit on each call.
+pub(crate) fn default_timeout() -> Duration {
+    Duration::from_secs(30)
+}
+
 /// A meeting's note shows only the start of its transcript: it is read on a CRM timeline,
 /// and the whole transcript stays in Clairo.
 const TRANSCRIPT_EXCERPT_CHARS: usize = 2_000;

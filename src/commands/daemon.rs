@@ -7,6 +7,8 @@ use anyhow::Context as _;
 use sd_notify::NotifyState;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::{mpsc, watch};
+use tracing_subscriber::Layer;
+use tracing_subscriber::Registry;
 use tracing_subscriber::filter::Targets;
 use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::util::SubscriberInitExt as _;
@@ -40,25 +42,19 @@ pub fn init_logging(config: &Config) {
     };
     // Colours only for a person at a terminal, never in files, pipes or the journal.
     let colour = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let builder = tracing_subscriber::fmt()
+    let layer = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_ansi(colour);
     let under_journald = std::env::var_os("JOURNAL_STREAM").is_some();
-    let _ = match (config.log_format, under_journald) {
-        (LogFormat::Json, _) => builder
-            .json()
-            .flatten_event(true)
-            .finish()
-            .with(filter)
-            .try_init(),
-        (LogFormat::Text, true) => builder
-            .without_time()
-            .with_ansi(false)
-            .finish()
-            .with(filter)
-            .try_init(),
-        (LogFormat::Text, false) => builder.finish().with(filter).try_init(),
+    let layer: Box<dyn Layer<Registry> + Send + Sync> = match (config.log_format, under_journald) {
+        (LogFormat::Json, _) => Box::new(layer.json().flatten_event(true)),
+        (LogFormat::Text, true) => Box::new(layer.without_time().with_ansi(false)),
+        (LogFormat::Text, false) => Box::new(layer),
     };
+    let _ = tracing_subscriber::registry()
+        .with(layer)
+        .with(filter)
+        .try_init();
     if let Some((text, error)) = bad_env {
         tracing::warn!(
             rust_log = %text,

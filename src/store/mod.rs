@@ -198,7 +198,7 @@ impl Store {
         // switching a new file to WAL and migrating it are not covered by SQLite's busy
         // handler, so opening and migrating take turns under an flock. (flock and SQLite's
         // own fcntl locks do not interfere on Linux.)
-        let guard = lock_for_migration(path).await?;
+        let guard = open_lock(path).await?;
         let pool = SqlitePoolOptions::new()
             .max_connections(MAX_CONNECTIONS)
             // After SQLITE_FULL (or an I/O error) SQLite rolls the transaction back itself;
@@ -745,7 +745,7 @@ async fn insert_brief(
 }
 
 /// An exclusive advisory lock on the state file, held while migrations run.
-async fn lock_for_migration(path: &Path) -> Result<std::fs::File> {
+async fn open_lock(path: &Path) -> Result<std::fs::File> {
     let shown = path.display().to_string();
     let path = path.to_path_buf();
     let opened = tokio::task::spawn_blocking(move || -> std::io::Result<std::fs::File> {

@@ -19,6 +19,9 @@ use clairo_sync::store::meetings::{Claim, MeetingClaim};
 use sha2::{Digest, Sha256};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
+use tracing_subscriber::filter::Targets;
+use tracing_subscriber::layer::SubscriberExt as _;
+use tracing_subscriber::util::SubscriberInitExt as _;
 
 use crate::support::{Daemon, Receiver, SECRET, bin, sandbox, write};
 
@@ -127,8 +130,10 @@ struct Watching {
 impl Watching {
     async fn start(config_path: &Path) -> Self {
         let _ = tracing_subscriber::fmt()
-            .with_env_filter("clairo_sync=debug")
+            .with_max_level(tracing::Level::DEBUG)
             .with_test_writer()
+            .finish()
+            .with(Targets::new().with_target("clairo_sync", tracing::Level::DEBUG))
             .try_init();
         let loaded = config::load(Some(config_path), Need::Daemon, &SecretSources::default())
             .expect("the config loads");

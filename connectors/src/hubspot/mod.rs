@@ -46,10 +46,6 @@ fn default_base_url() -> String {
     DEFAULT_BASE_URL.to_owned()
 }
 
-fn default_timeout() -> Duration {
-    Duration::from_secs(30)
-}
-
 /// `[connectors.NAME] type = "hubspot"`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -62,7 +58,7 @@ pub struct HubspotConfig {
     #[serde(default = "default_base_url")]
     pub base_url: String,
     /// Limit on each call to HubSpot (a brief makes two or more).
-    #[serde(default = "default_timeout", with = "humantime_serde")]
+    #[serde(default = "crm::default_timeout", with = "humantime_serde")]
     pub timeout: Duration,
     /// The answer holding the contact's email; by default any answer whose name mentions
     /// "email", then the summary (design §5).

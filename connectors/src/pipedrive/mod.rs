@@ -56,10 +56,6 @@ fn default_base_url() -> String {
     DEFAULT_BASE_URL.to_owned()
 }
 
-fn default_timeout() -> Duration {
-    Duration::from_secs(30)
-}
-
 /// `[connectors.NAME] type = "pipedrive"`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -72,7 +68,7 @@ pub struct PipedriveConfig {
     #[serde(default = "default_base_url")]
     pub base_url: String,
     /// Limit on each call to Pipedrive (a brief makes two to four).
-    #[serde(default = "default_timeout", with = "humantime_serde")]
+    #[serde(default = "crm::default_timeout", with = "humantime_serde")]
     pub timeout: Duration,
     /// The answer holding the contact's email; by default any answer whose name mentions
     /// "email", then the summary (design §5).
