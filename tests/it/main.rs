@@ -6,6 +6,7 @@ mod config;
 mod engine;
 mod faults;
 mod health;
+mod hostile;
 mod meetings;
 mod ops;
 mod store;

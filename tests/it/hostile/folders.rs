@@ -1,0 +1,1 @@
+//! Drop folders written by anyone: links, swaps, devices and FIFOs, hostile names and output.

@@ -1,0 +1,1 @@
+//! The metrics and health listener under a connection flood and half-sent requests.
