@@ -649,10 +649,11 @@ async fn an_upload_interrupted_by_a_crash_is_sent_again_at_start_up_and_announce
 
 #[tokio::test(flavor = "multi_thread")]
 async fn with_ffmpeg_an_oversize_wav_is_converted_to_webm_that_clairo_accepts() {
-    if meetings::transcode::find_on_path("ffmpeg").is_none() {
-        eprintln!("SKIPPED: ffmpeg is not installed (apt-get install ffmpeg); .ci/run installs it");
-        return;
-    }
+    assert!(
+        meetings::transcode::find_on_path("ffmpeg").is_some(),
+        "ffmpeg is not installed: run scripts/test-prereqs.sh as root (the test command's \
+         setup script does), or apt-get install ffmpeg"
+    );
     let sandbox = sandbox(0, 0).await;
     let receiver = Receiver::start().await;
     let dirs = Dirs::new();

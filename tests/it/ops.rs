@@ -26,7 +26,7 @@ fn tool(program: &str, package: &str) -> Command {
     if let Err(error) = Command::new(program).arg("--version").output() {
         panic!(
             "`{program}` cannot be run ({error}); install the Debian package `{package}` \
-             (apt-get install --no-install-recommends {package}), as .ci/run does"
+             (scripts/test-prereqs.sh installs it as root, as the test command's setup does)"
         );
     }
     Command::new(program)

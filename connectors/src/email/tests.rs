@@ -14,7 +14,7 @@ use super::*;
 use crate::testkit::{first_attempt, keys, table, unused_address};
 use crate::{ConnectorConfig, EventType};
 
-/// The aiosmtpd release .ci/run installs; named in the message when it is missing.
+/// The aiosmtpd release scripts/test-prereqs.sh installs; named in the message when it is missing.
 const AIOSMTPD: &str = "aiosmtpd==1.4.6";
 
 /// How long the Python server may take to start. Generous: a loaded CI machine with a
@@ -50,7 +50,7 @@ impl SmtpServer {
             .stderr(std::fs::File::create(&log_path).unwrap())
             .spawn()
             .unwrap_or_else(|error| {
-                panic!("cannot start python3 ({error}); install Python 3 and `{AIOSMTPD}`")
+                panic!("cannot start python3 ({error}); install Python 3 and run scripts/test-prereqs.sh as root (it installs `{AIOSMTPD}`)")
             });
         let stdout = child.stdout.take().unwrap();
         let (ready_tx, ready_rx) = mpsc::channel();
@@ -67,8 +67,8 @@ impl SmtpServer {
             let log = std::fs::read_to_string(&log_path).unwrap_or_default();
             let _ = server.child.kill();
             panic!(
-                "the test SMTP server did not start; it needs `python3 -m pip install \
-                 '{AIOSMTPD}'`. Its output:\n{log}"
+                "the test SMTP server did not start; it needs `{AIOSMTPD}` (scripts/test-prereqs.sh \
+                 installs it as root). Its output:\n{log}"
             );
         }
         server
