@@ -1,0 +1,79 @@
+//! Throughput: briefs to a webhook with no budget limit; events per second and CPU seconds per 1,000 events.
+
+use super::*;
+
+impl Bench {
+    /// No budget to wait for: how fast briefs become delivered webhooks, and at what CPU.
+    pub(crate) async fn throughput(&mut self) -> anyhow::Result<()> {
+        let n = THROUGHPUT_EVENTS;
+        let sandbox = sandbox(UNLIMITED, n, 0).await?;
+        let result = self.throughput_on(&sandbox, n).await;
+        sandbox.stop();
+        result
+    }
+
+    async fn throughput_on(&mut self, sandbox: &Sandbox, n: usize) -> anyhow::Result<()> {
+        let receiver = Receiver::start().await?;
+        let dir = tempfile::Builder::new().prefix("clairo-bench-").tempdir()?;
+        let base_url = sandbox.base_url();
+        let state = dir.path().join("state.db");
+        let config = write_config(
+            dir.path(),
+            "throughput.toml",
+            &ConfigSpec {
+                base_url: &base_url,
+                state: &state,
+                max_requests_per_minute: UNLIMITED,
+                start_from: "all",
+                briefs_schedule: Some(ONCE_A_YEAR),
+                conversations_schedule: None,
+                hook: Some(&receiver.url),
+                list_limit: WHOLE_LIST,
+            },
+        )?;
+        sandbox.reset_stats();
+        let start_ms = unix_ms();
+        let start = Instant::now();
+        let mut daemon = Daemon::start(&self.bin, &config, "throughput")?;
+        receiver
+            .wait_for(n, Duration::from_secs(300), &mut daemon)
+            .await?;
+        let ticks = cpu_ticks(daemon.pid()).context("reading /proc/PID/stat")?;
+        let rss = status_kib(daemon.pid(), "VmHWM").unwrap_or_default();
+        let last = receiver.last_new_at().context("no event arrived")?;
+        let requests = receiver.requests();
+        daemon.stop();
+        let elapsed = last.duration_since(start).as_secs_f64();
+        let log = sandbox.stats().log;
+        let last_detail_s = log
+            .iter()
+            .filter(|r| r.endpoint == BRIEF_DETAIL)
+            .map(|r| r.unix_ms)
+            .max()
+            .map(|ms| (ms - start_ms) as f64 / 1000.0)
+            .unwrap_or_default();
+        let per_second = n as f64 / elapsed;
+        let cpu_s = ticks as f64 / self.clk_tck as f64;
+        let per_thousand = cpu_s / (n as f64 / 1000.0);
+        eprintln!(
+            "  {n} events in {elapsed:.1} s = {per_second:.0}/s; CPU {cpu_s:.2} s = {per_thousand:.3} s per 1,000"
+        );
+        self.report.row(Row::new(
+            "Throughput (unlimited budget): events delivered per second",
+            format!("{per_second:.0}/s ({} events in {elapsed:.1} s)", count(n)),
+            "—",
+            Verdict::Info,
+        ));
+        self.report.row(Row::new(
+            "Throughput: CPU seconds per 1,000 events",
+            format!("{per_thousand:.3} s ({cpu_s:.2} s for {})", count(n)),
+            "—",
+            Verdict::Info,
+        ));
+        self.report.note(format!(
+            "Throughput: daemon start to the last event at the webhook; the last detail request reached the sandbox at {last_detail_s:.1} s; {requests} webhook requests for {n} events; the daemon's VmHWM was {:.1} MiB. CPU is the daemon's whole life (start-up, polling, SQLite, delivery).",
+            mib(rss)
+        ));
+        Ok(())
+    }
+}
