@@ -1,4 +1,5 @@
-//! The backlog drain: N briefs waiting, drained under a request budget; how much of the budget the daemon uses and how many 429s it gets.
+//! The backlog drain: N briefs waiting, drained under a request budget; how much of the
+//! budget the daemon uses and how many 429s it gets.
 
 use super::*;
 

@@ -1,4 +1,5 @@
-//! History: an idle poll cycle with a small and a large recorded history; what the history itself costs a cycle.
+//! History: an idle poll cycle with a small and a large recorded history; what the history
+//! itself costs a cycle.
 
 use super::*;
 

@@ -1,4 +1,5 @@
-//! Idle: the daemon after the backlog is drained — requests per poll cycle, resident memory and CPU while nothing happens.
+//! Idle: the daemon after the backlog is drained — requests per poll cycle, resident memory
+//! and CPU while nothing happens.
 
 use super::*;
 

@@ -1,4 +1,5 @@
-//! Throughput: briefs to a webhook with no budget limit; events per second and CPU seconds per 1,000 events.
+//! Throughput: briefs to a webhook with no budget limit; events per second and CPU seconds
+//! per 1,000 events.
 
 use super::*;
 

@@ -1,4 +1,5 @@
-//! Upload: a recording near the size limit, streamed from disk; how much the daemon's memory grows while it uploads.
+//! Upload: a recording near the size limit, streamed from disk; how much the daemon's
+//! memory grows while it uploads.
 
 use super::*;
 
