@@ -3,6 +3,7 @@
 
 mod client;
 mod config;
+mod dashboard;
 mod engine;
 mod faults;
 mod health;
