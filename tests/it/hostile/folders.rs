@@ -571,10 +571,10 @@ async fn a_file_rewritten_in_place_after_the_checks_is_not_uploaded_under_the_ol
     std::fs::write(&path, wav(1.0, 220.0)).unwrap();
 
     let sent = uploader.send(&prepared, None).await;
-    assert!(
-        sent.is_err(),
-        "the changed file is not sent as the checked one"
-    );
+    let Err(upload::SendError::Retry { error, .. }) = sent else {
+        panic!("the changed file is not sent as the checked one: {sent:?}");
+    };
+    assert!(error.contains("changed after it was checked"), "{error}");
     let uploads = sandbox.stats().uploads;
     assert!(
         uploads
