@@ -21,7 +21,7 @@ use rustix::fs::{Mode, OFlags};
 use serde::Deserialize;
 
 /// The largest recording sent as is. The docs say "Max size: 25MB"; 25,000,000 bytes is
-/// the conservative reading (design.md §4), so nothing the daemon sends is too large
+/// the conservative reading, so nothing the daemon sends is too large
 /// under either reading.
 pub const MAX_UPLOAD_BYTES: u64 = 25_000_000;
 
@@ -604,6 +604,39 @@ mod tests {
         assert!(!Format::Mp3.matches(&[0xFF, 0x1B]));
         assert!(!Format::Mp3.matches(b"hello"));
         assert!(Format::Webm.matches(&[0x1A, 0x45, 0xDF, 0xA3, 0x9F]));
+    }
+
+    #[test]
+    fn a_mislabelled_file_is_described_in_words_never_by_its_bytes() {
+        assert_eq!(
+            describe_head(b"clr_live_secret\n"),
+            "its start looks like text"
+        );
+        assert!(describe_head(b"RIFF\x24\0\0\0WAVEfmt ").contains("WAV"));
+        assert!(describe_head(b"\0\0\0\x20ftypM4A ").contains("MP4/M4A"));
+        assert!(describe_head(&[0x00, 0x01, 0x02, 0xFE]).contains("no audio format"));
+    }
+
+    #[test]
+    fn only_regular_files_are_opened() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("real.wav");
+        std::fs::write(&target, b"RIFF\0\0\0\0WAVEfmt ").unwrap();
+        let link = dir.path().join("link.wav");
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        assert!(open_recording(&target).is_ok());
+        assert!(matches!(
+            open_recording(&link),
+            Err(InspectError::NotAFile(EntryKind::Symlink))
+        ));
+        assert!(matches!(
+            open_recording(dir.path()),
+            Err(InspectError::NotAFile(EntryKind::Directory))
+        ));
+        assert!(matches!(
+            open_recording(&dir.path().join("gone.wav")),
+            Err(InspectError::Gone)
+        ));
     }
 
     #[test]

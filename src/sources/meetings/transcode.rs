@@ -323,7 +323,13 @@ fn last_lines(messages: &str, count: usize) -> String {
         .filter(|line| !line.is_empty())
         .collect();
     let start = lines.len().saturating_sub(count);
-    let text = lines[start..].join(" / ");
+    // ffmpeg echoes what a file's headers claim: no control characters into logs and
+    // error texts.
+    let text: String = lines[start..]
+        .join(" / ")
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
     if text.is_empty() {
         "ffmpeg gave no reason".to_owned()
     } else {

@@ -470,7 +470,7 @@ pub fn result_of(sent: &Sent, prepared: &Prepared) -> MeetingResult {
     }
 }
 
-/// The `meeting.processed` event's `data` (design.md §5).
+/// The `meeting.processed` event's `data` (the README lists the event).
 fn event_data(result: &MeetingResult, meeting: &Meeting, prepared: &Prepared) -> Value {
     // The server's own number (2700, not 2700.0) when it sent one.
     let duration = meeting
