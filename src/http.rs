@@ -121,6 +121,15 @@ async fn readyz(State(state): State<HealthState>) -> Response {
     if let Some(reason) = state.auth.rejected() {
         failing.insert("api_key".into(), json!(reason));
     }
+    let blocked = state.metrics.meeting_folders_blocked.get();
+    if blocked > 0 {
+        failing.insert(
+            "meetings".into(),
+            json!(format!(
+                "{blocked} drop folder(s) take nothing: processed/ or failed/ is a link or not a directory (the log says which and what to do)"
+            )),
+        );
+    }
     let generation = state.generations.borrow().clone();
     if let Ok(runs) = state.store.source_runs().await {
         for kind in crate::sources::SourceKind::enabled(&generation.config) {

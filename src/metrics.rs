@@ -75,6 +75,8 @@ pub struct Metrics {
     pub delivery_queue_depth: Family<ConnectorLabels, Gauge>,
     pub delivery_latency: Family<ConnectorLabels, Histogram>,
     pub meeting_uploads: Family<OutcomeLabels, Counter>,
+    /// Drop folders taking nothing because processed/ or failed/ cannot be used.
+    pub meeting_folders_blocked: Gauge,
     pub items_skipped: Family<SourceLabels, Counter>,
     pub build_info: Family<VersionLabels, Gauge>,
 }
@@ -146,6 +148,12 @@ impl Metrics {
             "Recordings taken from drop folders, by outcome",
             meeting_uploads.clone(),
         );
+        let meeting_folders_blocked = Gauge::default();
+        registry.register(
+            "meeting_folders_blocked",
+            "Drop folders taking nothing because their processed/ or failed/ is a link or not a directory",
+            meeting_folders_blocked.clone(),
+        );
         let items_skipped = Family::<SourceLabels, Counter>::default();
         registry.register(
             "items_skipped",
@@ -175,6 +183,7 @@ impl Metrics {
             delivery_queue_depth,
             delivery_latency,
             meeting_uploads,
+            meeting_folders_blocked,
             items_skipped,
             build_info,
         }

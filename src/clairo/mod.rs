@@ -552,17 +552,25 @@ impl ClairoClient {
     }
 }
 
-/// The multipart form for `POST /meetings`, the recording streamed from a freshly opened
-/// file (so a retry starts from its first byte).
+/// The multipart form for `POST /meetings`, the recording streamed from its open file,
+/// rewound (so a retry starts from its first byte) and cut at the size that was checked.
 async fn upload_form(upload: &MeetingUpload) -> Result<Form, ClairoError> {
+    use tokio::io::{AsyncReadExt as _, AsyncSeekExt as _};
     let file_error =
-        |error: std::io::Error| ClairoError::File(format!("{}: {error}", upload.path.display()));
-    let file = tokio::fs::File::open(&upload.path)
+        |error: std::io::Error| ClairoError::File(format!("{}: {error}", upload.file_name));
+    // A duplicate shares the descriptor's offset: rewinding it rewinds this attempt only
+    // (attempts never overlap).
+    let mut file = tokio::fs::File::from_std(upload.file.try_clone().map_err(file_error)?);
+    file.seek(std::io::SeekFrom::Start(0))
         .await
         .map_err(file_error)?;
-    let length = file.metadata().await.map_err(file_error)?.len();
-    let stream = tokio_util::io::ReaderStream::new(file);
-    let audio = Part::stream_with_length(reqwest::Body::wrap_stream(stream), length)
+    let length = upload.size;
+    let stream = tokio_util::io::ReaderStream::new(file.take(length));
+    let body = match &upload.sha256 {
+        Some(expected) => reqwest::Body::wrap_stream(verified(stream, expected.clone(), length)),
+        None => reqwest::Body::wrap_stream(stream),
+    };
+    let audio = Part::stream_with_length(body, length)
         .file_name(upload.file_name.clone())
         .mime_str(audio_mime(&upload.file_name))
         .map_err(|error| ClairoError::File(format!("{}: {error}", upload.file_name)))?;
@@ -570,6 +578,42 @@ async fn upload_form(upload: &MeetingUpload) -> Result<Form, ClairoError> {
         .text("agentId", upload.agent_id.clone())
         .text("title", upload.title.clone())
         .part("audio", audio))
+}
+
+/// Passes a recording's bytes through while hashing them; the piece that completes
+/// `size` bytes is passed on only if the whole has the `expected` sha256, else the body
+/// fails there and the request with it: a file changed in place after it was checked is
+/// never received whole, so never recorded under the old key.
+fn verified<S>(
+    stream: S,
+    expected: String,
+    size: u64,
+) -> impl futures_util::Stream<Item = std::io::Result<bytes::Bytes>> + Send + 'static
+where
+    S: futures_util::Stream<Item = std::io::Result<bytes::Bytes>> + Send + 'static,
+{
+    use futures_util::StreamExt as _;
+    use sha2::Digest as _;
+    let mut hasher = sha2::Sha256::new();
+    let mut seen = 0u64;
+    stream.map(move |piece| {
+        let piece = piece?;
+        hasher.update(&piece);
+        seen = seen.saturating_add(piece.len() as u64);
+        if seen >= size {
+            let digest: String = hasher
+                .finalize_reset()
+                .iter()
+                .map(|byte| format!("{byte:02x}"))
+                .collect();
+            if digest != expected {
+                return Err(std::io::Error::other(
+                    "the recording changed after it was checked (its content is no longer what was hashed); it is checked again before the next try",
+                ));
+            }
+        }
+        Ok(piece)
+    })
 }
 
 /// The MIME type Clairo expects for a recording, by the file name's extension.

@@ -12,7 +12,6 @@
 //! ([`RawValue`]). A single object keeps its `raw` as a [`Value`].
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize};
@@ -169,14 +168,44 @@ pub struct Meeting {
     pub raw: Value,
 }
 
-/// One recording to send to `POST /meetings`. The file is streamed from `path`;
-/// `file_name` is what Clairo is told (its extension picks the MIME type).
+/// One recording to send to `POST /meetings`, streamed from an open file (the one that
+/// was checked: never the name again); `file_name` is what Clairo is told (its extension
+/// picks the MIME type).
 #[derive(Clone, Debug)]
 pub struct MeetingUpload {
-    pub path: PathBuf,
+    pub file: std::sync::Arc<std::fs::File>,
+    /// The bytes sent: the size the checks saw (a file grown since is cut there).
+    pub size: u64,
+    /// The sha256 the bytes must have: a file changed since it was hashed fails the
+    /// request before its last byte, so Clairo never gets it under the old key.
+    pub sha256: Option<String>,
     pub file_name: String,
     pub agent_id: String,
     pub title: String,
+}
+
+impl MeetingUpload {
+    /// Opens `path` for a caller that names a file itself (no checks, no expected sha256).
+    pub fn from_path(
+        path: &std::path::Path,
+        file_name: String,
+        agent_id: String,
+        title: String,
+    ) -> Result<Self, crate::clairo::ClairoError> {
+        let file_error = |error: std::io::Error| {
+            crate::clairo::ClairoError::File(format!("{}: {error}", path.display()))
+        };
+        let file = std::fs::File::open(path).map_err(file_error)?;
+        let size = file.metadata().map_err(file_error)?.len();
+        Ok(Self {
+            file: std::sync::Arc::new(file),
+            size,
+            sha256: None,
+            file_name,
+            agent_id,
+            title,
+        })
+    }
 }
 
 /// A parsed list. `returned` counts the items of the raw response, parsed or not, so a

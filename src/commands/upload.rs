@@ -3,7 +3,9 @@
 //! database like a dropped file (the same content is never sent twice; the
 //! `meeting.processed` event is queued for the running daemon to deliver); with none
 //! (`CLAIRO_API_KEY` alone) it is just sent. Either way the meeting's summary is printed.
-//! The file itself is never moved.
+//! The file itself is never moved. A link named on the command line is followed (the
+//! operator chose it; drop folders never follow one); what it resolves to is then opened
+//! once and checked, hashed and sent from that one descriptor.
 
 use std::path::Path;
 
@@ -26,15 +28,15 @@ pub async fn upload(path: Option<&Path>, args: &UploadArgs) -> CommandResult {
     let config = &loaded.config;
     let metrics = Metrics::new();
     let client = crate::daemon::build_client(&loaded, None, metrics.clone())?;
-    let file =
+    let named =
         std::path::absolute(&args.file).with_context(|| format!("{}", args.file.display()))?;
-    if !file.is_file() {
+    let Ok(file) = std::fs::canonicalize(&named) else {
         return Err(anyhow!(
             "{}: no such file; name the recording to upload",
-            file.display()
+            named.display()
         )
         .into());
-    }
+    };
     let with_state = loaded.path.is_some();
     let temp_dir = if with_state {
         meetings::temp_dir(config)
@@ -57,6 +59,7 @@ pub async fn upload(path: Option<&Path>, args: &UploadArgs) -> CommandResult {
     };
     let prepared = prepared.map_err(|error| match error {
         PrepareError::Rejected { rejection, .. } => anyhow!("{}: {}; {}", file.display(), rejection.why, rejection.what),
+        PrepareError::NotAFile { rejection, .. } => anyhow!("{}: {}; {}", file.display(), rejection.why, rejection.what),
         PrepareError::Gone => anyhow!("{}: the file disappeared while being read", file.display()),
         PrepareError::Changed => anyhow!(
             "{}: the file changed while being read; wait until it is completely written, then try again",
@@ -185,11 +188,10 @@ fn print_meeting(meeting: &Value, as_json: bool) {
     let duration = meeting
         .get("durationSec")
         .and_then(Value::as_f64)
-        .map(|seconds| {
-            meetings::transcode::human_duration(std::time::Duration::from_secs_f64(
-                seconds.max(0.0),
-            ))
-        })
+        // The server's number: negative or absurd is shown as unknown, never a panic.
+        .and_then(|seconds| std::time::Duration::try_from_secs_f64(seconds).ok())
+        .filter(|duration| *duration <= meetings::transcode::LONGEST_BELIEVABLE)
+        .map(meetings::transcode::human_duration)
         .unwrap_or_else(|| "-".to_owned());
     println!(
         "Meeting {}  \"{}\"  ({duration})",

@@ -411,13 +411,15 @@ async fn a_20_mb_recording_is_streamed_from_disk_and_arrives_intact() {
     client.agents().await.unwrap();
     let before = peak_rss_bytes();
 
+    let upload = MeetingUpload::from_path(
+        &path,
+        "all-hands.wav".to_owned(),
+        sandbox.agent_id("MEETING"),
+        "All hands".to_owned(),
+    )
+    .unwrap();
     let meeting = client
-        .upload_meeting(&MeetingUpload {
-            path: path.clone(),
-            file_name: "all-hands.wav".to_owned(),
-            agent_id: sandbox.agent_id("MEETING"),
-            title: "All hands".to_owned(),
-        })
+        .upload_meeting(&upload)
         .await
         .expect("the upload is accepted");
 
@@ -445,17 +447,15 @@ async fn a_20_mb_recording_is_streamed_from_disk_and_arrives_intact() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_missing_recording_is_a_file_error_and_nothing_is_sent() {
     let sandbox = sandbox(SandboxConfig::default()).await;
-    let client = client(&sandbox, KEY);
 
-    let error = client
-        .upload_meeting(&MeetingUpload {
-            path: "/nonexistent/standup.webm".into(),
-            file_name: "standup.webm".to_owned(),
-            agent_id: sandbox.agent_id("MEETING"),
-            title: "Standup".to_owned(),
-        })
-        .await
-        .unwrap_err();
+    // The file is opened before anything is sent.
+    let error = MeetingUpload::from_path(
+        std::path::Path::new("/nonexistent/standup.webm"),
+        "standup.webm".to_owned(),
+        sandbox.agent_id("MEETING"),
+        "Standup".to_owned(),
+    )
+    .unwrap_err();
 
     assert!(matches!(error, ClairoError::File(_)), "{error:?}");
     assert_eq!(sandbox.stats().requests, 0);

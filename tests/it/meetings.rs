@@ -556,10 +556,16 @@ async fn a_daemon_killed_after_the_upload_but_before_the_move_finishes_the_move_
     let sandbox = sandbox(0, 0).await;
     let receiver = Receiver::start().await;
     let dirs = Dirs::new();
-    // A file where processed/ should be: the move fails after the commit, so the daemon
-    // is killed in exactly the state a crash between the two leaves.
+    // processed/ holds every name the recording could take (its own and the 9,999
+    // numbered ones; a name is never overwritten): the move fails after the commit, so the
+    // daemon is killed in exactly the state a crash between the two leaves. (A processed/
+    // that is not a directory would stop the upload itself.)
     let done = dirs.root.join("done");
-    std::fs::write(&done, "not a folder").unwrap();
+    std::fs::create_dir(&done).unwrap();
+    std::fs::write(done.join("standup.wav"), "taken").unwrap();
+    for n in 2..=10_000 {
+        std::fs::write(done.join(format!("standup-{n}.wav")), "").unwrap();
+    }
     let config = meetings_config_with(
         &dirs,
         &sandbox,
@@ -582,10 +588,11 @@ async fn a_daemon_killed_after_the_upload_but_before_the_move_finishes_the_move_
     );
     daemon.kill9();
 
-    std::fs::remove_file(&done).unwrap();
+    std::fs::remove_file(done.join("standup.wav")).unwrap();
     let _daemon = Daemon::start(&config);
     eventually("the restarted daemon moves the file", || {
-        !path.exists() && done.join("standup.wav").exists()
+        !path.exists()
+            && std::fs::read(done.join("standup.wav")).is_ok_and(|moved| moved == content)
     })
     .await;
     tokio::time::sleep(Duration::from_secs(3)).await;

@@ -1,17 +1,27 @@
 //! What is checked before a recording is sent: which files in a drop folder count at all,
-//! what a recording is (extension and magic bytes must agree), whether it fits Clairo's
-//! limit, and the optional sidecar that names its title and agent. A file that fails gets
-//! a [`Rejection`] saying why and what to do, in words for the person who dropped it.
+//! what kind of entry it is (only regular files are taken: a link is never followed, a
+//! FIFO or device never opened), what a recording is (extension and magic bytes must
+//! agree), whether it fits Clairo's limit, and the optional sidecar that names its title
+//! and agent. A file that fails gets a [`Rejection`] saying why and what to do, in words
+//! for the person who dropped it — never quoting the file's bytes, which may belong to
+//! someone else.
+//!
+//! A recording is opened once ([`open_recording`]); the checks, the hash and the upload
+//! all read that one descriptor, so what was checked is what is sent.
 
 use std::ffi::OsStr;
 use std::fmt;
+use std::fs::File;
 use std::io::Read as _;
+use std::os::unix::fs::{FileExt as _, FileTypeExt as _};
 use std::path::{Path, PathBuf};
+
+use rustix::fs::{Mode, OFlags};
 
 use serde::Deserialize;
 
 /// The largest recording sent as is. The docs say "Max size: 25MB"; 25,000,000 bytes is
-/// the conservative reading (design.md §4), so nothing the daemon sends is too large
+/// the conservative reading, so nothing the daemon sends is too large
 /// under either reading.
 pub const MAX_UPLOAD_BYTES: u64 = 25_000_000;
 
@@ -42,6 +52,88 @@ const TRANSCODABLE: [&str; 21] = [
     "amr", "3gp", "3ga", "caf", "aif", "aiff", "wv", "ac3",
 ];
 
+/// What a drop-folder entry is, from `lstat` (a link is not followed).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EntryKind {
+    Regular,
+    Symlink,
+    Directory,
+    Fifo,
+    Socket,
+    CharDevice,
+    BlockDevice,
+    Unknown,
+}
+
+impl EntryKind {
+    pub fn of(file_type: std::fs::FileType) -> Self {
+        if file_type.is_file() {
+            Self::Regular
+        } else if file_type.is_symlink() {
+            Self::Symlink
+        } else if file_type.is_dir() {
+            Self::Directory
+        } else if file_type.is_fifo() {
+            Self::Fifo
+        } else if file_type.is_socket() {
+            Self::Socket
+        } else if file_type.is_char_device() {
+            Self::CharDevice
+        } else if file_type.is_block_device() {
+            Self::BlockDevice
+        } else {
+            Self::Unknown
+        }
+    }
+
+    /// The entry at `path` itself (`lstat`).
+    pub fn of_path(path: &Path) -> std::io::Result<Self> {
+        Ok(Self::of(path.symlink_metadata()?.file_type()))
+    }
+
+    /// `a symbolic link`, `a named pipe (FIFO)`, …
+    pub fn describe(self) -> &'static str {
+        match self {
+            Self::Regular => "a regular file",
+            Self::Symlink => "a symbolic link",
+            Self::Directory => "a directory",
+            Self::Fifo => "a named pipe (FIFO)",
+            Self::Socket => "a socket",
+            Self::CharDevice => "a character device",
+            Self::BlockDevice => "a block device",
+            Self::Unknown => "a special file",
+        }
+    }
+
+    /// Whether a refused entry of this kind is moved to failed/. Renaming moves the entry
+    /// itself, without opening it: a link stays a link pointing where it did, a FIFO or
+    /// device is never read. A directory stays where it is: it may be someone's folder.
+    pub fn moved_when_refused(self) -> bool {
+        !matches!(self, Self::Regular | Self::Directory)
+    }
+}
+
+/// Why an entry that is not a regular file is not taken.
+pub fn not_a_regular_file(kind: EntryKind) -> Rejection {
+    match kind {
+        EntryKind::Symlink => Rejection::new(
+            "it is a symbolic link, not a regular file: clairo-sync never follows links in a drop folder, and did not read what this one points to",
+            "copy or move the recording itself (not a link to it) into the drop folder",
+        ),
+        EntryKind::Directory => Rejection::new(
+            "it is a directory, not a recording file (subfolders of a drop folder are not searched)",
+            "put the recordings themselves into the drop folder",
+        ),
+        other => Rejection::new(
+            format!(
+                "it is {}, not a regular file: clairo-sync takes only regular files and did not open it",
+                other.describe()
+            ),
+            "drop finished recordings as regular files",
+        ),
+    }
+}
+
 /// Whether a directory entry's name may be a recording (dot files, temporaries, sidecars
 /// and our own error files are not).
 pub fn is_candidate_name(name: &OsStr) -> bool {
@@ -49,6 +141,19 @@ pub fn is_candidate_name(name: &OsStr) -> bool {
     !name.is_empty()
         && !name.starts_with('.')
         && !IGNORED_ENDINGS.iter().any(|ending| name.ends_with(ending))
+}
+
+/// Whether a name ends like a recording (`.wav`, `.m4a`, …): a directory named so is
+/// refused with a reason; other subfolders are simply not looked at.
+pub fn looks_like_recording(name: &OsStr) -> bool {
+    let name = name.to_string_lossy().to_lowercase();
+    Path::new(&name)
+        .extension()
+        .map(|extension| extension.to_string_lossy().into_owned())
+        .is_some_and(|extension| {
+            Format::from_extension(&extension).is_some()
+                || TRANSCODABLE.contains(&extension.as_str())
+        })
 }
 
 /// The formats Clairo accepts.
@@ -160,19 +265,68 @@ pub struct Inspection {
 pub enum InspectError {
     /// Not uploadable; goes to failed/.
     Rejected(Rejection),
+    /// Not a regular file (a link, FIFO, device, directory…): refused without being read.
+    NotAFile(EntryKind),
     /// It vanished (moved or deleted by someone else): nothing to do.
     Gone,
+    /// Opening failed in a way that may pass (too many open files, a network mount's hiccup).
+    Io(std::io::Error),
 }
 
-/// Checks a file: non-empty, readable, extension and magic bytes, size.
-pub fn inspect(path: &Path, conversion: Conversion) -> Result<Inspection, InspectError> {
-    let metadata = match std::fs::metadata(path) {
-        Ok(metadata) => metadata,
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
-            return Err(InspectError::Gone);
-        }
-        Err(error) => return Err(InspectError::Rejected(unreadable(&error))),
+/// Opens a recording once, for the checks, the hash and the upload to share: the entry
+/// must be a regular file. `O_NOFOLLOW` refuses a link (even one swapped in after the
+/// listing), `O_NONBLOCK` keeps a FIFO swapped in from blocking the open, and the open
+/// descriptor's own `fstat` decides: only a regular file is ever read.
+pub fn open_recording(path: &Path) -> Result<File, InspectError> {
+    // A FIFO, device or socket is refused before any open (opening a device can have
+    // effects of its own); the fstat below covers one swapped in after this look.
+    match EntryKind::of_path(path) {
+        Ok(EntryKind::Regular) => {}
+        Ok(kind) => return Err(InspectError::NotAFile(kind)),
+        Err(error) => return Err(open_error(error)),
+    }
+    let flags =
+        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::NOCTTY | OFlags::CLOEXEC;
+    let file = match rustix::fs::open(path, flags, Mode::empty()) {
+        Ok(fd) => File::from(fd),
+        Err(rustix::io::Errno::LOOP) => return Err(InspectError::NotAFile(EntryKind::Symlink)),
+        Err(errno) => return Err(open_error(errno.into())),
     };
+    let metadata = file.metadata().map_err(open_error)?;
+    let kind = EntryKind::of(metadata.file_type());
+    if kind != EntryKind::Regular {
+        return Err(InspectError::NotAFile(kind));
+    }
+    // Reads of a regular file never block; the flag only mattered for the open.
+    let flags = rustix::fs::fcntl_getfl(&file).map_err(|errno| open_error(errno.into()))?;
+    rustix::fs::fcntl_setfl(&file, flags - OFlags::NONBLOCK)
+        .map_err(|errno| open_error(errno.into()))?;
+    Ok(file)
+}
+
+fn open_error(error: std::io::Error) -> InspectError {
+    match error.kind() {
+        std::io::ErrorKind::NotFound => InspectError::Gone,
+        std::io::ErrorKind::PermissionDenied => InspectError::Rejected(unreadable(&error)),
+        _ => InspectError::Io(error),
+    }
+}
+
+/// Opens `path` ([`open_recording`]) and checks it ([`inspect_open`]).
+pub fn inspect(path: &Path, conversion: Conversion) -> Result<Inspection, InspectError> {
+    let file = open_recording(path)?;
+    inspect_open(&file, path, conversion)
+}
+
+/// Checks an open recording: non-empty, extension (of `path`, its name) and magic bytes,
+/// size — all from the descriptor, not the name, so a file swapped in meanwhile is not
+/// what is looked at.
+pub fn inspect_open(
+    file: &File,
+    path: &Path,
+    conversion: Conversion,
+) -> Result<Inspection, InspectError> {
+    let metadata = file.metadata().map_err(InspectError::Io)?;
     let size = metadata.len();
     if size == 0 {
         return Err(InspectError::Rejected(Rejection::new(
@@ -180,11 +334,8 @@ pub fn inspect(path: &Path, conversion: Conversion) -> Result<Inspection, Inspec
             "the recording probably failed or was not copied completely; drop the complete file again",
         )));
     }
-    let head = match read_head(path) {
+    let head = match read_head(file) {
         Ok(head) => head,
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
-            return Err(InspectError::Gone);
-        }
         Err(error) => return Err(InspectError::Rejected(unreadable(&error))),
     };
     let extension = path
@@ -195,9 +346,9 @@ pub fn inspect(path: &Path, conversion: Conversion) -> Result<Inspection, Inspec
         if !format.matches(&head) {
             return Err(InspectError::Rejected(Rejection::new(
                 format!(
-                    "the file ends in .{extension} but does not hold {} audio (it starts with {})",
-                    format.name(),
-                    describe_head(&head)
+                    "the file ends in .{extension} but does not hold {name} audio: it does not start with a {name} header, and {found}",
+                    name = format.name(),
+                    found = describe_head(&head)
                 ),
                 "export or save the recording again, or give it the extension of its real format",
             )));
@@ -240,12 +391,19 @@ pub fn inspect(path: &Path, conversion: Conversion) -> Result<Inspection, Inspec
     Ok(Inspection { size, plan })
 }
 
-fn read_head(path: &Path) -> std::io::Result<Vec<u8>> {
-    let mut file = std::fs::File::open(path)?;
-    let mut head = Vec::with_capacity(HEAD_BYTES);
-    file.by_ref()
-        .take(HEAD_BYTES as u64)
-        .read_to_end(&mut head)?;
+/// The first bytes, read at offset 0 without moving the descriptor's offset.
+fn read_head(file: &File) -> std::io::Result<Vec<u8>> {
+    let mut head = vec![0u8; HEAD_BYTES];
+    let mut filled = 0;
+    while filled < head.len() {
+        match file.read_at(&mut head[filled..], filled as u64) {
+            Ok(0) => break,
+            Ok(read) => filled += read,
+            Err(error) if error.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(error) => return Err(error),
+        }
+    }
+    head.truncate(filled);
     Ok(head)
 }
 
@@ -256,21 +414,38 @@ pub fn unreadable(error: &std::io::Error) -> Rejection {
     )
 }
 
-/// `"68 65 6c 6c 6f …", which looks like text`: enough to tell a mislabelled file.
-fn describe_head(head: &[u8]) -> String {
-    let hex: Vec<String> = head
+/// What a file's start looks like, in words: enough to tell a mislabelled file, and never
+/// its bytes (a file in a drop folder may hold someone else's secret).
+fn describe_head(head: &[u8]) -> &'static str {
+    let starts = |magic: &[u8]| head.starts_with(magic);
+    if let Some(format) = [Format::Webm, Format::Mp3, Format::Wav]
+        .into_iter()
+        .find(|format| format.matches(head))
+    {
+        return match format {
+            Format::Webm => "it starts like a WebM file (give it the .webm extension)",
+            Format::Mp3 => "it starts like an MP3 file (give it the .mp3 extension)",
+            Format::Wav => "it starts like a WAV file (give it the .wav extension)",
+        };
+    }
+    if head.len() >= 8 && &head[4..8] == b"ftyp" {
+        "it starts like an MP4/M4A file"
+    } else if starts(b"OggS") {
+        "it starts like an Ogg file"
+    } else if starts(b"fLaC") {
+        "it starts like a FLAC file"
+    } else if starts(b"%PDF") {
+        "it starts like a PDF document"
+    } else if starts(b"PK\x03\x04") {
+        "it starts like a ZIP archive (or an office document)"
+    } else if head
         .iter()
-        .take(8)
-        .map(|byte| format!("{byte:02x}"))
-        .collect();
-    let text = head
-        .iter()
-        .all(|byte| byte.is_ascii_graphic() || byte.is_ascii_whitespace());
-    format!(
-        "bytes {}{}",
-        hex.join(" "),
-        if text { ", which looks like text" } else { "" }
-    )
+        .all(|byte| byte.is_ascii_graphic() || byte.is_ascii_whitespace())
+    {
+        "its start looks like text"
+    } else {
+        "its start matches no audio format clairo-sync knows"
+    }
 }
 
 /// `26.2 MB` (decimal megabytes, as the limit is stated).
@@ -287,17 +462,19 @@ pub struct Sidecar {
     pub agent_id: Option<String>,
 }
 
-/// The sidecar's path: `call.wav.json`, else `call.json`, if either exists.
+/// The sidecar's path: `call.wav.json`, else `call.json`, if either exists (as any kind
+/// of entry: a link named so is found, then refused by [`read_sidecar`], and moved along).
 pub fn sidecar_path(path: &Path) -> Option<PathBuf> {
     let name = path.file_name()?;
     let mut full = name.to_os_string();
     full.push(".json");
     let beside = path.with_file_name(full);
-    if beside.is_file() {
+    let exists = |path: &Path| path.symlink_metadata().is_ok();
+    if exists(&beside) {
         return Some(beside);
     }
     let stem = path.with_extension("json");
-    (stem != path && stem.is_file()).then_some(stem)
+    (stem != path && exists(&stem)).then_some(stem)
 }
 
 /// Reads a sidecar; a malformed one is a rejection (the recording would otherwise go to
@@ -309,9 +486,27 @@ pub fn read_sidecar(path: &Path) -> Result<Sidecar, Rejection> {
         .file_name()
         .map(|name| name.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let metadata = std::fs::metadata(path).map_err(|error| {
+    let cannot_read = |error: &dyn fmt::Display| {
         Rejection::new(format!("its sidecar {name} cannot be read ({error})"), fix)
-    })?;
+    };
+    // Opened as a recording is: a link could make the title (sent to Clairo) or an error
+    // text carry a file the person who dropped it cannot read.
+    let file = match open_recording(path) {
+        Ok(file) => file,
+        Err(InspectError::NotAFile(kind)) => {
+            return Err(Rejection::new(
+                format!(
+                    "its sidecar {name} is {}, not a regular file, and was not read",
+                    kind.describe()
+                ),
+                fix,
+            ));
+        }
+        Err(InspectError::Rejected(rejection)) => return Err(rejection),
+        Err(InspectError::Gone) => return Err(cannot_read(&"it disappeared")),
+        Err(InspectError::Io(error)) => return Err(cannot_read(&error)),
+    };
+    let metadata = file.metadata().map_err(|error| cannot_read(&error))?;
     if metadata.len() > MAX_SIDECAR_BYTES {
         return Err(Rejection::new(
             format!(
@@ -321,11 +516,15 @@ pub fn read_sidecar(path: &Path) -> Result<Sidecar, Rejection> {
             fix,
         ));
     }
-    let text = std::fs::read(path).map_err(|error| {
-        Rejection::new(format!("its sidecar {name} cannot be read ({error})"), fix)
-    })?;
+    let mut text = Vec::new();
+    file.take(MAX_SIDECAR_BYTES)
+        .read_to_end(&mut text)
+        .map_err(|error| cannot_read(&error))?;
     let sidecar: Sidecar = serde_json::from_slice(&text).map_err(|error| {
-        Rejection::new(format!("its sidecar {name} is not valid ({error})"), fix)
+        Rejection::new(
+            format!("its sidecar {name} is not valid ({})", json_problem(&error)),
+            fix,
+        )
     })?;
     if sidecar
         .agent_id
@@ -338,6 +537,21 @@ pub fn read_sidecar(path: &Path) -> Result<Sidecar, Rejection> {
         ));
     }
     Ok(sidecar)
+}
+
+/// What is wrong with a sidecar's JSON, with its place but without quoting it: serde's
+/// own messages quote the values they did not expect.
+fn json_problem(error: &serde_json::Error) -> String {
+    let place = format!("line {}, column {}", error.line(), error.column());
+    match error.classify() {
+        serde_json::error::Category::Data => {
+            format!("a value has the wrong type at {place}: title and agentId must be strings")
+        }
+        serde_json::error::Category::Eof => format!("the JSON ends too early, at {place}"),
+        serde_json::error::Category::Syntax | serde_json::error::Category::Io => {
+            format!("not JSON: a syntax error at {place}")
+        }
+    }
 }
 
 /// A title from a file name: the stem, `_` and `-` as spaces (`weekly_standup-2026.wav` →
@@ -390,6 +604,39 @@ mod tests {
         assert!(!Format::Mp3.matches(&[0xFF, 0x1B]));
         assert!(!Format::Mp3.matches(b"hello"));
         assert!(Format::Webm.matches(&[0x1A, 0x45, 0xDF, 0xA3, 0x9F]));
+    }
+
+    #[test]
+    fn a_mislabelled_file_is_described_in_words_never_by_its_bytes() {
+        assert_eq!(
+            describe_head(b"clr_live_secret\n"),
+            "its start looks like text"
+        );
+        assert!(describe_head(b"RIFF\x24\0\0\0WAVEfmt ").contains("WAV"));
+        assert!(describe_head(b"\0\0\0\x20ftypM4A ").contains("MP4/M4A"));
+        assert!(describe_head(&[0x00, 0x01, 0x02, 0xFE]).contains("no audio format"));
+    }
+
+    #[test]
+    fn only_regular_files_are_opened() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("real.wav");
+        std::fs::write(&target, b"RIFF\0\0\0\0WAVEfmt ").unwrap();
+        let link = dir.path().join("link.wav");
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        assert!(open_recording(&target).is_ok());
+        assert!(matches!(
+            open_recording(&link),
+            Err(InspectError::NotAFile(EntryKind::Symlink))
+        ));
+        assert!(matches!(
+            open_recording(dir.path()),
+            Err(InspectError::NotAFile(EntryKind::Directory))
+        ));
+        assert!(matches!(
+            open_recording(&dir.path().join("gone.wav")),
+            Err(InspectError::Gone)
+        ));
     }
 
     #[test]

@@ -1,8 +1,13 @@
-//! Meetings from drop folders (design.md §10): each `[[meetings.folders]]` is watched;
+//! Meetings from drop folders (docs/operations.md): each `[[meetings.folders]]` is watched;
 //! a recording that is complete (closed after writing or moved in, then unchanged for
 //! `settle`) is checked, hashed, uploaded to `POST /meetings` once per content, recorded
 //! with its `meeting.processed` event in one transaction, and moved to processed/ — or,
 //! when it cannot be uploaded, to failed/ with a `<name>.error.txt` saying why.
+//!
+//! Anyone who may write the folder is untrusted: only regular files are taken. A link,
+//! FIFO, socket or device is moved to failed/ as it is (never followed, never opened),
+//! a directory named like a recording is refused once in the log, and a folder whose
+//! processed/ or failed/ is a link or not a directory takes nothing until that is fixed.
 //!
 //! Outcomes counted in `clairo_sync_meeting_uploads_total{outcome}`:
 //! `uploaded` (sent and answered), `duplicate` (content already uploaded; moved without
@@ -30,7 +35,7 @@ use crate::config::{Config, FolderConfig, Transcode, WatchMode};
 use crate::metrics::OutcomeLabels;
 
 use super::SourceContext;
-use checks::{Conversion, Rejection};
+use checks::{Conversion, EntryKind, Rejection};
 use transcode::Transcoder;
 use upload::{Outcome, PrepareError, Uploader, Wanted};
 
@@ -47,6 +52,10 @@ pub const OPEN_WRITER_GRACE: Duration = Duration::from_secs(5 * 60);
 /// with jitter, so a Clairo outage is not hammered by every file at once.
 const RETRY_FIRST: Duration = Duration::from_secs(30);
 const RETRY_CAP: Duration = Duration::from_secs(30 * 60);
+
+/// A folder that takes nothing (its processed/ or failed/ cannot be used) looks again this
+/// often, so fixing it takes effect soon without an event to say so.
+const BLOCKED_RECHECK: Duration = Duration::from_secs(5);
 
 /// A file whose content another file is uploading right now checks back after this long.
 const BUSY_RECHECK: Duration = Duration::from_secs(5);
@@ -186,23 +195,30 @@ impl AuthPause {
     }
 }
 
-/// A file's size and modification time: unchanged for `settle` means the writer is done.
+/// An entry's kind, size and modification time, from `lstat` (a link is not followed):
+/// unchanged for `settle` means the writer is done.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Stamp {
+    kind: EntryKind,
     size: u64,
     modified: Option<SystemTime>,
 }
 
 impl Stamp {
-    /// A regular file's stamp; `None` when it is gone or not a file.
+    /// The entry's stamp; `None` when it is gone.
     fn of(path: &Path) -> Option<Self> {
-        let metadata = std::fs::metadata(path)
-            .ok()
-            .filter(std::fs::Metadata::is_file)?;
+        let metadata = path.symlink_metadata().ok()?;
         Some(Self {
+            kind: EntryKind::of(metadata.file_type()),
             size: metadata.len(),
             modified: metadata.modified().ok(),
         })
+    }
+
+    /// Not a regular file: refused at once (nothing is written to it that settling would
+    /// wait for, and no close-after-write ever comes).
+    fn refused_at_once(self) -> bool {
+        self.kind != EntryKind::Regular
     }
 }
 
@@ -223,6 +239,9 @@ enum FileState {
     Running { again: bool },
     /// Left in place after a failed attempt; looked at again after `until`.
     Waiting { until: Instant },
+    /// Not a file that can be taken or moved (a directory named like a recording): said
+    /// once, then left alone until it is replaced by something else.
+    Refused { kind: EntryKind },
 }
 
 /// What a file's task concluded.
@@ -238,6 +257,8 @@ enum Verdict {
     Busy,
     /// It changed while being read: let it settle again.
     Changed,
+    /// Refused and left where it is (said once).
+    Refused(EntryKind),
 }
 
 /// The fixed facts of a folder, shared with its tasks.
@@ -265,6 +286,9 @@ struct FolderLoop {
     /// Whether the missing folder / a failing watch was reported (say it once).
     missing_reported: bool,
     watch_failed_reported: bool,
+    /// Why nothing is taken from the folder now (processed/ or failed/ cannot be used);
+    /// said once when it starts, once when it ends.
+    blocked: Option<String>,
 }
 
 impl FolderLoop {
@@ -287,6 +311,7 @@ impl FolderLoop {
             watcher: None,
             missing_reported: false,
             watch_failed_reported: false,
+            blocked: None,
         }
     }
 
@@ -331,6 +356,7 @@ impl FolderLoop {
             self.start_next(&mut tasks);
         }
         self.watcher = None;
+        self.set_blocked(None);
         if !tasks.is_empty() {
             tracing::info!(
                 folder = %self.folder.path.display(),
@@ -395,19 +421,67 @@ impl FolderLoop {
                 }
             }
         }
+        self.check_targets();
         self.scan().await;
         let every = match (folder.mode, &self.watcher) {
             (WatchMode::Notify, Some(_)) => SAFETY_RESCAN,
             _ => folder.poll_interval,
         };
+        if self.blocked.is_some() {
+            return Instant::now() + every.min(BLOCKED_RECHECK);
+        }
         Instant::now() + every
+    }
+
+    /// Looks at processed/ and failed/: a link or a non-directory there blocks the folder
+    /// (nothing is uploaded that could not be moved afterwards).
+    fn check_targets(&mut self) {
+        let problem = [&self.folder.processed, &self.folder.failed]
+            .into_iter()
+            .filter_map(|dir| files::target_problem(dir))
+            .collect::<Vec<_>>();
+        self.set_blocked((!problem.is_empty()).then(|| problem.join("; ")));
+    }
+
+    fn set_blocked(&mut self, problem: Option<String>) {
+        if problem == self.blocked {
+            return;
+        }
+        let gauge = &self.shared.context.metrics.meeting_folders_blocked;
+        match (&self.blocked, &problem) {
+            (None, Some(_)) => {
+                gauge.inc();
+            }
+            (Some(_), None) => {
+                gauge.dec();
+            }
+            _ => {}
+        }
+        match &problem {
+            Some(problem) => tracing::error!(
+                folder = %self.folder.path.display(),
+                key = %self.folder.key,
+                "{problem}. The recordings stay where they are."
+            ),
+            None => tracing::info!(
+                folder = %self.folder.path.display(),
+                "processed/ and failed/ are usable again; taking recordings from the drop folder."
+            ),
+        }
+        self.blocked = problem;
+    }
+
+    /// processed/ and failed/ (when inside the folder) are not recordings.
+    fn is_target(&self, path: &Path) -> bool {
+        path == self.folder.processed || path == self.folder.failed
     }
 
     /// Lists the folder: new files start settling, files due for another try too, and
     /// files no longer there are forgotten.
     async fn scan(&mut self) {
         let path = self.folder.path.clone();
-        let listed = tokio::task::spawn_blocking(move || list(&path)).await;
+        let targets = [self.folder.processed.clone(), self.folder.failed.clone()];
+        let listed = tokio::task::spawn_blocking(move || list(&path, &targets)).await;
         let listed = match listed {
             Ok(Ok(listed)) => listed,
             Ok(Err(error)) => {
@@ -429,16 +503,22 @@ impl FolderLoop {
         for (path, stamp) in &listed {
             match self.files.get(path) {
                 None => {
-                    self.files.insert(
-                        path.clone(),
+                    let state = if stamp.refused_at_once() {
+                        self.resettled(*stamp, now)
+                    } else {
                         FileState::Settling {
                             seen: *stamp,
                             since: now,
                             writing: false,
-                        },
-                    );
+                        }
+                    };
+                    self.files.insert(path.clone(), state);
                 }
                 Some(FileState::Waiting { until }) if *until <= now => {
+                    self.files.insert(path.clone(), self.resettled(*stamp, now));
+                }
+                // Refused as one kind, now another (the directory became a file…).
+                Some(FileState::Refused { kind }) if *kind != stamp.kind => {
                     self.files.insert(path.clone(), self.resettled(*stamp, now));
                 }
                 Some(_) => {}
@@ -458,25 +538,39 @@ impl FolderLoop {
     /// The watcher saw a file change.
     fn changed(&mut self, changed: watcher::Changed) {
         let now = Instant::now();
+        if self.is_target(&changed.path) {
+            // processed/ or failed/ made, removed or replaced: look at them again.
+            self.check_targets();
+            return;
+        }
+        if let Some(FileState::Running { again }) = self.files.get_mut(&changed.path) {
+            *again = true;
+            return;
+        }
+        let Some(stamp) = Stamp::of(&changed.path) else {
+            return;
+        };
+        if !is_listed(&changed.path, stamp.kind) {
+            return;
+        }
         match self.files.get_mut(&changed.path) {
-            Some(FileState::Running { again }) => *again = true,
-            Some(FileState::Settling { writing, since, .. }) => {
+            Some(FileState::Refused { kind }) if *kind == stamp.kind => {}
+            Some(FileState::Settling { writing, since, .. }) if !stamp.refused_at_once() => {
                 *writing = changed.writing;
                 *since = now;
             }
             // Queued, waiting or new: (re)start settling from what the file is now.
             _ => {
-                let Some(stamp) = Stamp::of(&changed.path) else {
-                    return;
-                };
-                self.files.insert(
-                    changed.path,
+                let state = if stamp.refused_at_once() {
+                    self.resettled(stamp, now)
+                } else {
                     FileState::Settling {
                         seen: stamp,
                         since: now,
                         writing: changed.writing,
-                    },
-                );
+                    }
+                };
+                self.files.insert(changed.path, state);
             }
         }
     }
@@ -576,7 +670,8 @@ impl FolderLoop {
     /// Starts the next queued file when none is running: one upload at a time per
     /// folder, so the same content dropped twice is seen as a duplicate, not raced.
     fn start_next(&mut self, tasks: &mut JoinSet<(PathBuf, Verdict)>) {
-        if !tasks.is_empty() {
+        // Blocked: the queue waits (nothing is uploaded that could not be moved after).
+        if !tasks.is_empty() || self.blocked.is_some() {
             return;
         }
         while let Some(path) = self.queue.pop_front() {
@@ -642,6 +737,10 @@ impl FolderLoop {
                 self.files
                     .insert(path, FileState::Waiting { until: now + wait });
             }
+            Verdict::Refused(kind) => {
+                self.failures.remove(&path);
+                self.files.insert(path, FileState::Refused { kind });
+            }
             Verdict::Changed => {
                 if let Some(stamp) = Stamp::of(&path) {
                     self.files.insert(
@@ -666,9 +765,10 @@ async fn stopped(shutdown: &mut watch::Receiver<bool>) {
     let _ = shutdown.wait_for(|stop| *stop).await;
 }
 
-/// The candidate files of a folder with their stamps (subfolders, dot files, temporaries,
-/// sidecars and error files left out).
-fn list(folder: &Path) -> std::io::Result<Vec<(PathBuf, Stamp)>> {
+/// The candidate entries of a folder with their stamps: every kind, so that links, FIFOs
+/// and devices are refused with a reason (dot files, temporaries, sidecars, error files,
+/// `targets` and subfolders not named like a recording are left out).
+fn list(folder: &Path, targets: &[PathBuf]) -> std::io::Result<Vec<(PathBuf, Stamp)>> {
     let mut files = Vec::new();
     for entry in std::fs::read_dir(folder)? {
         let entry = entry?;
@@ -676,11 +776,22 @@ fn list(folder: &Path) -> std::io::Result<Vec<(PathBuf, Stamp)>> {
             continue;
         }
         let path = entry.path();
-        if let Some(stamp) = Stamp::of(&path) {
+        if targets.contains(&path) {
+            continue;
+        }
+        if let Some(stamp) = Stamp::of(&path)
+            && is_listed(&path, stamp.kind)
+        {
             files.push((path, stamp));
         }
     }
     Ok(files)
+}
+
+/// Whether an entry is looked at: anything but a subfolder, and a subfolder named like a
+/// recording (to say why it is not taken).
+fn is_listed(path: &Path, kind: EntryKind) -> bool {
+    kind != EntryKind::Directory || path.file_name().is_some_and(checks::looks_like_recording)
 }
 
 /// `RETRY_FIRST`, doubling, capped, ±20% so failed files do not all retry together.
@@ -708,6 +819,21 @@ async fn handle(shared: &Shared, folder: &Folder, path: &Path) -> Verdict {
     let prepared = match prepared {
         Ok(Ok(prepared)) => prepared,
         Ok(Err(PrepareError::Gone)) => return Verdict::Finished,
+        Ok(Err(PrepareError::NotAFile {
+            kind,
+            rejection,
+            sidecar,
+        })) => {
+            if kind.moved_when_refused() {
+                return reject(shared, folder, path, sidecar.as_deref(), &rejection).await;
+            }
+            tracing::warn!(
+                entry = %path.display(),
+                reason = %rejection,
+                "Not a recording file; it is left where it is."
+            );
+            return Verdict::Refused(kind);
+        }
         Ok(Err(PrepareError::Changed)) => return Verdict::Changed,
         Ok(Err(PrepareError::Rejected { rejection, sidecar })) => {
             return reject(shared, folder, path, sidecar.as_deref(), &rejection).await;

@@ -2,7 +2,17 @@
 //! (m4a, ogg, flac, mp4…), is turned by ffmpeg into mono Opus in WebM, which holds about
 //! two hours of speech in 25 MB. The copy lives in a temporary file that is removed when
 //! dropped; the original is what the dedupe key and the drop folder keep.
+//!
+//! ffmpeg reads the recording that was checked, not its name: the open file is its stdin,
+//! and it is told to read `/proc/self/fd/0`. Opening that reopens the same file (with
+//! its own offset, so ffmpeg can seek, as MP4/M4A with the index at the end needs; a
+//! `pipe:` input cannot), whatever was renamed into the drop folder since. It needs /proc,
+//! which every systemd host has.
+//!
+//! What ffmpeg prints is outside input too: [`parse_duration`] turns any text into a
+//! length or nothing, never a panic.
 
+use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::Arc;
@@ -26,6 +36,13 @@ const TRANSCODE_TIMEOUT: Duration = Duration::from_secs(30 * 60);
 
 /// ffmpeg's messages are kept up to this size (its banner and stream list are a few KiB).
 const MAX_STDERR_BYTES: usize = 64 * 1024;
+
+/// The longest recording length believed from ffmpeg's messages; beyond it (or negative,
+/// or not a number) the length is unknown.
+pub const LONGEST_BELIEVABLE: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// What ffmpeg is told to read: its stdin, reopened (see the module's note).
+const INPUT: &str = "file:/proc/self/fd/0";
 
 /// Names of our temporary files start with this, so a start-up can clear leftovers.
 const TEMP_PREFIX: &str = "clairo-sync-";
@@ -55,6 +72,8 @@ pub enum TranscodeError {
 #[derive(Debug)]
 pub struct Transcoded {
     pub path: PathBuf,
+    /// The converted copy, open: what is sent.
+    pub file: Arc<File>,
     pub size: u64,
     /// The recording's length, as ffmpeg read it from the input.
     pub duration: Option<Duration>,
@@ -119,8 +138,9 @@ impl Transcoder {
         }
     }
 
-    /// Converts `input` to mono Opus in WebM, into a temporary file named after `key`.
-    pub async fn to_webm(&self, input: &Path, key: &str) -> Result<Transcoded, TranscodeError> {
+    /// Converts the open recording `input` to mono Opus in WebM, into a temporary file
+    /// named after `key`.
+    pub async fn to_webm(&self, input: &File, key: &str) -> Result<Transcoded, TranscodeError> {
         let _permit = self
             .permits
             .acquire()
@@ -141,11 +161,12 @@ impl Transcoder {
             std::process::id(),
             COUNTER.fetch_add(1, Ordering::Relaxed)
         );
-        let mut output = Transcoded {
-            path: self.temp_dir.join(name),
-            size: 0,
-            duration: None,
-        };
+        let output_path = self.temp_dir.join(name);
+        // Removes ffmpeg's output on every early return.
+        let cleanup = RemoveOnDrop(Some(output_path.clone()));
+        let stdin = input.try_clone().map_err(|error| {
+            TranscodeError::Io(format!("cannot hand the recording to ffmpeg: {error}"))
+        })?;
         let mut command = tokio::process::Command::new(&self.ffmpeg);
         command
             .args([
@@ -157,8 +178,7 @@ impl Transcoder {
                 "-y",
                 "-i",
             ])
-            // `file:` so that a name with a colon or a leading dash is not read as a protocol or option.
-            .arg(file_url(input))
+            .arg(INPUT)
             .args([
                 "-vn",
                 "-sn",
@@ -178,8 +198,9 @@ impl Transcoder {
                 &["-application", "voip"][..]
             })
             .args(["-f", "webm"])
-            .arg(file_url(&output.path))
-            .stdin(Stdio::null())
+            // `file:` so that a name with a colon or a leading dash is not read as a protocol or option.
+            .arg(file_url(&output_path))
+            .stdin(Stdio::from(stdin))
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .kill_on_drop(true);
@@ -213,15 +234,40 @@ impl Transcoder {
                 })?;
         let status =
             status.map_err(|error| TranscodeError::Io(format!("waiting for ffmpeg: {error}")))?;
-        output.duration = parse_duration(&messages);
+        let duration = parse_duration(&messages);
         if !status.success() {
             return Err(TranscodeError::Failed(last_lines(&messages, 3)));
         }
-        output.size = tokio::fs::metadata(&output.path)
-            .await
+        let file = File::open(&output_path)
+            .map_err(|error| TranscodeError::Io(format!("ffmpeg wrote no output: {error}")))?;
+        let size = file
+            .metadata()
             .map_err(|error| TranscodeError::Io(format!("ffmpeg wrote no output: {error}")))?
             .len();
-        Ok(output)
+        Ok(Transcoded {
+            // From here on, Transcoded removes it.
+            path: cleanup.keep(),
+            file: Arc::new(file),
+            size,
+            duration,
+        })
+    }
+}
+
+/// Removes a file when dropped (ffmpeg's output, when the conversion fails) unless kept.
+struct RemoveOnDrop(Option<PathBuf>);
+
+impl RemoveOnDrop {
+    fn keep(mut self) -> PathBuf {
+        self.0.take().unwrap_or_default()
+    }
+}
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        if let Some(path) = self.0.take() {
+            let _ = std::fs::remove_file(path);
+        }
     }
 }
 
@@ -244,17 +290,29 @@ pub fn find_on_path(program: &str) -> Option<PathBuf> {
         })
 }
 
-/// `Duration: 01:02:03.45` from ffmpeg's description of the input.
-fn parse_duration(messages: &str) -> Option<Duration> {
+/// The input's length from ffmpeg's description of it (`Duration: 01:02:03.45`), or
+/// `None` when there is none, it is not `H:MM:SS.ss` with whole hours and minutes, or it is
+/// negative, not a number, or longer than [`LONGEST_BELIEVABLE`]. Any text at all may come
+/// in (ffmpeg prints what a file's headers claim); nothing panics or overflows.
+pub fn parse_duration(messages: &str) -> Option<Duration> {
     let at = messages.find("Duration: ")? + "Duration: ".len();
     let text = messages[at..].split([',', '\n']).next()?.trim();
     let mut parts = text.split(':');
-    let hours: f64 = parts.next()?.parse().ok()?;
-    let minutes: f64 = parts.next()?.parse().ok()?;
+    let whole = |part: &str| -> Option<u64> {
+        // Digits only: `u64::from_str` would take a sign.
+        (!part.is_empty() && part.bytes().all(|byte| byte.is_ascii_digit()))
+            .then(|| part.parse().ok())
+            .flatten()
+    };
+    let hours = whole(parts.next()?)?;
+    let minutes = whole(parts.next()?).filter(|minutes| *minutes < 60)? * 60;
     let seconds: f64 = parts.next()?.parse().ok()?;
-    Some(Duration::from_secs_f64(
-        hours * 3600.0 + minutes * 60.0 + seconds,
-    ))
+    if parts.next().is_some() || !seconds.is_finite() || !(0.0..60.0).contains(&seconds) {
+        return None;
+    }
+    let total = Duration::from_secs(hours.checked_mul(3600)?.checked_add(minutes)?)
+        .checked_add(Duration::try_from_secs_f64(seconds).ok()?)?;
+    (total <= LONGEST_BELIEVABLE).then_some(total)
 }
 
 /// The end of ffmpeg's messages, where it says what went wrong.
@@ -265,7 +323,13 @@ fn last_lines(messages: &str, count: usize) -> String {
         .filter(|line| !line.is_empty())
         .collect();
     let start = lines.len().saturating_sub(count);
-    let text = lines[start..].join(" / ");
+    // ffmpeg echoes what a file's headers claim: no control characters into logs and
+    // error texts.
+    let text: String = lines[start..]
+        .join(" / ")
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
     if text.is_empty() {
         "ffmpeg gave no reason".to_owned()
     } else {
@@ -297,6 +361,41 @@ mod tests {
             Some(Duration::from_secs_f64(2.0 * 3600.0 + 31.0 * 60.0 + 7.5))
         );
         assert_eq!(parse_duration("  Duration: N/A, bitrate: N/A"), None);
+        assert_eq!(
+            parse_duration("Duration: 00:00:60.00,"),
+            None,
+            "not a time of day"
+        );
+    }
+
+    #[test]
+    fn a_negative_nan_or_absurd_duration_is_unknown_and_never_panics() {
+        for text in [
+            "-00:00:05.00",
+            "00:00:-5",
+            "NaN:00:00",
+            "00:00:NaN",
+            "00:00:inf",
+            "inf:00:00",
+            "99999999999999999999:00:00",
+            "18446744073709551615:00:00",
+            "5124095576030431:00:00",
+            "00:-1e308:00",
+            "00:00:1e308",
+            "+1:00:00",
+            "1:2:3:4",
+            "::",
+            "",
+            "200:00:00",
+        ] {
+            assert_eq!(
+                parse_duration(&format!("  Duration: {text}, start: 0")),
+                None,
+                "{text}"
+            );
+        }
+        assert_eq!(parse_duration("Duration: "), None);
+        assert_eq!(parse_duration("Duration: é"), None);
         assert_eq!(human_duration(Duration::from_secs(9000)), "2 h 30 min");
         assert_eq!(human_duration(Duration::from_secs(843)), "14 min 03 s");
     }

@@ -2,9 +2,16 @@
 //! claim in the state database, an optional conversion, the request, and Clairo's answer
 //! recorded with its `meeting.processed` event in one transaction. Shared by the drop
 //! folders and `clairo-sync upload`.
+//!
+//! The recording is opened once, in [`prepare`]; the checks, the hash, ffmpeg and the
+//! request all read that descriptor, never the name again. A file renamed over the
+//! original meanwhile is not what is sent, and one rewritten in place fails the request
+//! before its last byte (the bytes sent are hashed again on the way out).
 
-use std::io::Read as _;
+use std::fs::File;
+use std::os::unix::fs::FileExt as _;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use clairo_connectors::EventType;
@@ -16,7 +23,7 @@ use crate::sources::SourceContext;
 use crate::store::meetings::{Claim, MeetingClaim, MeetingResult, MeetingRow};
 use crate::store::{Store, StoreError};
 
-use super::checks::{self, Conversion, InspectError, MAX_UPLOAD_BYTES, Plan, Rejection};
+use super::checks::{self, Conversion, EntryKind, InspectError, MAX_UPLOAD_BYTES, Plan, Rejection};
 use super::transcode::{self, TranscodeError, Transcoded, Transcoder};
 
 /// Hashing reads the file in pieces this large: memory does not grow with the file.
@@ -31,6 +38,8 @@ const RECORD_RETRY_WAIT: Duration = Duration::from_secs(1);
 #[derive(Debug, Clone)]
 pub struct Prepared {
     pub path: PathBuf,
+    /// The recording, open: what was checked and hashed, and what is sent.
+    pub file: Arc<File>,
     /// The original file's name (`fileName` in the event).
     pub file_name: String,
     pub agent_id: String,
@@ -61,6 +70,13 @@ pub enum PrepareError {
         rejection: Rejection,
         sidecar: Option<PathBuf>,
     },
+    /// Not a regular file (a link, FIFO, device, directory…): refused without being
+    /// read. Moved to failed/ as it is when [`EntryKind::moved_when_refused`].
+    NotAFile {
+        kind: EntryKind,
+        rejection: Rejection,
+        sidecar: Option<PathBuf>,
+    },
     /// It vanished meanwhile: nothing to do.
     Gone,
     /// It changed while being read: still being written after all.
@@ -80,20 +96,26 @@ pub fn prepare(
         rejection,
         sidecar: sidecar_path.clone(),
     };
+    let inspect_error = |error: InspectError| match error {
+        InspectError::Gone => PrepareError::Gone,
+        InspectError::Rejected(rejection) => rejected(rejection),
+        InspectError::NotAFile(kind) => PrepareError::NotAFile {
+            kind,
+            rejection: checks::not_a_regular_file(kind),
+            sidecar: sidecar_path.clone(),
+        },
+        InspectError::Io(error) => PrepareError::Io(error),
+    };
+    // First, before the sidecar is read: an entry that is not a regular file is refused
+    // as it is.
+    let file = checks::open_recording(path).map_err(inspect_error)?;
     let sidecar = match &sidecar_path {
         Some(sidecar_path) => checks::read_sidecar(sidecar_path).map_err(rejected)?,
         None => checks::Sidecar::default(),
     };
-    let inspection = match checks::inspect(path, conversion) {
-        Ok(inspection) => inspection,
-        Err(InspectError::Gone) => return Err(PrepareError::Gone),
-        Err(InspectError::Rejected(rejection)) => return Err(rejected(rejection)),
-    };
-    let (sha256, hashed) = match hash_file(path) {
+    let inspection = checks::inspect_open(&file, path, conversion).map_err(inspect_error)?;
+    let (sha256, hashed) = match hash_file(&file) {
         Ok(hashed) => hashed,
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
-            return Err(PrepareError::Gone);
-        }
         Err(error) if error.kind() == std::io::ErrorKind::PermissionDenied => {
             return Err(rejected(checks::unreadable(&error)));
         }
@@ -118,6 +140,7 @@ pub fn prepare(
     };
     Ok(Prepared {
         path: path.to_path_buf(),
+        file: Arc::new(file),
         file_name: path
             .file_name()
             .map(|name| name.to_string_lossy().into_owned())
@@ -131,26 +154,28 @@ pub fn prepare(
     })
 }
 
-/// The lower-case hex sha256 of a file and how many bytes were read, streamed.
-pub fn hash_file(path: &Path) -> std::io::Result<(String, u64)> {
-    let mut file = std::fs::File::open(path)?;
+/// The lower-case hex sha256 of an open file and how many bytes were read, streamed
+/// from its start (positional reads: the descriptor's offset is left alone).
+pub fn hash_file(file: &File) -> std::io::Result<(String, u64)> {
     let mut hasher = Sha256::new();
     let mut buffer = vec![0u8; HASH_BUFFER_BYTES];
     let mut total = 0u64;
     loop {
-        let read = file.read(&mut buffer)?;
-        if read == 0 {
-            break;
-        }
+        let read = match file.read_at(&mut buffer, total) {
+            Ok(0) => break,
+            Ok(read) => read,
+            Err(error) if error.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(error) => return Err(error),
+        };
         hasher.update(&buffer[..read]);
-        total += read as u64;
+        total = total.saturating_add(read as u64);
     }
-    let hex = hasher
-        .finalize()
-        .iter()
-        .map(|byte| format!("{byte:02x}"))
-        .collect();
-    Ok((hex, total))
+    Ok((hex(&hasher.finalize()), total))
+}
+
+/// Lower-case hex, as the sha256 is stored and sent.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
 }
 
 /// Sends prepared recordings.
@@ -188,9 +213,21 @@ impl Uploader {
             Plan::Direct(_) => None,
             Plan::Transcode(why) => Some(self.convert(prepared, why).await?),
         };
-        let (path, uploaded_as) = match &converted {
-            Some(converted) => (converted.path.clone(), webm_name(&prepared.file_name)),
-            None => (prepared.path.clone(), prepared.file_name.clone()),
+        // The converted copy is ours (written into our own directory, opened once); the
+        // original is sent as checked, and its bytes hashed again on the way out.
+        let (file, size, sha256, uploaded_as) = match &converted {
+            Some(converted) => (
+                converted.file.clone(),
+                converted.size,
+                None,
+                webm_name(&prepared.file_name),
+            ),
+            None => (
+                prepared.file.clone(),
+                prepared.size,
+                Some(prepared.sha256.clone()),
+                prepared.file_name.clone(),
+            ),
         };
         if let Some(store) = store {
             store
@@ -202,7 +239,9 @@ impl Uploader {
                 })?;
         }
         let upload = MeetingUpload {
-            path,
+            file,
+            size,
+            sha256,
             file_name: uploaded_as.clone(),
             agent_id: prepared.agent_id.clone(),
             title: prepared.title.clone(),
@@ -224,7 +263,7 @@ impl Uploader {
             )));
         };
         tracing::info!(file = %prepared.path.display(), reason = why, "Converting the recording to Opus/WebM with ffmpeg.");
-        let converted = match transcoder.to_webm(&prepared.path, &prepared.sha256).await {
+        let converted = match transcoder.to_webm(&prepared.file, &prepared.sha256).await {
             Ok(converted) => converted,
             Err(TranscodeError::Failed(message)) => {
                 return Err(SendError::Rejected(Rejection::new(
@@ -431,7 +470,7 @@ pub fn result_of(sent: &Sent, prepared: &Prepared) -> MeetingResult {
     }
 }
 
-/// The `meeting.processed` event's `data` (design.md §5).
+/// The `meeting.processed` event's `data` (the README lists the event).
 fn event_data(result: &MeetingResult, meeting: &Meeting, prepared: &Prepared) -> Value {
     // The server's own number (2700, not 2700.0) when it sent one.
     let duration = meeting
@@ -466,7 +505,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("a.bin");
         std::fs::write(&path, vec![7u8; HASH_BUFFER_BYTES * 2 + 5]).unwrap();
-        let (hex, size) = hash_file(&path).unwrap();
+        let (hex, size) = hash_file(&File::open(&path).unwrap()).unwrap();
         assert_eq!(size, (HASH_BUFFER_BYTES * 2 + 5) as u64);
         let expected: String = Sha256::digest(std::fs::read(&path).unwrap())
             .iter()

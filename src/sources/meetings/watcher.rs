@@ -97,6 +97,9 @@ pub fn watch(
         }
         let writing = match event.kind {
             EventKind::Create(CreateKind::File | CreateKind::Any) => true,
+            // A directory named like a recording is refused with a reason (and processed/
+            // or failed/ made anew is looked at); links, FIFOs and devices arrive as `File`.
+            EventKind::Create(CreateKind::Folder | CreateKind::Other) => false,
             EventKind::Modify(ModifyKind::Data(_) | ModifyKind::Any) => true,
             EventKind::Access(AccessKind::Close(AccessMode::Write)) => false,
             // `Both` carries [from, to]: the last path is where the file is now.
