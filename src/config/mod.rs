@@ -780,7 +780,18 @@ fn field_key(path: &str, field: &str) -> String {
 
 fn validate(config: &Config, api_key: Option<&Secret>, need: Need, problems: &mut Vec<Problem>) {
     match url::Url::parse(&config.clairo.base_url) {
-        Ok(url) if matches!(url.scheme(), "http" | "https") => {}
+        Ok(url) if url.scheme() == "https" => {}
+        // The API key travels in every request: in clear text only to this machine
+        // (the sandbox, a local proxy).
+        Ok(url) if url.scheme() == "http" && is_loopback(&url) => {}
+        Ok(url) if url.scheme() == "http" => problems.push(Problem::new(
+            "clairo.base_url",
+            format!(
+                "plain http:// to {} would send the API key unencrypted; use https://{}",
+                url.host_str().unwrap_or("the host"),
+                config.clairo.base_url.trim_start_matches("http://"),
+            ),
+        )),
         Ok(_) | Err(_) => problems.push(Problem::new(
             "clairo.base_url",
             format!(
@@ -974,6 +985,16 @@ fn validate(config: &Config, api_key: Option<&Secret>, need: Need, problems: &mu
             "delivery.lease",
             "is shorter than 5s, so a slow delivery could be claimed twice; use at least the connectors' timeout",
         ));
+    }
+}
+
+/// 127.0.0.0/8, ::1 or `localhost`: where plain http stays on this machine.
+fn is_loopback(url: &url::Url) -> bool {
+    match url.host() {
+        Some(url::Host::Ipv4(address)) => address.is_loopback(),
+        Some(url::Host::Ipv6(address)) => address.is_loopback(),
+        Some(url::Host::Domain(name)) => name.eq_ignore_ascii_case("localhost"),
+        None => false,
     }
 }
 

@@ -516,3 +516,44 @@ fn a_list_table_or_fraction_at_a_secret_key_is_named_without_its_value() {
         }
     }
 }
+
+#[test]
+fn plain_http_to_clairo_is_refused_unless_the_host_is_loopback() {
+    let dir = tempfile::tempdir().unwrap();
+    let with_base =
+        |base: &str| GOOD.replace("[clairo]\n", &format!("[clairo]\nbase_url = \"{base}\"\n"));
+    for base in [
+        "http://clairo.example.com/api/v1",
+        "http://10.0.0.5:8080/api/v1",
+        "http://0.0.0.0:8080/api/v1",
+    ] {
+        let path = write(dir.path(), "c.toml", &with_base(base));
+        let (code, _, stderr) = check(&path, &[]);
+        assert_eq!(code, EX_CONFIG, "{base}: {stderr}");
+        assert!(
+            stderr.starts_with("clairo.base_url: ") && stderr.contains("use https://"),
+            "{base}: {stderr}"
+        );
+    }
+    // The same from the environment, as the operator commands take it.
+    let path = write(dir.path(), "c.toml", GOOD);
+    let (code, _, stderr) = check(
+        &path,
+        &[(
+            "CLAIRO_SYNC_CLAIRO__BASE_URL",
+            "http://clairo.example.com/api/v1",
+        )],
+    );
+    assert_eq!(code, EX_CONFIG, "{stderr}");
+    for base in [
+        "http://127.0.0.1:8080/api/v1",
+        "http://127.1.2.3/api/v1",
+        "http://localhost:8080/api/v1",
+        "http://[::1]:8080/api/v1",
+        "https://clairo.example.com/api/v1",
+    ] {
+        let path = write(dir.path(), "c.toml", &with_base(base));
+        let (code, _, stderr) = check(&path, &[]);
+        assert_eq!(code, 0, "{base}: {stderr}");
+    }
+}
