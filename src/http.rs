@@ -1,14 +1,18 @@
 //! `/metrics`, `/healthz` and `/readyz` on `[http] listen`.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
 use serde_json::json;
-use tokio::sync::watch;
+use tokio::sync::{Semaphore, watch};
+use tokio::task::JoinSet;
 
 use crate::daemon::{AuthGate, Generation, Runtime};
 use crate::metrics::Metrics;
@@ -33,24 +37,109 @@ impl HealthState {
     }
 }
 
+/// Connections served at once. A scraper and a health check or two use a handful; beyond
+/// this a new connection is closed at once rather than queued: the process's descriptors
+/// stay bounded whatever a client does, and a real request is never queued behind a
+/// flood's slow ones (a scraper simply tries again at its next interval).
+const MAX_CONNECTIONS: usize = 64;
+
+/// How long a client has to send a request's headers, counted from when the connection
+/// is ready for one; it also ends a keep-alive connection left idle that long. Scrapers
+/// and probes send theirs at once.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The longest a connection is kept, whatever it does: covers a client that sends its
+/// headers and then a body byte by byte, or never reads the answer.
+const MAX_CONNECTION_AGE: Duration = Duration::from_secs(60);
+
+/// At shutdown, how long a request being answered may finish (capped by
+/// `delivery.shutdown_timeout`) before its connection is cut.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
+
+/// After a failed `accept` (out of descriptors, say), the pause before the next one:
+/// the error would repeat at once, and the loop would spin.
+const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
+
+/// Serves until `stop` turns true, then stops accepting, lets requests in progress finish
+/// for a short grace, and cuts the connections still open: a slow or stuck client never
+/// holds the daemon's exit past `delivery.shutdown_timeout`.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     state: HealthState,
     mut stop: watch::Receiver<bool>,
 ) {
+    let grace = SHUTDOWN_GRACE.min(state.generations.borrow().config.delivery.shutdown_timeout);
     let app = Router::new()
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .with_state(state);
-    let shutdown = async move {
-        let _ = stop.wait_for(|stop| *stop).await;
-    };
-    if let Err(error) = axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await
-    {
-        tracing::error!(%error, "The metrics and health endpoint stopped.");
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT);
+    let permits = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let (closing_tx, closing) = watch::channel(false);
+    let mut connections = JoinSet::new();
+    let mut refused = 0u64;
+    loop {
+        let stream = tokio::select! {
+            accepted = listener.accept() => accepted,
+            _ = stop.wait_for(|stop| *stop) => break,
+            Some(_) = connections.join_next(), if !connections.is_empty() => continue,
+        };
+        let stream = match stream {
+            Ok((stream, _)) => stream,
+            Err(error) => {
+                tracing::warn!(%error, "The metrics and health endpoint cannot accept a connection; trying again shortly.");
+                tokio::time::sleep(ACCEPT_ERROR_PAUSE).await;
+                continue;
+            }
+        };
+        let Ok(permit) = permits.clone().try_acquire_owned() else {
+            drop(stream);
+            refused += 1;
+            // Once per burst, not once per connection: a flood must not flood the log.
+            if refused.is_power_of_two() {
+                tracing::warn!(
+                    refused,
+                    max = MAX_CONNECTIONS,
+                    "The metrics and health endpoint has its maximum of connections open; new ones are closed at once."
+                );
+            }
+            continue;
+        };
+        let connection =
+            http.serve_connection(TokioIo::new(stream), TowerToHyperService::new(app.clone()));
+        let mut closing = closing.clone();
+        connections.spawn(async move {
+            let _permit = permit;
+            let mut connection = std::pin::pin!(connection);
+            let age = tokio::time::sleep(MAX_CONNECTION_AGE);
+            tokio::pin!(age);
+            tokio::select! {
+                _ = connection.as_mut() => return,
+                _ = closing.wait_for(|closing| *closing) => {}
+                _ = &mut age => {}
+            }
+            // Closes an idle connection at once, and one in the middle of a request
+            // after its answer; the caller's grace (or the age) bounds the wait.
+            connection.as_mut().graceful_shutdown();
+            let _ = tokio::time::timeout(SHUTDOWN_GRACE, connection).await;
+        });
+    }
+    drop(listener);
+    let _ = closing_tx.send(true);
+    let finished = tokio::time::timeout(grace, async {
+        while connections.join_next().await.is_some() {}
+    })
+    .await;
+    if finished.is_err() {
+        tracing::info!(
+            open = connections.len(),
+            "Closed the metrics and health connections still open at shutdown."
+        );
+        connections.abort_all();
+        while connections.join_next().await.is_some() {}
     }
 }
 

@@ -222,7 +222,30 @@ pub struct SecretSlot<'a> {
     pub required: bool,
 }
 
+/// Every key that holds a secret in some connector's table (its `SecretSlot::key`), and
+/// `headers`, whose every value is one: the config loader never prints a value found at
+/// these keys, and takes them as written from the environment.
+pub const SECRET_KEYS: [&str; 5] = ["secret", "password", "token", "api_token", "headers"];
+
+/// Headers a connector sends with every request, to be completed by the config loader
+/// from `headers_file` or the systemd credential `<connector name>-headers`.
+pub struct HeaderSlot<'a> {
+    pub headers: &'a mut std::collections::BTreeMap<String, Secret>,
+    pub file: Option<&'a PathBuf>,
+}
+
 impl ConnectorConfig {
+    /// Where this connector's extra headers go, if it sends any.
+    pub fn header_slot(&mut self) -> Option<HeaderSlot<'_>> {
+        match self {
+            Self::Webhook(config) => Some(HeaderSlot {
+                headers: &mut config.headers,
+                file: config.headers_file.as_ref(),
+            }),
+            _ => None,
+        }
+    }
+
     pub fn kind(&self) -> &'static str {
         match self {
             Self::Webhook(_) => "webhook",

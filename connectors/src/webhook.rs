@@ -69,9 +69,13 @@ pub struct WebhookConfig {
     #[serde(default = "default_timeout", with = "humantime_serde")]
     pub timeout: Duration,
     /// Extra headers sent on every request (a gateway's token, say). Their values are
-    /// never printed: they often are credentials.
+    /// secrets: never printed, and scrubbed from a receiver's answer that echoes them.
     #[serde(default)]
-    pub headers: BTreeMap<String, String>,
+    pub headers: BTreeMap<String, Secret>,
+    /// A file of `Name: value` lines adding to `headers` (or the credential
+    /// `<connector name>-headers`), so a gateway token need not sit in the config.
+    #[serde(default)]
+    pub headers_file: Option<PathBuf>,
 }
 
 impl fmt::Debug for WebhookConfig {
@@ -82,6 +86,7 @@ impl fmt::Debug for WebhookConfig {
             .field("secret_file", &self.secret_file)
             .field("timeout", &self.timeout)
             .field("headers", &self.headers.keys().collect::<Vec<_>>())
+            .field("headers_file", &self.headers_file)
             .finish()
     }
 }
@@ -116,7 +121,7 @@ impl WebhookConfig {
             ));
         }
         for (name, value) in &self.headers {
-            if let Err(message) = custom_header(name, value) {
+            if let Err(message) = custom_header(name, value.expose()) {
                 problems.push(ConfigProblem::new(format!("headers.{name}"), message));
             }
         }
@@ -147,6 +152,34 @@ fn signing_key(secret: &Secret) -> Result<Vec<u8>, String> {
         );
     }
     Ok(key)
+}
+
+/// `Name: value` lines (a `headers_file` or the `<connector name>-headers` credential);
+/// blank lines and `#` comments are skipped. An error names the line by its number,
+/// never by its text: the values are credentials.
+pub fn parse_header_lines(text: &str) -> Result<Vec<(String, Secret)>, String> {
+    let mut headers = Vec::new();
+    for (index, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let Some((name, value)) = line.split_once(':') else {
+            return Err(format!(
+                "line {} is not `Name: value`; write one header per line, e.g. `X-Gateway-Token: …`",
+                index + 1
+            ));
+        };
+        let name = name.trim();
+        if name.is_empty() {
+            return Err(format!(
+                "line {} has no header name before `:`; write `Name: value`",
+                index + 1
+            ));
+        }
+        headers.push((name.to_owned(), Secret::new(value.trim())));
+    }
+    Ok(headers)
 }
 
 fn custom_header(name: &str, value: &str) -> Result<(HeaderName, HeaderValue), String> {
@@ -194,6 +227,8 @@ pub struct WebhookConnector {
     url: Url,
     key: SigningKey,
     headers: HeaderMap,
+    /// The configured header values, longest first, to scrub from answers that echo them.
+    scrubbed: Vec<String>,
     timeout: Duration,
     client: reqwest::Client,
 }
@@ -208,7 +243,7 @@ impl WebhookConnector {
         let key = signing_key(secret).map_err(|message| format!("secret: {message}"))?;
         let mut headers = HeaderMap::new();
         for (name, value) in &config.headers {
-            let (name, value) = custom_header(name, value)
+            let (name, value) = custom_header(name, value.expose())
                 .map_err(|message| format!("headers.{name}: {message}"))?;
             headers.insert(name, value);
         }
@@ -221,6 +256,7 @@ impl WebhookConnector {
             url,
             key: SigningKey(key),
             headers,
+            scrubbed: scrubbed_values(&config.headers),
             timeout: config.timeout,
             client,
         })
@@ -284,7 +320,7 @@ impl Connector for WebhookConnector {
             .send()
             .await;
         let attempt = match sent {
-            Ok(response) => answered(response).await,
+            Ok(response) => answered(response, &self.scrubbed).await,
             Err(error) => self.unanswered(error),
         };
         delivery.log_finished(&self.name, "Webhook", &attempt);
@@ -311,11 +347,11 @@ impl Connector for WebhookConnector {
 }
 
 /// Turns an HTTP answer into an attempt record: the verdict, the status, and the
-/// start of the body.
-async fn answered(response: reqwest::Response) -> Attempt {
+/// start of the body, with the values of `scrubbed` taken out.
+async fn answered(response: reqwest::Response, scrubbed: &[String]) -> Attempt {
     let status = response.status();
     let wait = http::retry_after(response.headers(), SystemTime::now());
-    let body = read_response(response).await;
+    let body = read_response(response, scrubbed).await;
     Attempt {
         verdict: verdict_for(status, wait),
         status_code: Some(status.as_u16()),
@@ -367,11 +403,54 @@ fn verdict_for(status: StatusCode, wait: Option<Duration>) -> Verdict {
     }
 }
 
-/// The start of the response body, as text cut with [`truncate_response`]; `None` when
-/// the body is empty.
-async fn read_response(response: reqwest::Response) -> Option<String> {
+/// The start of the response body, as text cut with [`truncate_response`], without the
+/// header values in `scrubbed`; `None` when the body is empty. Scrubbed before it is cut,
+/// so that a value across the cut cannot be left half shown.
+async fn read_response(response: reqwest::Response, scrubbed: &[String]) -> Option<String> {
     let text = http::read_body(response, RESPONSE_BYTES_READ).await;
-    (!text.is_empty()).then(|| truncate_response(&text))
+    (!text.is_empty()).then(|| truncate_response(&scrub(&text, scrubbed)))
+}
+
+/// Stands in for a header value in a stored answer.
+const REDACTED: &str = "**REDACTED**";
+
+/// A value shorter than this is not looked for at the end of a body that was cut: such a
+/// short prefix says nothing, and matching it would blank ordinary text.
+const MIN_SCRUBBED_PREFIX: usize = 4;
+
+/// The header values worth scrubbing, longest first (so that a value containing another
+/// is replaced whole).
+fn scrubbed_values(headers: &BTreeMap<String, Secret>) -> Vec<String> {
+    let mut values: Vec<String> = headers
+        .values()
+        .map(|value| value.expose().trim().to_owned())
+        .filter(|value| !value.is_empty())
+        .collect();
+    values.sort_by_key(|value| std::cmp::Reverse(value.len()));
+    values.dedup();
+    values
+}
+
+/// `text` with every value of `scrubbed` replaced by [`REDACTED`], and the start of one
+/// at the very end (a body cut at the read limit) too.
+fn scrub(text: &str, scrubbed: &[String]) -> String {
+    let mut text = text.to_owned();
+    for value in scrubbed {
+        if text.contains(value.as_str()) {
+            text = text.replace(value.as_str(), REDACTED);
+        }
+    }
+    for value in scrubbed {
+        let cut = (MIN_SCRUBBED_PREFIX..value.len())
+            .rev()
+            .filter(|&len| value.is_char_boundary(len))
+            .find(|&len| text.ends_with(&value[..len]));
+        if let Some(len) = cut {
+            text.truncate(text.len() - len);
+            text.push_str(REDACTED);
+        }
+    }
+    text
 }
 
 #[cfg(test)]
@@ -425,6 +504,7 @@ mod tests {
             secret_file: None,
             timeout: Duration::from_secs(5),
             headers: BTreeMap::new(),
+            headers_file: None,
         }
     }
 
@@ -558,10 +638,10 @@ mod tests {
         let mut config = config(format!("{base}/ok"));
         config
             .headers
-            .insert("X-Gateway-Token".to_owned(), "tok_abc123".to_owned());
+            .insert("X-Gateway-Token".to_owned(), Secret::new("tok_abc123"));
         config
             .headers
-            .insert("X-Team".to_owned(), "sales".to_owned());
+            .insert("X-Team".to_owned(), Secret::new("sales"));
 
         let attempt = deliver(&config, &event()).await;
 
@@ -577,7 +657,7 @@ mod tests {
         let mut config = config("https://hooks.example.com/clairo".to_owned());
         config
             .headers
-            .insert("Authorization".to_owned(), "Bearer tok_abc123".to_owned());
+            .insert("Authorization".to_owned(), Secret::new("Bearer tok_abc123"));
         let printed = format!("{config:?}");
         assert!(printed.contains("Authorization"), "{printed}");
         assert!(!printed.contains("tok_abc123"), "{printed}");
@@ -687,7 +767,7 @@ mod tests {
         let mut config = config(format!("http://{address}/hook?token=tok_in_query"));
         config
             .headers
-            .insert("Authorization".to_owned(), "Bearer tok_abc123".to_owned());
+            .insert("Authorization".to_owned(), Secret::new("Bearer tok_abc123"));
 
         let attempt = deliver(&config, &event()).await;
 
@@ -769,7 +849,7 @@ mod tests {
             panic!("not a webhook");
         };
         assert_eq!(config.timeout, Duration::from_secs(30));
-        assert_eq!(config.headers["X-Team"], "sales");
+        assert_eq!(config.headers["X-Team"].expose(), "sales");
         assert!(config.secret.is_none());
 
         let minimal = "type = \"webhook\"\nurl = \"https://hooks.example.com/clairo\"\n";
@@ -797,7 +877,7 @@ mod tests {
         let mut config = config("https://hooks.example.com/clairo".to_owned());
         config
             .headers
-            .insert("Authorization".to_owned(), "Bearer tok_abc123".to_owned());
+            .insert("Authorization".to_owned(), Secret::new("Bearer tok_abc123"));
         assert_eq!(config.validate(), Vec::new());
     }
 
@@ -809,10 +889,10 @@ mod tests {
             config.timeout = Duration::ZERO;
             config
                 .headers
-                .insert("webhook-signature".to_owned(), "v1,forged".to_owned());
+                .insert("webhook-signature".to_owned(), Secret::new("v1,forged"));
             config
                 .headers
-                .insert("X-Token".to_owned(), "tok\nsecret_value".to_owned());
+                .insert("X-Token".to_owned(), Secret::new("tok\nsecret_value"));
             config.validate()
         };
         for secret in ["sk_live_hunter2", "whsec_hunter2!!not*base64", "whsec_"] {

@@ -7,6 +7,7 @@ mod demo;
 mod generate;
 mod outbox;
 mod sandbox;
+mod shown;
 mod upload;
 
 use std::path::{Path, PathBuf};

@@ -11,7 +11,20 @@ use crate::store::{DeliveryFilter, Store, now_ms};
 
 use crate::config::{Need, SecretSources};
 
-use super::CommandResult;
+use super::{CommandResult, shown};
+
+/// Characters of a receiver's answer shown under a delivery in `deliveries list`; the
+/// whole stored answer is in `--json`.
+const RESPONSE_EXCERPT_CHARS: usize = 300;
+
+/// The start of a stored answer, on one line, control characters escaped.
+fn excerpt(response: &str) -> String {
+    let line = shown::one_line(response.trim());
+    match line.char_indices().nth(RESPONSE_EXCERPT_CHARS) {
+        Some((cut, _)) => format!("{}… (--json shows it all)", &line[..cut]),
+        None => line,
+    }
+}
 
 async fn open_store(path: Option<&Path>) -> Result<Store, super::CommandError> {
     let path = path
@@ -67,7 +80,7 @@ pub async fn status(path: Option<&Path>, as_json: bool) -> CommandResult {
             run.runs
         );
         if let Some(error) = &run.last_error {
-            println!("  {:<14} error: {error}", "");
+            println!("  {:<14} error: {}", "", shown::one_line(error));
         }
     }
     println!("\nDeliveries");
@@ -131,7 +144,8 @@ pub async fn deliveries(path: Option<&Path>, command: DeliveriesCommand) -> Comm
                             let code = attempt
                                 .status_code
                                 .map_or_else(String::new, |c| format!("[{c}] "));
-                            format!("{code}{}", attempt.reason.as_deref().unwrap_or(""))
+                            let reason = attempt.reason.as_deref().unwrap_or("");
+                            format!("{code}{}", shown::one_line(reason))
                         })
                         .unwrap_or_default();
                     println!(
@@ -145,6 +159,14 @@ pub async fn deliveries(path: Option<&Path>, command: DeliveriesCommand) -> Comm
                         last
                     );
                     println!("{:<6} event {}", "", row.event_id);
+                    // The receiver's own words, when the last attempt failed: the reason
+                    // often says "see its response".
+                    if let Some(attempt) = &row.last_attempt
+                        && attempt.outcome != "delivered"
+                        && let Some(response) = attempt.response.as_deref()
+                    {
+                        println!("{:<6} response {}", "", excerpt(response));
+                    }
                 }
             }
         }

@@ -13,7 +13,7 @@ use anyhow::{Context as _, anyhow};
 use serde_json::{Value, json};
 
 use crate::cli::UploadArgs;
-use crate::commands::{CommandError, CommandResult, load_api_config};
+use crate::commands::{CommandError, CommandResult, load_api_config, shown};
 use crate::metrics::Metrics;
 use crate::sources::meetings::upload::{
     self, Outcome, PrepareError, Prepared, SendError, Uploader, Wanted,
@@ -112,8 +112,8 @@ pub async fn upload(path: Option<&Path>, args: &UploadArgs) -> CommandResult {
             if !args.json {
                 println!(
                     "Not sent again: the same recording was uploaded before from {} as meeting {}.\n",
-                    row.source_path,
-                    row.meeting_id.as_deref().unwrap_or("-")
+                    shown::one_line(&row.source_path),
+                    shown::one_line(row.meeting_id.as_deref().unwrap_or("-"))
                 );
             }
             print_meeting(&stored_json(&row), args.json);
@@ -125,17 +125,28 @@ pub async fn upload(path: Option<&Path>, args: &UploadArgs) -> CommandResult {
             row.source_path
         )
         .into()),
-        Outcome::Rejected(rejection) => Err(anyhow!("{}: {}; {}", file.display(), rejection.why, rejection.what).into()),
-        Outcome::Retry { error, .. } => Err(anyhow!("{}: {error}", file.display()).into()),
+        Outcome::Rejected(rejection) => Err(anyhow!("{}", shown::one_line(&format!("{}: {}; {}", file.display(), rejection.why, rejection.what))).into()),
+        Outcome::Retry { error, .. } => Err(anyhow!("{}", shown::one_line(&format!("{}: {error}", file.display()))).into()),
     }
 }
 
 fn send_error(file: &Path, error: SendError) -> CommandError {
     match error {
-        SendError::Rejected(rejection) => {
-            anyhow!("{}: {}; {}", file.display(), rejection.why, rejection.what).into()
-        }
-        SendError::Retry { error, .. } => anyhow!("{}: {error}", file.display()).into(),
+        SendError::Rejected(rejection) => anyhow!(
+            "{}",
+            shown::one_line(&format!(
+                "{}: {}; {}",
+                file.display(),
+                rejection.why,
+                rejection.what
+            ))
+        )
+        .into(),
+        SendError::Retry { error, .. } => anyhow!(
+            "{}",
+            shown::one_line(&format!("{}: {error}", file.display()))
+        )
+        .into(),
     }
 }
 
@@ -178,13 +189,8 @@ fn print_meeting(meeting: &Value, as_json: bool) {
         );
         return;
     }
-    let text = |key: &str| {
-        meeting
-            .get(key)
-            .and_then(Value::as_str)
-            .unwrap_or("-")
-            .to_owned()
-    };
+    // What the server sent is shown escaped: a title or summary cannot act on the terminal.
+    let text = |key: &str| shown::one_line(meeting.get(key).and_then(Value::as_str).unwrap_or("-"));
     let duration = meeting
         .get("durationSec")
         .and_then(Value::as_f64)
@@ -204,7 +210,15 @@ fn print_meeting(meeting: &Value, as_json: bool) {
         text("fileName"),
         text("uploadedAs")
     );
-    println!("\nSummary\n{}", text("summary"));
+    println!(
+        "\nSummary\n{}",
+        shown::block(
+            meeting
+                .get("summary")
+                .and_then(Value::as_str)
+                .unwrap_or("-")
+        )
+    );
     if let Some(transcript) = meeting.get("transcript").and_then(Value::as_str) {
         println!(
             "\nTranscript: {} characters (use --json to see it)",

@@ -518,9 +518,26 @@ fn finish(
     need: Need,
     sources: &SecretSources,
 ) -> Result<LoadedConfig, ConfigErrors> {
-    let mut config: Config = figment
-        .extract()
-        .map_err(|error| ConfigErrors(figment_problems(error)))?;
+    let shapes = secret_shape_problems(figment);
+    let extracted: Result<Config, _> = figment.extract();
+    let mut config = match extracted {
+        Ok(config) if shapes.is_empty() => config,
+        Ok(_) => return Err(ConfigErrors(shapes)),
+        Err(error) => {
+            // A secret of the wrong shape, already named by its key, makes figment
+            // report its whole connector table too: keep the line that names the key.
+            let mut problems = shapes;
+            for problem in figment_problems(error) {
+                let covered = problems.iter().any(|known| {
+                    known.key == problem.key || known.key.starts_with(&format!("{}.", problem.key))
+                });
+                if !covered {
+                    problems.push(problem);
+                }
+            }
+            return Err(ConfigErrors(problems));
+        }
+    };
     let path = path.map(Path::to_path_buf);
     if need == Need::StateOnly {
         return Ok(LoadedConfig {
@@ -532,6 +549,7 @@ fn finish(
     let mut problems = Vec::new();
     let api_key = secrets::resolve_api_key(&config.clairo, sources, &mut problems);
     secrets::resolve_connector_secrets(&mut config.connectors, sources, &mut problems);
+    secrets::resolve_connector_headers(&mut config.connectors, sources, &mut problems);
     validate(&config, api_key.as_ref(), need, &mut problems);
     if problems.is_empty() {
         Ok(LoadedConfig {
@@ -544,11 +562,138 @@ fn finish(
     }
 }
 
-fn env_provider() -> Env {
+fn env_provider() -> EnvOverrides {
     // `CLAIRO_SYNC_CONFIG` names the file; it is not a key inside it.
-    Env::prefixed(ENV_PREFIX)
-        .filter(|key| !key.as_str().eq_ignore_ascii_case("config"))
-        .split("__")
+    EnvOverrides(
+        Env::prefixed(ENV_PREFIX)
+            .filter(|key| !key.as_str().eq_ignore_ascii_case("config"))
+            .split("__"),
+    )
+}
+
+/// figment's `Env`, except that a value at a secret's key is taken exactly as written.
+/// `Env` reads every value as a TOML-like literal, so a password `007` would become the
+/// number 7, `1.50` the float 1.5, `[x]` a list, and `"x"` lose its quotes.
+struct EnvOverrides(Env);
+
+impl figment::Provider for EnvOverrides {
+    fn metadata(&self) -> figment::Metadata {
+        self.0.metadata()
+    }
+
+    fn data(
+        &self,
+    ) -> Result<figment::value::Map<figment::Profile, figment::value::Dict>, figment::Error> {
+        let mut merged = Figment::new();
+        for (key, raw) in self.0.iter() {
+            let value: figment::value::Value = if is_secret_key(key.as_str()) {
+                raw.into()
+            } else {
+                raw.parse().expect("parsing an env value is infallible")
+            };
+            merged = merged.merge(figment::providers::Serialized::default(key.as_str(), value));
+        }
+        merged.data()
+    }
+}
+
+/// Whether a dotted key path (`connectors.mail.password`) holds a secret: the API key,
+/// a connector's secret keys, or anything under a connector's `headers`.
+fn is_secret_key(path: &str) -> bool {
+    let segments: Vec<&str> = path.split('.').collect();
+    match segments.as_slice() {
+        ["clairo", "api_key"] => true,
+        ["connectors", _, key, ..] => clairo_connectors::SECRET_KEYS.contains(key),
+        _ => false,
+    }
+}
+
+/// Secrets that are not text (a list, a table, a fraction), named by their key. figment
+/// would report these at the connector's table only (a connector's `type` tag makes serde
+/// read the table whole first), and with the value in the message.
+fn secret_shape_problems(figment: &Figment) -> Vec<Problem> {
+    use figment::value::{Num, Value};
+    fn shape(value: &Value) -> Option<&'static str> {
+        match value {
+            Value::Array(..) => Some("a list"),
+            Value::Dict(..) => Some("a table"),
+            Value::Num(_, Num::F32(_) | Num::F64(_)) => Some(
+                "a number with a fraction or an exponent, which cannot be kept exactly as written",
+            ),
+            _ => None,
+        }
+    }
+    let problem = |key: String, found: &str| {
+        Problem::new(
+            key,
+            format!(
+                "a secret must be text, found {found} (the value is not shown); write it in quotes, or put it in the `_file` key's file"
+            ),
+        )
+    };
+    let mut problems = Vec::new();
+    if let Ok(value) = figment.find_value("clairo.api_key")
+        && let Some(found) = shape(&value)
+    {
+        problems.push(problem("clairo.api_key".to_owned(), found));
+    }
+    let Ok(Value::Dict(_, connectors)) = figment.find_value("connectors") else {
+        return problems;
+    };
+    for (name, table) in &connectors {
+        let Value::Dict(_, table) = table else {
+            continue;
+        };
+        for (key, value) in table {
+            if !clairo_connectors::SECRET_KEYS.contains(&key.as_str()) {
+                continue;
+            }
+            match (key.as_str(), value) {
+                ("headers", Value::Dict(_, headers)) => {
+                    for (header, value) in headers {
+                        if let Some(found) = shape(value) {
+                            problems.push(problem(format!("connectors.{name}.headers.{header}"), found));
+                        }
+                    }
+                }
+                ("headers", _) => problems.push(Problem::new(
+                    format!("connectors.{name}.headers"),
+                    "must be a table of header names and values, e.g. headers = { \"X-Gateway-Token\" = \"…\" } (the value is not shown); or use headers_file",
+                )),
+                (_, value) => {
+                    if let Some(found) = shape(value) {
+                        problems.push(problem(format!("connectors.{name}.{key}"), found));
+                    }
+                }
+            }
+        }
+    }
+    problems
+}
+
+/// Where a config error's value could be a secret: a connector's table (whose errors
+/// may not name the key) and the API key.
+fn may_hold_a_secret(key: &str) -> bool {
+    key == "connectors"
+        || key.starts_with("connectors.")
+        || key == "clairo.api_key"
+        || is_secret_key(key)
+}
+
+/// What figment found, by kind only (`an integer`), where the value itself could be a
+/// secret.
+fn kind_of(actual: &figment::error::Actual) -> &'static str {
+    use figment::error::Actual;
+    match actual {
+        Actual::Bool(_) => "a boolean",
+        Actual::Unsigned(_) | Actual::Signed(_) => "an integer",
+        Actual::Float(_) => "a number with a fraction",
+        Actual::Char(_) | Actual::Str(_) => "text",
+        Actual::Bytes(_) => "bytes",
+        Actual::Seq => "a list",
+        Actual::Map => "a table",
+        _ => "a value of another kind",
+    }
 }
 
 /// Turns figment's errors into `<key.path>: …; …` lines.
@@ -578,6 +723,21 @@ fn figment_problems(error: figment::Error) -> Vec<Problem> {
                 }
                 figment::error::Kind::MissingField(field) => {
                     return Problem::new(field_key(&key, field), "is required; add it".to_owned());
+                }
+                figment::error::Kind::InvalidType(actual, expected) if may_hold_a_secret(&key) => {
+                    format!(
+                        "invalid type: found {}, expected {expected}",
+                        kind_of(actual)
+                    )
+                }
+                figment::error::Kind::InvalidValue(actual, expected) if may_hold_a_secret(&key) => {
+                    format!(
+                        "invalid value: found {}, expected {expected}",
+                        kind_of(actual)
+                    )
+                }
+                figment::error::Kind::Unsupported(actual) if may_hold_a_secret(&key) => {
+                    format!("unsupported: {}", kind_of(actual))
                 }
                 kind => kind.to_string(),
             };
@@ -620,7 +780,18 @@ fn field_key(path: &str, field: &str) -> String {
 
 fn validate(config: &Config, api_key: Option<&Secret>, need: Need, problems: &mut Vec<Problem>) {
     match url::Url::parse(&config.clairo.base_url) {
-        Ok(url) if matches!(url.scheme(), "http" | "https") => {}
+        Ok(url) if url.scheme() == "https" => {}
+        // The API key travels in every request: in clear text only to this machine
+        // (the sandbox, a local proxy).
+        Ok(url) if url.scheme() == "http" && is_loopback(&url) => {}
+        Ok(url) if url.scheme() == "http" => problems.push(Problem::new(
+            "clairo.base_url",
+            format!(
+                "plain http:// to {} would send the API key unencrypted; use https://{}",
+                url.host_str().unwrap_or("the host"),
+                config.clairo.base_url.trim_start_matches("http://"),
+            ),
+        )),
         Ok(_) | Err(_) => problems.push(Problem::new(
             "clairo.base_url",
             format!(
@@ -814,6 +985,16 @@ fn validate(config: &Config, api_key: Option<&Secret>, need: Need, problems: &mu
             "delivery.lease",
             "is shorter than 5s, so a slow delivery could be claimed twice; use at least the connectors' timeout",
         ));
+    }
+}
+
+/// 127.0.0.0/8, ::1 or `localhost`: where plain http stays on this machine.
+fn is_loopback(url: &url::Url) -> bool {
+    match url.host() {
+        Some(url::Host::Ipv4(address)) => address.is_loopback(),
+        Some(url::Host::Ipv6(address)) => address.is_loopback(),
+        Some(url::Host::Domain(name)) => name.eq_ignore_ascii_case("localhost"),
+        None => false,
     }
 }
 

@@ -118,6 +118,54 @@ pub(super) fn resolve_api_key(
     }
 }
 
+/// Adds to each connector's `headers` the `Name: value` lines of its `headers_file`, or
+/// else of the credential `<connector>-headers` when there is one. A header named both
+/// inline and in the file is a problem: which one wins would be a guess.
+pub(super) fn resolve_connector_headers(
+    connectors: &mut BTreeMap<String, ConnectorConfig>,
+    sources: &SecretSources,
+    problems: &mut Vec<Problem>,
+) {
+    for (name, connector) in connectors.iter_mut() {
+        let Some(slot) = connector.header_slot() else {
+            continue;
+        };
+        let credential = format!("{name}-headers");
+        let (key, path) = match slot.file {
+            Some(path) => (format!("connectors.{name}.headers_file"), path.clone()),
+            None => match sources.credential(&credential) {
+                Some(path) => (format!("connectors.{name}.headers"), path),
+                None => continue,
+            },
+        };
+        let parsed = read_secret_file(&path).and_then(|text| {
+            clairo_connectors::webhook::parse_header_lines(text.expose())
+                .map_err(|message| format!("{}: {message}", path.display()))
+        });
+        match parsed {
+            Ok(lines) => {
+                for (header, value) in lines {
+                    let taken = slot
+                        .headers
+                        .keys()
+                        .any(|known| known.eq_ignore_ascii_case(&header));
+                    if taken {
+                        problems.push(Problem::new(
+                            key.clone(),
+                            format!(
+                                "the header `{header}` is also set in `headers`; keep it in one place"
+                            ),
+                        ));
+                    } else {
+                        slot.headers.insert(header, value);
+                    }
+                }
+            }
+            Err(message) => problems.push(Problem::new(key, message)),
+        }
+    }
+}
+
 /// Fills each connector's secrets from `<key>_file` or the credential `<connector>-<key>`.
 pub(super) fn resolve_connector_secrets(
     connectors: &mut BTreeMap<String, ConnectorConfig>,

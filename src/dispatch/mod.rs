@@ -18,7 +18,7 @@ use tokio::task::JoinSet;
 use crate::config::DeliveryConfig;
 use crate::metrics::{ConnectorLabels, DeliveryLabels, Metrics};
 use crate::sources::Wakers;
-use crate::store::{AttemptRow, ClaimedDelivery, NextState, Store, now_ms};
+use crate::store::{AttemptRow, ClaimedDelivery, Lease, NextState, Store, now_ms};
 
 /// ±20% around each wait of the retry schedule, so deliveries that failed together do
 /// not all come back at the same instant.
@@ -71,14 +71,14 @@ pub fn jitter_factor() -> f64 {
 
 struct StoreCheckpoints {
     store: Store,
-    delivery_id: i64,
+    lease: Lease,
 }
 
 #[async_trait]
 impl CheckpointSink for StoreCheckpoints {
     async fn save(&self, checkpoint: serde_json::Value) -> Result<(), String> {
         self.store
-            .save_checkpoint(self.delivery_id, &checkpoint)
+            .save_checkpoint(&self.lease, &checkpoint)
             .await
             .map_err(|error| error.to_string())
     }
@@ -253,7 +253,7 @@ impl Dispatcher {
         let started = Instant::now();
         let checkpoints = StoreCheckpoints {
             store: self.store.clone(),
-            delivery_id: delivery.id,
+            lease: delivery.lease.clone(),
         };
         let attempt_number = delivery.attempts + 1;
         // The lease must outlive the attempt, or another worker could take it meanwhile.
@@ -331,7 +331,19 @@ impl Dispatcher {
                 "Delivery is dead; `clairo-sync deliveries list --dead` shows it, `deliveries retry` replays it."
             ),
         }
-        if let Err(error) = self.store.finish_attempt(delivery.id, &row, &next).await {
+        if let Err(error) = self
+            .store
+            .finish_attempt(&delivery.lease, &row, &next)
+            .await
+        {
+            if error.is_lease_lost() {
+                // Another worker claimed the delivery after this lease ran out; its
+                // record is the one that counts.
+                let text = error.to_string();
+                let text = text.strip_prefix("the ").unwrap_or(&text);
+                tracing::warn!(connector = connector_name, event_id = %delivery.event.id, "The {text}");
+                return;
+            }
             // The lease runs out and the delivery is attempted again: at least once, never lost.
             tracing::error!(connector = connector_name, event_id = %delivery.event.id, %error, "Cannot record a delivery attempt; it will be repeated when its lease ends.");
             return;

@@ -50,9 +50,20 @@ pub enum StoreError {
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("state database error: {0}")]
     Sql(#[from] sqlx::Error),
+    /// The worker's lease ran out and another worker claimed the delivery: what this
+    /// worker learnt is stale, and the newer claim's record wins.
+    #[error(
+        "the lease on delivery {delivery_id} was lost to another worker; its outcome was not recorded (the lease ran out before the attempt finished: raise delivery.lease above the connectors' timeouts)"
+    )]
+    LeaseLost { delivery_id: i64 },
 }
 
 impl StoreError {
+    /// Another worker holds the delivery now; nothing was written.
+    pub fn is_lease_lost(&self) -> bool {
+        matches!(self, Self::LeaseLost { .. })
+    }
+
     /// The disk is full (or the file system read-only): new work must wait.
     pub fn is_disk_full(&self) -> bool {
         let text = self.to_string().to_ascii_lowercase();
@@ -105,10 +116,22 @@ pub struct ConversationState {
     pub last_checked_at: i64,
 }
 
-/// A delivery claimed by a dispatcher worker, leased until `lease_until`.
+/// One claim of one delivery: the owner it was claimed by and the end of the lease it
+/// got. A later claim of the same delivery (after this lease ran out) has a later end,
+/// so the pair names one claim even when the same process claims the delivery twice.
+/// Every write about the delivery's outcome is made only while the row still holds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lease {
+    pub delivery_id: i64,
+    pub owner: String,
+    pub until: i64,
+}
+
+/// A delivery claimed by a dispatcher worker, under [`ClaimedDelivery::lease`].
 #[derive(Debug, Clone)]
 pub struct ClaimedDelivery {
     pub id: i64,
+    pub lease: Lease,
     pub connector: String,
     pub event: Event,
     pub event_created_at: i64,
@@ -453,8 +476,14 @@ impl Store {
                 sqlx::Error::Decode(format!("event {event_id}: {error}").into())
             })?;
             let checkpoint: Option<String> = row.get("checkpoint");
+            let id: i64 = row.get("id");
             claimed.push(ClaimedDelivery {
-                id: row.get("id"),
+                id,
+                lease: Lease {
+                    delivery_id: id,
+                    owner: owner.to_owned(),
+                    until: lease_until,
+                },
                 connector: connector.to_owned(),
                 event,
                 event_created_at: event_row.get("created_at"),
@@ -470,26 +499,67 @@ impl Store {
     /// Saves a connector's progress on a delivery (kept across retries and crashes).
     pub async fn save_checkpoint(
         &self,
-        delivery_id: i64,
+        lease: &Lease,
         checkpoint: &serde_json::Value,
     ) -> Result<()> {
-        sqlx::query("UPDATE deliveries SET checkpoint = ?, updated_at = ? WHERE id = ?")
-            .bind(checkpoint.to_string())
-            .bind(now_ms())
-            .bind(delivery_id)
-            .execute(&self.pool)
-            .await?;
+        let saved = sqlx::query(
+            "UPDATE deliveries SET checkpoint = ?, updated_at = ?
+             WHERE id = ? AND lease_owner = ? AND lease_until = ?",
+        )
+        .bind(checkpoint.to_string())
+        .bind(now_ms())
+        .bind(lease.delivery_id)
+        .bind(&lease.owner)
+        .bind(lease.until)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        if saved == 0 {
+            return Err(StoreError::LeaseLost {
+                delivery_id: lease.delivery_id,
+            });
+        }
         Ok(())
     }
 
     /// Records an attempt and moves the delivery to its next state, releasing the lease.
+    /// Only while `lease` still holds the row: a worker whose lease ran out (and was
+    /// claimed by another) gets [`StoreError::LeaseLost`], and nothing is written.
     pub async fn finish_attempt(
         &self,
-        delivery_id: i64,
+        lease: &Lease,
         attempt: &AttemptRow,
         next: &NextState,
     ) -> Result<()> {
+        let delivery_id = lease.delivery_id;
         let mut tx = self.write_tx().await?;
+        let now = now_ms();
+        let (status, next_at, delivered_at) = match next {
+            NextState::Delivered => ("delivered", now, Some(now)),
+            NextState::Retry { at_ms } => ("pending", *at_ms, None),
+            NextState::Dead => ("dead", now, None),
+        };
+        // The update goes first: when the lease is gone it changes nothing, and the
+        // transaction is dropped (rolled back) before the attempt is inserted.
+        let updated = sqlx::query(
+            "UPDATE deliveries SET status = ?, attempts = attempts + 1, next_attempt_at = ?, delivered_at = ?,
+                    last_error = ?, lease_owner = NULL, lease_until = NULL, updated_at = ?
+             WHERE id = ? AND lease_owner = ? AND lease_until = ?",
+        )
+        .bind(status)
+        .bind(next_at)
+        .bind(delivered_at)
+        .bind(if matches!(next, NextState::Delivered) { None } else { attempt.reason.clone() })
+        .bind(now)
+        .bind(delivery_id)
+        .bind(&lease.owner)
+        .bind(lease.until)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if updated == 0 {
+            return Err(StoreError::LeaseLost { delivery_id });
+        }
         sqlx::query(
             "INSERT INTO attempts (delivery_id, attempt, started_at, duration_ms, status_code, outcome, reason, response)
              VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
@@ -502,25 +572,6 @@ impl Store {
         .bind(&attempt.outcome)
         .bind(&attempt.reason)
         .bind(&attempt.response)
-        .execute(&mut *tx)
-        .await?;
-        let now = now_ms();
-        let (status, next_at, delivered_at) = match next {
-            NextState::Delivered => ("delivered", now, Some(now)),
-            NextState::Retry { at_ms } => ("pending", *at_ms, None),
-            NextState::Dead => ("dead", now, None),
-        };
-        sqlx::query(
-            "UPDATE deliveries SET status = ?, attempts = attempts + 1, next_attempt_at = ?, delivered_at = ?,
-                    last_error = ?, lease_owner = NULL, lease_until = NULL, updated_at = ?
-             WHERE id = ?",
-        )
-        .bind(status)
-        .bind(next_at)
-        .bind(delivered_at)
-        .bind(if matches!(next, NextState::Delivered) { None } else { attempt.reason.clone() })
-        .bind(now)
-        .bind(delivery_id)
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;

@@ -401,3 +401,159 @@ fn the_delivered_retention_is_a_duration_or_forever() {
         check_case(retention, &text, ok, "state.delivered_retention", "forever");
     }
 }
+
+/// An email connector (whose password may be any text) and a webhook, for the secret tests.
+fn with_secrets(mail_password: &str, hook_extra: &str) -> String {
+    format!(
+        r#"{GOOD}
+[connectors.mail]
+type = "email"
+smtp_url = "smtp://mail.example.com:587"
+username = "clairo@example.com"
+{mail_password}
+from = "Clairo <clairo@example.com>"
+to = ["sales@example.com"]
+
+[connectors.hook]
+type = "webhook"
+url = "https://hooks.example.com/clairo"
+secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+{hook_extra}
+"#
+    )
+}
+
+#[test]
+fn a_numeric_secret_in_toml_or_env_is_taken_as_text_and_never_echoed() {
+    let dir = tempfile::tempdir().unwrap();
+    let toml = write(
+        dir.path(),
+        "toml.toml",
+        &with_secrets(
+            "password = 98765432",
+            "headers = { \"X-Gateway-Token\" = 4455667788 }",
+        ),
+    );
+    let (code, stdout, stderr) = check(&toml, &[]);
+    assert_eq!(code, 0, "a numeric password is a valid password:\n{stderr}");
+    for value in ["98765432", "4455667788"] {
+        assert!(
+            !stdout.contains(value) && !stderr.contains(value),
+            "{stdout}{stderr}"
+        );
+    }
+
+    let env = write(dir.path(), "env.toml", &with_secrets("", ""));
+    let (code, stdout, stderr) = check(
+        &env,
+        &[
+            ("CLAIRO_SYNC_CONNECTORS__MAIL__PASSWORD", "12345678"),
+            ("CLAIRO_SYNC_CONNECTORS__HOOK__HEADERS__X-TOKEN", "true"),
+        ],
+    );
+    assert_eq!(code, 0, "{stderr}");
+    assert!(!stdout.contains("12345678") && !stderr.contains("12345678"));
+
+    // A numeric API key (from env) is read as text: not a Clairo key (those start with
+    // clr_), said without echoing it.
+    let keyless = write(
+        dir.path(),
+        "key.toml",
+        &with_secrets("password = \"x\"", "").replace("api_key = \"clr_test_key_123\"", ""),
+    );
+    let (code, _, stderr) = check(&keyless, &[("CLAIRO_SYNC_CLAIRO__API_KEY", "31415926")]);
+    assert_eq!(code, EX_CONFIG, "{stderr}");
+    assert!(
+        stderr.starts_with("clairo.api_key: the key does not start with clr_"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("31415926"), "{stderr}");
+}
+
+#[test]
+fn a_list_table_or_fraction_at_a_secret_key_is_named_without_its_value() {
+    let dir = tempfile::tempdir().unwrap();
+    for (label, password, hook_extra, key) in [
+        (
+            "list",
+            "password = [\"hunter2secret\", 1]",
+            "",
+            "connectors.mail.password: ",
+        ),
+        (
+            "table",
+            "password = { value = \"hunter2secret\" }",
+            "",
+            "connectors.mail.password: ",
+        ),
+        (
+            "fraction",
+            "password = 1.2345678",
+            "",
+            "connectors.mail.password: ",
+        ),
+        (
+            "header list",
+            "password = \"x\"",
+            "headers = { \"X-Token\" = [\"hunter2secret\"] }",
+            "connectors.hook.headers.X-Token: ",
+        ),
+    ] {
+        let path = write(dir.path(), "c.toml", &with_secrets(password, hook_extra));
+        let (code, _, stderr) = check(&path, &[]);
+        assert_eq!(code, EX_CONFIG, "{label}: {stderr}");
+        assert!(
+            stderr
+                .lines()
+                .any(|line| line.starts_with(key) && line.contains("; ")),
+            "{label}: no line names {key:?} with advice:\n{stderr}"
+        );
+        for leaked in ["hunter2secret", "1.2345678", "1.234"] {
+            assert!(
+                !stderr.contains(leaked),
+                "{label}: leaked {leaked}:\n{stderr}"
+            );
+        }
+    }
+}
+
+#[test]
+fn plain_http_to_clairo_is_refused_unless_the_host_is_loopback() {
+    let dir = tempfile::tempdir().unwrap();
+    let with_base =
+        |base: &str| GOOD.replace("[clairo]\n", &format!("[clairo]\nbase_url = \"{base}\"\n"));
+    for base in [
+        "http://clairo.example.com/api/v1",
+        "http://10.0.0.5:8080/api/v1",
+        "http://0.0.0.0:8080/api/v1",
+    ] {
+        let path = write(dir.path(), "c.toml", &with_base(base));
+        let (code, _, stderr) = check(&path, &[]);
+        assert_eq!(code, EX_CONFIG, "{base}: {stderr}");
+        assert!(
+            stderr.starts_with("clairo.base_url: ") && stderr.contains("use https://"),
+            "{base}: {stderr}"
+        );
+    }
+    // The same from the environment, as the operator commands take it.
+    let path = write(dir.path(), "c.toml", GOOD);
+    let (code, _, stderr) = check(
+        &path,
+        &[(
+            "CLAIRO_SYNC_CLAIRO__BASE_URL",
+            "http://clairo.example.com/api/v1",
+        )],
+    );
+    assert_eq!(code, EX_CONFIG, "{stderr}");
+    for base in [
+        "http://127.0.0.1:8080/api/v1",
+        "http://127.1.2.3/api/v1",
+        "http://localhost:8080/api/v1",
+        "http://[::1]:8080/api/v1",
+        "https://clairo.example.com/api/v1",
+    ] {
+        let path = write(dir.path(), "c.toml", &with_base(base));
+        let (code, _, stderr) = check(&path, &[]);
+        assert_eq!(code, 0, "{base}: {stderr}");
+    }
+}

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use crate::support::{
     Daemon, LoggedDaemon, Receiver, SECRET, daemon_config, run_cli, sandbox, signature_is_valid,
+    write,
 };
 
 #[tokio::test(flavor = "multi_thread")]
@@ -490,4 +491,149 @@ async fn delivered_events_past_the_retention_are_pruned_and_their_briefs_stay_kn
     let ids: HashSet<String> = receiver.delivered().iter().map(|r| r.id.clone()).collect();
     assert_eq!(ids.len(), 3);
     assert_eq!(receiver.delivered().len(), 3, "nothing was sent again");
+}
+
+/// A receiver that answers 400 with a body echoing the gateway token it was sent and
+/// carrying terminal escape sequences (recolour, retitle the window, ring the bell).
+/// Returns its URL and the tokens it saw.
+async fn hostile_receiver() -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    use axum::http::{HeaderMap, StatusCode};
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let record = seen.clone();
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move |headers: HeaderMap| {
+            let record = record.clone();
+            async move {
+                let token = headers
+                    .get("x-gateway-token")
+                    .and_then(|value| value.to_str().ok())
+                    .unwrap_or("")
+                    .to_owned();
+                record.lock().unwrap().push(token.clone());
+                (
+                    StatusCode::BAD_REQUEST,
+                    format!(
+                        "token {token} refused \u{1b}[31mRED\u{1b}[0m \u{1b}]0;pwned\u{7} \u{9b}2J end"
+                    ),
+                )
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    (format!("http://{address}/hook"), seen)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_receivers_answer_is_listed_with_control_characters_escaped_and_header_values_scrubbed() {
+    const TOKEN: &str = "gw_tok_0123456789";
+    let sandbox = sandbox(1, 0).await;
+    let placeholder = Receiver::start().await;
+    let (url, seen) = hostile_receiver().await;
+    let dir = tempfile::tempdir().unwrap();
+    let headers = write(
+        dir.path(),
+        "hook-headers",
+        &format!("# the gateway's token\nX-Gateway-Token: {TOKEN}\n\nX-Team: sales\n"),
+    );
+    let config = daemon_config(dir.path(), &sandbox, &placeholder, "");
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace(&placeholder.url, &url)
+        .replace(
+            "timeout = \"5s\"",
+            &format!("timeout = \"5s\"\nheaders_file = {headers:?}"),
+        );
+    std::fs::write(&config, &text).unwrap();
+    let config_arg = config.to_str().unwrap();
+
+    let (code, _, stderr) = run_cli(&["sync", "--once", "-c", config_arg]);
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(
+        seen.lock().unwrap().as_slice(),
+        [TOKEN],
+        "the header from headers_file was sent"
+    );
+    assert!(
+        !stderr.contains(TOKEN),
+        "the token reached the log:\n{stderr}"
+    );
+
+    let (code, listed, _) = run_cli(&["deliveries", "list", "-c", config_arg]);
+    assert_eq!(code, 0);
+    assert!(
+        !listed.contains('\u{1b}') && !listed.contains('\u{7}') && !listed.contains('\u{9b}'),
+        "raw control characters reached the terminal:\n{listed:?}"
+    );
+    assert!(
+        listed.contains("\\u{1b}[31mRED") && listed.contains("\\u{9b}2J"),
+        "the receiver's answer is shown, escaped:\n{listed}"
+    );
+    assert!(!listed.contains(TOKEN), "{listed}");
+    assert!(listed.contains("token **REDACTED** refused"), "{listed}");
+    let (_, json, _) = run_cli(&["deliveries", "list", "--json", "-c", config_arg]);
+    assert!(!json.contains(TOKEN), "{json}");
+
+    // The same headers from the systemd credential `<connector name>-headers`.
+    let credentials = dir.path().join("credentials");
+    std::fs::create_dir(&credentials).unwrap();
+    std::fs::rename(&headers, credentials.join("hook-headers")).unwrap();
+    std::fs::write(
+        &config,
+        text.replace(&format!("\nheaders_file = {headers:?}"), ""),
+    )
+    .unwrap();
+    sandbox.add_briefs(1);
+    let output = std::process::Command::new(crate::support::bin())
+        .args(["sync", "--once", "-c", config_arg])
+        .env_remove("CLAIRO_API_KEY")
+        .env("CREDENTIALS_DIRECTORY", &credentials)
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    assert_eq!(seen.lock().unwrap().as_slice(), [TOKEN, TOKEN]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn status_shows_a_servers_error_text_with_control_characters_escaped() {
+    // A Clairo stand-in that refuses every list with escape sequences in its error text.
+    let app = axum::Router::new().fallback(|| async {
+        (
+            axum::http::StatusCode::BAD_REQUEST,
+            axum::Json(serde_json::json!({
+                "error": "bad \u{1b}[2J\u{1b}[31mcleared\u{1b}[0m\nforged line \u{1b}]0;title\u{7}"
+            })),
+        )
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    let sandbox = sandbox(0, 0).await;
+    let receiver = Receiver::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = daemon_config(dir.path(), &sandbox, &receiver, "");
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace(&sandbox.base_url(), &format!("http://{address}/api/v1"));
+    std::fs::write(&config, text).unwrap();
+    let config_arg = config.to_str().unwrap();
+
+    let (code, _, _) = run_cli(&["sync", "--once", "-c", config_arg]);
+    assert_eq!(code, 1, "the poll failed");
+    let (code, status, _) = run_cli(&["status", "-c", config_arg]);
+    assert_eq!(code, 0);
+    assert!(
+        !status.contains('\u{1b}') && !status.contains('\u{7}'),
+        "raw control characters reached the terminal:\n{status:?}"
+    );
+    assert!(
+        status.contains("\\u{1b}[2J") && status.contains("\\u{a}forged line"),
+        "the error is shown on its line, escaped:\n{status}"
+    );
 }

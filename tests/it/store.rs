@@ -119,6 +119,107 @@ async fn a_claimed_delivery_is_not_claimed_again_until_its_lease_ends() {
     assert_eq!(again[0].event.id, first[0].event.id);
 }
 
+fn attempt_row(outcome: &str, reason: &str) -> AttemptRow {
+    AttemptRow {
+        attempt: 1,
+        started_at: now_ms(),
+        duration_ms: 5,
+        status_code: Some(503),
+        outcome: outcome.into(),
+        reason: Some(reason.into()),
+        response: None,
+    }
+}
+
+/// Worker A's lease runs out mid-attempt and worker B claims the delivery: whatever A
+/// learns afterwards is stale and must not overwrite B's record. Run for two owners and
+/// for one owner claiming twice (two workers of one process).
+#[tokio::test]
+async fn a_worker_whose_lease_ran_out_cannot_overwrite_the_newer_claims_outcome_or_checkpoint() {
+    for (owner_a, owner_b) in [("a", "b"), ("same", "same")] {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("state.db")).await.unwrap();
+        store
+            .record_brief(&brief("b1"), Some(&brief_event("b1")))
+            .await
+            .unwrap();
+        let now = now_ms();
+        let a = store
+            .claim_due("hook", owner_a, now, now + 1_000, 10)
+            .await
+            .unwrap()
+            .remove(0);
+        let later = now + 2_000;
+        let b = store
+            .claim_due("hook", owner_b, later, later + 60_000, 10)
+            .await
+            .unwrap()
+            .remove(0);
+        assert_eq!(a.id, b.id);
+
+        // B saves progress, then A (stale) tries to save its own and to finish.
+        store
+            .save_checkpoint(&b.lease, &serde_json::json!({"contact": "from-b"}))
+            .await
+            .unwrap();
+        let stale_checkpoint = store
+            .save_checkpoint(&a.lease, &serde_json::json!({"contact": "from-a"}))
+            .await;
+        assert!(
+            stale_checkpoint.as_ref().is_err_and(|e| e.is_lease_lost()),
+            "{owner_a}/{owner_b}: {stale_checkpoint:?}"
+        );
+        let stale_finish = store
+            .finish_attempt(&a.lease, &attempt_row("dead", "from A"), &NextState::Dead)
+            .await;
+        let error = stale_finish.expect_err("A no longer holds the lease");
+        assert!(error.is_lease_lost(), "{error}");
+        assert!(
+            error.to_string().contains(&format!(
+                "lease on delivery {} was lost to another worker; its outcome was not recorded",
+                a.id
+            )),
+            "{error}"
+        );
+        let row = &store.list_deliveries(&Default::default()).await.unwrap();
+        let row = row.iter().find(|row| row.id == a.id).unwrap();
+        assert_eq!(row.status, "pending", "A's outcome did not land");
+        assert_eq!(row.attempts, 0);
+        assert!(row.last_attempt.is_none(), "no attempt recorded for A");
+
+        // B's own outcome is recorded, with B's checkpoint kept for the retry.
+        let retry_at = later + 5_000;
+        store
+            .finish_attempt(
+                &b.lease,
+                &attempt_row("retry", "from B"),
+                &NextState::Retry { at_ms: retry_at },
+            )
+            .await
+            .unwrap();
+        let row = &store.list_deliveries(&Default::default()).await.unwrap();
+        let row = row.iter().find(|row| row.id == b.id).unwrap();
+        assert_eq!(row.attempts, 1);
+        assert_eq!(row.last_error.as_deref(), Some("from B"));
+        let next = store
+            .claim_due("hook", "c", retry_at, retry_at + 60_000, 10)
+            .await
+            .unwrap();
+        assert_eq!(
+            next[0].checkpoint,
+            Some(serde_json::json!({"contact": "from-b"})),
+            "{owner_a}/{owner_b}: B's checkpoint, not A's"
+        );
+        // And B, its own lease ended by its finish, cannot write again.
+        assert!(
+            store
+                .save_checkpoint(&b.lease, &serde_json::json!({"late": true}))
+                .await
+                .is_err_and(|e| e.is_lease_lost())
+        );
+    }
+}
+
 #[tokio::test]
 async fn a_dead_delivery_keeps_its_attempts_and_can_be_requeued() {
     let dir = tempfile::tempdir().unwrap();
@@ -142,7 +243,7 @@ async fn a_dead_delivery_keeps_its_attempts_and_can_be_requeued() {
         response: Some("{\"error\":\"bad\"}".into()),
     };
     store
-        .finish_attempt(claimed[0].id, &attempt, &NextState::Dead)
+        .finish_attempt(&claimed[0].lease, &attempt, &NextState::Dead)
         .await
         .unwrap();
     let dead = store
@@ -206,7 +307,7 @@ async fn finish_all(store: &Store, connector: &str, next: &NextState) {
             response: None,
         };
         store
-            .finish_attempt(delivery.id, &attempt, next)
+            .finish_attempt(&delivery.lease, &attempt, next)
             .await
             .unwrap();
     }
@@ -248,7 +349,7 @@ async fn only_events_delivered_everywhere_and_older_than_the_cutoff_are_pruned()
             response: None,
         };
         store
-            .finish_attempt(delivery.id, &attempt, &next)
+            .finish_attempt(&delivery.lease, &attempt, &next)
             .await
             .unwrap();
     }

@@ -325,9 +325,15 @@ pub struct LoggedDaemon {
 
 impl LoggedDaemon {
     pub fn start(config: &Path, envs: &[(&str, &str)]) -> Self {
-        let mut child = Command::new(bin())
-            .args(["run", "-c"])
-            .arg(config)
+        let mut command = Command::new(bin());
+        command.args(["run", "-c"]).arg(config);
+        Self::spawn(command, envs)
+    }
+
+    /// Runs `command` (the daemon, possibly under a wrapper that execs it, such as
+    /// `prlimit`) with the log kept.
+    pub fn spawn(mut command: Command, envs: &[(&str, &str)]) -> Self {
+        let mut child = command
             .env("RUST_LOG", "info")
             .env_remove("CLAIRO_API_KEY")
             .envs(envs.iter().copied())

@@ -86,7 +86,7 @@ pub struct PipedriveConfig {
 
 const MISSING_TOKEN: &str = "is missing; set `api_token_file` to a file holding the \
     Pipedrive API token (Personal preferences → API in Pipedrive), or provide the systemd \
-    credential `<connector name>-api_token`";
+    credential `<connector name>-api-token`";
 
 impl PipedriveConfig {
     pub fn secret_slots(&mut self) -> Vec<SecretSlot<'_>> {

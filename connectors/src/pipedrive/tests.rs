@@ -444,3 +444,21 @@ fn validation_names_each_key_and_never_echoes_the_token() {
     assert_eq!(slots[0].key, "api_token");
     assert!(slots[0].required);
 }
+
+/// The loader reads the credential `<connector name>-api-token` (underscores in the key
+/// become dashes, as in every `LoadCredential=` name): the message must say that name.
+#[test]
+fn a_missing_token_names_the_credential_the_loader_reads() {
+    let config = table("type = \"pipedrive\"\n").unwrap();
+    let problems = config.validate();
+    let token = problems
+        .iter()
+        .find(|problem| problem.key == "api_token")
+        .expect("the missing token is a problem");
+    assert!(
+        token.message.contains("`<connector name>-api-token`"),
+        "{}",
+        token.message
+    );
+    assert!(!token.message.contains("-api_token"), "{}", token.message);
+}
