@@ -100,7 +100,7 @@ pub struct SyncArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum DeliveriesCommand {
-    /// List deliveries, newest first
+    /// List deliveries, most recent activity first (a re-queued one goes to the top)
     List {
         /// Only dead deliveries
         #[arg(long)]

@@ -76,9 +76,13 @@ Reload the config and re\-read every secret file (\fBsystemctl reload clairo\-sy
 /// Prints the completion script for `shell` (bash, zsh, fish, elvish, powershell).
 pub fn completions(shell: clap_complete::Shell) -> CommandResult {
     let mut command = Cli::command();
+    // Rendered first: clap_complete panics on a write error, and a closed pipe
+    // (`completions bash | head`) is a quiet end, not a panic.
+    let mut script = Vec::new();
+    clap_complete::generate(shell, &mut command, BIN, &mut script);
     let mut out = io::stdout().lock();
-    clap_complete::generate(shell, &mut command, BIN, &mut out);
-    out.flush()
+    out.write_all(&script)
+        .and_then(|()| out.flush())
         .context("writing the completion script to standard output")?;
     Ok(())
 }
