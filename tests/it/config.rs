@@ -318,39 +318,6 @@ fn the_example_configs_optional_connectors_are_valid_when_uncommented() {
     assert_eq!(code, 0, "stdout: {stdout}\nstderr: {stderr}");
 }
 
-#[test]
-fn outside_the_service_the_credentials_are_read_where_the_unit_loads_them_from() {
-    // A root shell has no $CREDENTIALS_DIRECTORY: `clairo-sync check` reads the files the
-    // unit's LoadCredential= lines name (/etc/clairo-sync/api-key, …/<connector>-<key>).
-    let dir = tempfile::tempdir().unwrap();
-    write(dir.path(), "api-key", "clr_from_etc\n");
-    write(
-        dir.path(),
-        "hook-secret",
-        "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\n",
-    );
-    let text = GOOD.replace("api_key = \"clr_test_key_123\"", "")
-        + "\n[connectors.hook]\ntype = \"webhook\"\nurl = \"https://hooks.example.com/x\"\n";
-    let path = write(dir.path(), "c.toml", &text);
-    let sources = SecretSources {
-        credential_sources: Some(dir.path().to_path_buf()),
-        ..SecretSources::default()
-    };
-    let loaded =
-        config::load(Some(&path), Need::Daemon, &sources).expect("the credentials are found");
-    assert_eq!(loaded.api_key.unwrap().expose(), "clr_from_etc");
-    // Inside the service, $CREDENTIALS_DIRECTORY wins.
-    let service = tempfile::tempdir().unwrap();
-    write(service.path(), "clairo-api-key", "clr_from_service\n");
-    let sources = SecretSources {
-        credentials_dir: Some(service.path().to_path_buf()),
-        credential_sources: Some(dir.path().to_path_buf()),
-        ..SecretSources::default()
-    };
-    let loaded = config::load(Some(&path), Need::Daemon, &sources).unwrap();
-    assert_eq!(loaded.api_key.unwrap().expose(), "clr_from_service");
-}
-
 /// `check` on `text`: "ok" when `ok`, else exit 78 with a line for `key` that holds
 /// `advice`.
 fn check_case(label: &str, text: &str, ok: bool, key: &str, advice: &str) {
