@@ -534,7 +534,7 @@ fn the_docs_name_the_paths_the_package_installs() {
 fn the_readme_in_short_block_gives_the_example_webhook_its_secret() {
     let readme = read(&repo("README.md"));
     let block = readme
-        .split("In short:")
+        .split("In short")
         .nth(1)
         .and_then(|rest| rest.split("```sh").nth(1))
         .and_then(|rest| rest.split("```").next())
