@@ -1,4 +1,4 @@
-//! The command line of design.md §8.
+//! The command line (README "Commands").
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

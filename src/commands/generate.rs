@@ -16,7 +16,7 @@ use super::CommandResult;
 const BIN: &str = "clairo-sync";
 
 /// What the generated top page lacks and an operator looks for: exit codes, environment,
-/// files and signals (design.md §7 and §8). Raw roff, appended before VERSION.
+/// files and signals (README "Commands", docs/operations.md). Raw roff, appended before VERSION.
 const OPERATOR_SECTIONS: &str = r#".SH "EXIT STATUS"
 .TP
 \fB0\fR

@@ -1,6 +1,7 @@
-//! The configuration of design.md §7: TOML through figment, `CLAIRO_SYNC_<SECTION>__<KEY>`
-//! environment overrides, secrets resolved from files, systemd credentials or env, and
-//! validation that names the key path of every problem.
+//! The configuration (README "Configuration", config/clairo-sync.toml): TOML through
+//! figment, `CLAIRO_SYNC_<SECTION>__<KEY>` environment overrides, secrets resolved from
+//! files, systemd credentials or env, and validation that names the key path of every
+//! problem.
 
 mod report;
 mod schedule;

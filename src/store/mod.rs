@@ -622,9 +622,9 @@ impl Store {
             .collect())
     }
 
-    /// Deliveries, newest first, each with its last attempt (one query, not one per row).
-    /// Deliveries with their last attempt, most recent activity first: what an operator
-    /// just re-queued, or what just failed, is at the top (docs/operations.md §8).
+    /// Deliveries with their last attempt (one query, not one per row), most recent
+    /// activity first: what an operator just re-queued, or what just failed, is at the top
+    /// (docs/operations.md §8).
     pub async fn list_deliveries(&self, filter: &DeliveryFilter) -> Result<Vec<DeliveryRow>> {
         let rows = sqlx::query(
             "SELECT d.id, d.event_id, e.type, d.connector, d.status, d.attempts, d.next_attempt_at, d.last_error,
