@@ -1,4 +1,4 @@
-//! The command line of design.md §8.
+//! The command line (README "Commands").
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -100,7 +100,7 @@ pub struct SyncArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum DeliveriesCommand {
-    /// List deliveries, newest first
+    /// List deliveries, most recent activity first (a re-queued one goes to the top)
     List {
         /// Only dead deliveries
         #[arg(long)]

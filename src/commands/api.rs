@@ -6,6 +6,8 @@ use std::path::Path;
 use anyhow::Context as _;
 use serde::Serialize;
 
+use clairo_connectors::ConnectorConfig;
+
 use crate::clairo::ClairoClient;
 use crate::cli::{BriefsCommand, ConversationsCommand, MessageArgs};
 use crate::config::LoadedConfig;
@@ -297,25 +299,61 @@ pub async fn check_online(loaded: &LoadedConfig, send_test: bool) -> CommandResu
         }
     }
     println!("clairo: API key accepted, {} agents", agents.items.len());
+    // Outside the service, judge paths as its unit will let it use them.
+    let unit = std::env::var_os("CREDENTIALS_DIRECTORY")
+        .is_none()
+        .then(crate::config::Unit::installed)
+        .filter(|unit| unit.path.is_some());
     for (name, connector_config) in &config.connectors {
         let connector = connector_config
             .build(name)
             .map_err(|error| anyhow::anyhow!("connectors.{name}: {error}"))?;
-        match connector.probe().await {
-            Ok(what) => println!("connectors.{name}: ok ({what})"),
-            Err(error) => problems.push(format!("connectors.{name}: {error}")),
-        }
-        if send_test {
-            let event = crate::test_event::test_event();
-            let attempt = crate::test_event::send(&*connector, &event).await;
-            match attempt.verdict {
-                clairo_connectors::Verdict::Delivered => {
-                    println!("connectors.{name}: test event {} delivered", event.id)
-                }
-                other => problems.push(format!(
-                    "connectors.{name}: test event not delivered: {other:?}"
-                )),
+        let file = match connector_config {
+            ConnectorConfig::File(file) => Some(file.path.as_path()),
+            _ => None,
+        };
+        match file.zip(unit.as_ref()) {
+            Some((path, unit)) if unit.write_problem(path).is_some() => {
+                problems.push(format!(
+                    "connectors.{name}: {}",
+                    unit.write_problem(path).unwrap_or_default()
+                ));
             }
+            Some((path, unit))
+                if unit
+                    .state_directories
+                    .iter()
+                    .any(|dir| path.starts_with(dir) && !dir.exists()) =>
+            {
+                println!(
+                    "connectors.{name}: ok ({} will be created: systemd makes the state directory when the service starts)",
+                    path.display()
+                );
+            }
+            _ => match connector.probe().await {
+                Ok(what) => println!("connectors.{name}: ok ({what})"),
+                Err(error) => problems.push(format!("connectors.{name}: {error}")),
+            },
+        }
+        if !send_test {
+            continue;
+        }
+        if file.is_some() {
+            // The archive is the record of real events, and `check` may run as root: a
+            // file written now could belong to root, and the service could not append
+            // to it afterwards. The probe above has checked it can be written.
+            println!("connectors.{name}: no test event (a file connector keeps real events only)");
+            continue;
+        }
+        let event = crate::test_event::test_event();
+        let attempt = crate::test_event::send(&*connector, &event).await;
+        match attempt.verdict {
+            clairo_connectors::Verdict::Delivered => {
+                println!("connectors.{name}: test event {} delivered", event.id)
+            }
+            other => problems.push(format!(
+                "connectors.{name}: test event not delivered: {other:?}"
+            )),
         }
     }
     if problems.is_empty() {

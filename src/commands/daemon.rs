@@ -83,9 +83,12 @@ pub async fn run(path: Option<&Path>) -> CommandResult {
             _ = terminate.recv() => break,
             _ = interrupt.recv() => break,
             _ = hangup.recv() => {
-                notify_systemd(&[NotifyState::Reloading]);
-                if let Ok(now) = NotifyState::monotonic_usec_now() {
-                    notify_systemd(&[now]);
+                // Type=notify-reload (systemd 253+) matches the reload by MONOTONIC_USEC=,
+                // which must come in the same datagram as RELOADING=1; older systemd
+                // ignores the time.
+                match NotifyState::monotonic_usec_now() {
+                    Ok(now) => notify_systemd(&[NotifyState::Reloading, now]),
+                    Err(_) => notify_systemd(&[NotifyState::Reloading]),
                 }
                 match load_daemon_config(path) {
                     Ok(loaded) => {

@@ -16,7 +16,7 @@ use super::CommandResult;
 const BIN: &str = "clairo-sync";
 
 /// What the generated top page lacks and an operator looks for: exit codes, environment,
-/// files and signals (design.md §7 and §8). Raw roff, appended before VERSION.
+/// files and signals (README "Commands", docs/operations.md). Raw roff, appended before VERSION.
 const OPERATOR_SECTIONS: &str = r#".SH "EXIT STATUS"
 .TP
 \fB0\fR
@@ -43,7 +43,10 @@ The Clairo API key, used when the config names no \fBclairo.api_key_file\fR.
 \fBCREDENTIALS_DIRECTORY\fR
 Set by systemd for LoadCredential=. The API key is read from the credential
 \fIclairo\-api\-key\fR, a connector secret from \fIconnector\fR\-\fIkey\fR
-(e.g. \fIsales_hook\-secret\fR), when the config sets neither the value nor its file.
+(e.g. \fIsales_hook\-secret\fR) or \fBcredentials_\fIconnector\fR\-\fIkey\fR (a file
+of /etc/clairo\-sync/credentials), when the config sets neither the value nor its file.
+Outside the service (no \fBCREDENTIALS_DIRECTORY\fR), \fBcheck\fR reads the files the
+installed unit's LoadCredential= lines name, as systemd would.
 .TP
 \fBRUST_LOG\fR
 A log filter such as \fBinfo,clairo_sync=debug\fR; it wins over \fBlog_level\fR.
@@ -54,6 +57,10 @@ The config: an annotated example with every key and its default.
 .TP
 \fI/etc/clairo\-sync/api\-key\fR
 The API key, loaded by the systemd unit as the credential \fIclairo\-api\-key\fR.
+.TP
+\fI/etc/clairo\-sync/credentials/\fR
+Connector secrets, one file each, named \fIconnector\fR\-\fIkey\fR (e.g.
+\fIsales_hook\-secret\fR); the unit loads the whole directory. Root only.
 .TP
 \fI/var/lib/clairo\-sync/state.db\fR
 The state database (SQLite): what has been seen, and the outbox of every event.
@@ -76,9 +83,13 @@ Reload the config and re\-read every secret file (\fBsystemctl reload clairo\-sy
 /// Prints the completion script for `shell` (bash, zsh, fish, elvish, powershell).
 pub fn completions(shell: clap_complete::Shell) -> CommandResult {
     let mut command = Cli::command();
+    // Rendered first: clap_complete panics on a write error, and a closed pipe
+    // (`completions bash | head`) is a quiet end, not a panic.
+    let mut script = Vec::new();
+    clap_complete::generate(shell, &mut command, BIN, &mut script);
     let mut out = io::stdout().lock();
-    clap_complete::generate(shell, &mut command, BIN, &mut out);
-    out.flush()
+    out.write_all(&script)
+        .and_then(|()| out.flush())
         .context("writing the completion script to standard output")?;
     Ok(())
 }
@@ -104,7 +115,11 @@ pub fn manpage(dir: Option<&Path>) -> CommandResult {
     Ok(())
 }
 
-/// clap_mangen's page with [`OPERATOR_SECTIONS`] inserted before its VERSION section.
+/// The annotated example config, the one source of every key and its default.
+const EXAMPLE_CONFIG: &str = include_str!("../../config/clairo-sync.toml");
+
+/// clap_mangen's page with CONFIGURATION and [`OPERATOR_SECTIONS`] inserted before its
+/// VERSION section.
 fn top_page(command: &clap::Command) -> io::Result<Vec<u8>> {
     let mut rendered = Vec::new();
     clap_mangen::Man::new(command.clone()).render(&mut rendered)?;
@@ -113,7 +128,85 @@ fn top_page(command: &clap::Command) -> io::Result<Vec<u8>> {
         .find("\n.SH VERSION")
         .map_or(rendered.len(), |at| at + 1);
     let (head, tail) = rendered.split_at(at);
-    Ok([head, OPERATOR_SECTIONS, tail].concat().into_bytes())
+    let configuration = configuration_section(EXAMPLE_CONFIG);
+    Ok([head, &configuration, OPERATOR_SECTIONS, tail]
+        .concat()
+        .into_bytes())
+}
+
+/// CONFIGURATION: every section and key of the example config, with its default (or
+/// example) value and its comment. Taken from the example itself, so the page lists what
+/// the shipped file does. Keys commented out there are optional or off by default.
+fn configuration_section(example: &str) -> String {
+    let mut out = String::from(
+        ".SH CONFIGURATION\n\
+         The config file (TOML; default /etc/clairo\\-sync/clairo\\-sync.toml, installed as an annotated \
+         example) has these sections and keys, each shown with its default or an example value; \
+         one marked (commented out) is not set in the example: its default applies, or the feature is off. \
+         Any key can be set from the environment as \\fBCLAIRO_SYNC_\\fISECTION\\fB__\\fIKEY\\fR. \
+         A misspelt key is an error.\n",
+    );
+    let mut last_key = false;
+    for raw in example.lines() {
+        let commented = raw.trim_start().starts_with('#');
+        let text = raw.trim_start().trim_start_matches('#').trim_start();
+        let (setting, comment) = split_comment(text);
+        if setting.starts_with('[') && setting.ends_with(']') {
+            out.push_str(&format!(".SS \"{}\"\n", roff(setting)));
+            if !comment.is_empty() {
+                out.push_str(&format!("{}\n", roff(comment)));
+            }
+            last_key = false;
+        } else if let Some((key, value)) = setting.split_once(" = ").filter(|(key, _)| {
+            !key.is_empty()
+                && key
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+        }) {
+            out.push_str(&format!(
+                ".TP\n\\fB{}\\fR = {}{}\n",
+                roff(key),
+                roff(value.trim()),
+                if commented { " (commented out)" } else { "" }
+            ));
+            if !comment.is_empty() {
+                out.push_str(&format!("{}\n", roff(comment)));
+            }
+            last_key = true;
+        } else if last_key && commented && setting.is_empty() && !comment.is_empty() {
+            // `#      # more of the comment above`
+            out.push_str(&format!("{}\n", roff(comment)));
+        } else {
+            last_key = false;
+        }
+    }
+    out
+}
+
+/// `key = value  # comment` → (`key = value`, `comment`); a `#` inside quotes is kept.
+fn split_comment(text: &str) -> (&str, &str) {
+    let mut quoted = false;
+    for (index, c) in text.char_indices() {
+        match c {
+            '"' => quoted = !quoted,
+            '#' if !quoted => {
+                let comment = text[index..].trim_start_matches('#').trim();
+                return (text[..index].trim(), comment);
+            }
+            _ => {}
+        }
+    }
+    (text.trim(), "")
+}
+
+/// Text safe in a roff line: backslashes and dashes escaped, no leading control character.
+fn roff(text: &str) -> String {
+    let escaped = text.replace('\\', "\\e").replace('-', "\\-");
+    if escaped.starts_with('.') || escaped.starts_with('\'') {
+        format!("\\&{escaped}")
+    } else {
+        escaped
+    }
 }
 
 fn write_subcommand_pages(command: &clap::Command, dir: &Path) -> CommandResult {

@@ -1,6 +1,6 @@
 //! `status` and `deliveries list/retry`: the state database, read by an operator.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
 use chrono::{TimeZone, Utc};
@@ -26,14 +26,42 @@ fn excerpt(response: &str) -> String {
     }
 }
 
-async fn open_store(path: Option<&Path>) -> Result<Store, super::CommandError> {
+/// The state database the config names, as it is: a missing file is "no state yet",
+/// never created here (src/store: `Store::open_existing`).
+async fn open_store(
+    path: Option<&Path>,
+    writable: bool,
+) -> Result<(Store, PathBuf), super::CommandError> {
     let path = path
         .map(Path::to_path_buf)
         .unwrap_or_else(|| std::path::PathBuf::from(crate::config::DEFAULT_CONFIG_PATH));
     let loaded = crate::config::load(Some(&path), Need::StateOnly, &SecretSources::default())?;
-    Ok(Store::open(&loaded.config.state.path)
+    let database = loaded.config.state.path;
+    let store = Store::open_existing(&database, writable)
         .await
-        .map_err(anyhow::Error::from)?)
+        .map_err(anyhow::Error::from)?;
+    Ok((store, database))
+}
+
+/// SQLite makes `-wal`/`-shm` files beside the database when a command opens it while the
+/// daemon does not. Run from a root shell they would be root's, and the service could no
+/// longer write its own database: give them to the database's owner, as the daemon's.
+fn hand_side_files_back(database: &Path) {
+    use std::os::unix::fs::MetadataExt as _;
+    let (Ok(owner), Ok(me)) = (std::fs::metadata(database), std::fs::metadata("/proc/self")) else {
+        return;
+    };
+    if me.uid() != 0 || owner.uid() == 0 {
+        return;
+    }
+    for suffix in ["-wal", "-shm"] {
+        let mut side = database.as_os_str().to_owned();
+        side.push(suffix);
+        let side = PathBuf::from(side);
+        if std::fs::symlink_metadata(&side).is_ok_and(|meta| meta.is_file() && meta.uid() == 0) {
+            let _ = std::os::unix::fs::chown(&side, Some(owner.uid()), Some(owner.gid()));
+        }
+    }
 }
 
 fn time(ms: Option<i64>) -> String {
@@ -55,9 +83,14 @@ fn age(ms: Option<i64>) -> String {
 }
 
 pub async fn status(path: Option<&Path>, as_json: bool) -> CommandResult {
-    let store = open_store(path).await?;
-    let runs = store.source_runs().await.map_err(anyhow::Error::from)?;
-    let queues = store.queue_stats().await.map_err(anyhow::Error::from)?;
+    let (store, database) = open_store(path, false).await?;
+    let read = async {
+        Ok::<_, crate::store::StoreError>((store.source_runs().await?, store.queue_stats().await?))
+    }
+    .await;
+    store.close().await;
+    hand_side_files_back(&database);
+    let (runs, queues) = read.map_err(anyhow::Error::from)?;
     if as_json {
         let value = json!({ "sources": runs, "connectors": queues });
         println!(
@@ -103,12 +136,19 @@ pub async fn status(path: Option<&Path>, as_json: bool) -> CommandResult {
             "\n{dead} dead deliveries: `clairo-sync deliveries list --dead` shows why, `clairo-sync deliveries retry --all-dead` replays them."
         );
     }
-    store.close().await;
     Ok(())
 }
 
 pub async fn deliveries(path: Option<&Path>, command: DeliveriesCommand) -> CommandResult {
-    let store = open_store(path).await?;
+    let writable = matches!(command, DeliveriesCommand::Retry { .. });
+    let (store, database) = open_store(path, writable).await?;
+    let result = deliveries_in(&store, command).await;
+    store.close().await;
+    hand_side_files_back(&database);
+    result
+}
+
+async fn deliveries_in(store: &Store, command: DeliveriesCommand) -> CommandResult {
     match command {
         DeliveriesCommand::List {
             dead,
@@ -137,9 +177,11 @@ pub async fn deliveries(path: Option<&Path>, command: DeliveriesCommand) -> Comm
                     "ID", "CONNECTOR", "EVENT", "STATUS", "ATTEMPTS", "UPDATED"
                 );
                 for row in rows {
+                    // A delivered row's last attempt succeeded: there is no error to show.
                     let last = row
                         .last_attempt
                         .as_ref()
+                        .filter(|_| row.status != "delivered")
                         .map(|attempt| {
                             let code = attempt
                                 .status_code
@@ -180,6 +222,5 @@ pub async fn deliveries(path: Option<&Path>, command: DeliveriesCommand) -> Comm
             );
         }
     }
-    store.close().await;
     Ok(())
 }

@@ -1,9 +1,12 @@
-//! The configuration of design.md §7: TOML through figment, `CLAIRO_SYNC_<SECTION>__<KEY>`
-//! environment overrides, secrets resolved from files, systemd credentials or env, and
-//! validation that names the key path of every problem.
+//! The configuration (README "Configuration", config/clairo-sync.toml): TOML through
+//! figment, `CLAIRO_SYNC_<SECTION>__<KEY>` environment overrides, secrets resolved from
+//! files, systemd credentials or env, and validation that names the key path of every
+//! problem.
 
+mod report;
 mod schedule;
 mod secrets;
+mod unit;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -19,6 +22,7 @@ use tracing_subscriber::filter::{LevelFilter, Targets};
 
 pub use schedule::Schedule;
 pub use secrets::SecretSources;
+pub use unit::Unit;
 
 /// Where `run` and friends look for the config when neither `-c` nor `CLAIRO_SYNC_CONFIG` says.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/clairo-sync/clairo-sync.toml";
@@ -504,51 +508,81 @@ pub fn load(
                 )]));
             }
         } else {
+            let text = std::fs::read_to_string(path).map_err(|error| {
+                ConfigErrors(vec![Problem::new(
+                    "config",
+                    format!(
+                        "cannot read {}: {error}; run as root (sudo clairo-sync …) or as the clairo-sync user",
+                        path.display()
+                    ),
+                )])
+            })?;
+            let source = report::Source { path, text: &text };
+            let (mut problems, repaired) = report::syntax_problems(&source);
+            if !problems.is_empty() {
+                // What still parses may hold more mistakes: its unknown keys are reported
+                // too (report.rs says why only those).
+                let rest = Figment::new()
+                    .merge(Toml::string(&repaired))
+                    .merge(env_provider());
+                let repaired = report::Source {
+                    path,
+                    text: &repaired,
+                };
+                problems.extend(
+                    report::extract(&rest, Some(&repaired))
+                        .1
+                        .into_iter()
+                        .filter(|problem| problem.message.starts_with("unknown key")),
+                );
+                return Err(ConfigErrors(problems));
+            }
             figment = figment.merge(Toml::file_exact(path));
+            figment = figment.merge(env_provider());
+            return finish(&figment, Some(&source), need, sources);
         }
     }
     figment = figment.merge(env_provider());
-    finish(&figment, path, need, sources)
+    finish(&figment, None, need, sources)
 }
 
 /// Extracts, resolves secrets (unless only the state is needed) and validates.
 fn finish(
     figment: &Figment,
-    path: Option<&Path>,
+    source: Option<&report::Source<'_>>,
     need: Need,
     sources: &SecretSources,
 ) -> Result<LoadedConfig, ConfigErrors> {
-    let shapes = secret_shape_problems(figment);
-    let extracted: Result<Config, _> = figment.extract();
-    let mut config = match extracted {
-        Ok(config) if shapes.is_empty() => config,
-        Ok(_) => return Err(ConfigErrors(shapes)),
-        Err(error) => {
-            // A secret of the wrong shape, already named by its key, makes figment
-            // report its whole connector table too: keep the line that names the key.
-            let mut problems = shapes;
-            for problem in figment_problems(error) {
-                let covered = problems.iter().any(|known| {
-                    known.key == problem.key || known.key.starts_with(&format!("{}.", problem.key))
-                });
-                if !covered {
-                    problems.push(problem);
-                }
-            }
-            return Err(ConfigErrors(problems));
-        }
-    };
-    let path = path.map(Path::to_path_buf);
-    if need == Need::StateOnly {
-        return Ok(LoadedConfig {
-            config,
-            api_key: None,
-            path,
+    let (config, extracted) = report::extract(figment, source);
+    // A secret of the wrong shape, already named by its key, makes figment report its
+    // whole connector table too: keep the line that names the key.
+    let mut problems = secret_shape_problems(figment);
+    for problem in extracted {
+        let covered = problems.iter().any(|known| {
+            known.key == problem.key || known.key.starts_with(&format!("{}.", problem.key))
         });
+        if !covered {
+            problems.push(problem);
+        }
     }
-    let mut problems = Vec::new();
+    let Some(mut config) = config else {
+        return Err(ConfigErrors(problems));
+    };
+    let path = source.map(|source| source.path.to_path_buf());
+    if need == Need::StateOnly {
+        return if problems.is_empty() {
+            Ok(LoadedConfig {
+                config,
+                api_key: None,
+                path,
+            })
+        } else {
+            Err(ConfigErrors(problems))
+        };
+    }
     let api_key = secrets::resolve_api_key(&config.clairo, sources, &mut problems);
-    secrets::resolve_connector_secrets(&mut config.connectors, sources, &mut problems);
+    let config_dir = path.as_deref().and_then(Path::parent);
+    secrets::resolve_connector_secrets(&mut config.connectors, sources, config_dir, &mut problems);
     secrets::resolve_connector_headers(&mut config.connectors, sources, &mut problems);
     validate(&config, api_key.as_ref(), need, &mut problems);
     if problems.is_empty() {

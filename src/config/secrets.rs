@@ -6,31 +6,37 @@ use std::path::{Path, PathBuf};
 
 use clairo_connectors::{ConnectorConfig, Secret};
 
+use super::unit::{CREDENTIALS_DIR_ID, PACKAGED_CREDENTIALS_DIR, Unit};
 use super::{ClairoConfig, Problem};
 
 /// Where secrets may come from besides the config itself, read once from the process
 /// environment (and replaceable in tests).
 #[derive(Debug, Clone, Default)]
 pub struct SecretSources {
-    /// systemd's `$CREDENTIALS_DIRECTORY` (LoadCredential=).
+    /// systemd's `$CREDENTIALS_DIRECTORY`: inside the service.
     pub credentials_dir: Option<PathBuf>,
-    /// Outside the service (an operator's `sudo clairo-sync check`): the directory the
-    /// packaged unit's `LoadCredential=` lines take the credentials from.
-    pub credential_sources: Option<PathBuf>,
+    /// Outside the service (an operator's `sudo clairo-sync check`): the credentials the
+    /// installed unit's `LoadCredential=` lines would hand the service, and their files.
+    pub unit: Option<Unit>,
     /// `CLAIRO_API_KEY`.
     pub api_key_env: Option<Secret>,
+}
+
+/// Where a credential was found.
+enum Found {
+    /// A file to read: in `$CREDENTIALS_DIRECTORY`, or the one the unit copies it from.
+    File { path: PathBuf, from_unit: bool },
+    /// The unit names no file for it.
+    Nowhere,
 }
 
 impl SecretSources {
     pub fn from_env() -> Self {
         let credentials_dir = std::env::var_os("CREDENTIALS_DIRECTORY").map(PathBuf::from);
-        let credential_sources = match credentials_dir {
-            Some(_) => None,
-            None => Some(PathBuf::from(CREDENTIALS_SOURCE_DIR)).filter(|dir| dir.is_dir()),
-        };
+        let unit = credentials_dir.is_none().then(Unit::installed);
         Self {
             credentials_dir,
-            credential_sources,
+            unit,
             api_key_env: std::env::var("CLAIRO_API_KEY")
                 .ok()
                 .filter(|key| !key.trim().is_empty())
@@ -38,34 +44,73 @@ impl SecretSources {
         }
     }
 
-    fn credential(&self, name: &str) -> Option<PathBuf> {
-        let in_service = self.credentials_dir.as_ref().map(|dir| dir.join(name));
-        // The unit loads `clairo-api-key` from /etc/clairo-sync/api-key; every other
-        // credential from the file of its own name.
-        let source_name = if name == API_KEY_CREDENTIAL {
-            API_KEY_SOURCE_FILE
-        } else {
-            name
+    /// The credential `name` as the service sees it: `name` itself, or `credentials_<name>`
+    /// from the credentials directory the unit loads whole.
+    fn credential(&self, name: &str) -> Found {
+        let names = [name.to_owned(), format!("{CREDENTIALS_DIR_ID}_{name}")];
+        if let Some(dir) = &self.credentials_dir {
+            return names
+                .iter()
+                .map(|name| dir.join(name))
+                .find(|path| path.is_file())
+                .map_or(Found::Nowhere, |path| Found::File {
+                    path,
+                    from_unit: false,
+                });
+        }
+        let Some(unit) = &self.unit else {
+            return Found::Nowhere;
         };
-        let at_source = self
-            .credential_sources
+        let credentials = unit.credentials();
+        names
+            .iter()
+            .find_map(|name| credentials.get(name))
+            .map_or(Found::Nowhere, |path| Found::File {
+                path: path.clone(),
+                from_unit: true,
+            })
+    }
+
+    /// Where a new secret goes so that the unit loads it without a drop-in.
+    fn credentials_home(&self) -> PathBuf {
+        self.unit
             .as_ref()
-            .map(|dir| dir.join(source_name));
-        in_service
-            .into_iter()
-            .chain(at_source)
-            .find(|path| path.is_file())
+            .and_then(Unit::credentials_dir)
+            .map_or_else(
+                || PathBuf::from(PACKAGED_CREDENTIALS_DIR),
+                Path::to_path_buf,
+            )
     }
 }
 
-/// Where the packaged unit's `LoadCredential=` lines take the credentials from.
-pub const CREDENTIALS_SOURCE_DIR: &str = "/etc/clairo-sync";
-
-/// The file there that holds the API key (`LoadCredential=clairo-api-key:/etc/clairo-sync/api-key`).
-pub const API_KEY_SOURCE_FILE: &str = "api-key";
-
 /// The name of the systemd credential that holds the Clairo API key.
 pub const API_KEY_CREDENTIAL: &str = "clairo-api-key";
+
+/// Reads a credential's file. Outside the service the file is the one systemd copies: it
+/// is root's, so a user who cannot read it is sent to run the command as root, and a
+/// missing one would keep the service from starting.
+fn read_credential(name: &str, path: &Path, from_unit: bool) -> Result<Secret, String> {
+    if from_unit {
+        match std::fs::metadata(path) {
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+                return Err(format!(
+                    "the unit loads the credential {name} from {path}, which does not exist, so the service would not start; create it (sudo install -m 0600 /dev/null {path}, then put the secret in it)",
+                    path = path.display()
+                ));
+            }
+            _ => {}
+        }
+        if let Err(error) = std::fs::File::open(path)
+            && error.kind() == std::io::ErrorKind::PermissionDenied
+        {
+            return Err(format!(
+                "the credential {name} ({}) is readable by root alone, as it should be: systemd hands the service a copy; run check as root (sudo clairo-sync check) to judge the config as the service will see it",
+                path.display()
+            ));
+        }
+    }
+    read_secret_file(path)
+}
 
 /// Reads a secret file: the whole file, less surrounding white space (editors and
 /// `echo` add a trailing newline). Errors never quote the file's content.
@@ -105,13 +150,15 @@ pub(super) fn resolve_api_key(
     if let Some(key) = &sources.api_key_env {
         return Some(key.clone());
     }
-    let path = sources.credential(API_KEY_CREDENTIAL)?;
-    match read_secret_file(&path) {
+    let Found::File { path, from_unit } = sources.credential(API_KEY_CREDENTIAL) else {
+        return None;
+    };
+    match read_credential(API_KEY_CREDENTIAL, &path, from_unit) {
         Ok(key) => Some(key),
         Err(message) => {
             problems.push(Problem::new(
                 "clairo.api_key",
-                format!("credential {API_KEY_CREDENTIAL}: {message}"),
+                format!("no API key found: {message}"),
             ));
             Some(Secret::new("clr_unreadable"))
         }
@@ -131,14 +178,20 @@ pub(super) fn resolve_connector_headers(
             continue;
         };
         let credential = format!("{name}-headers");
-        let (key, path) = match slot.file {
-            Some(path) => (format!("connectors.{name}.headers_file"), path.clone()),
+        let (key, path, from_unit) = match slot.file {
+            Some(path) => (
+                format!("connectors.{name}.headers_file"),
+                path.clone(),
+                false,
+            ),
             None => match sources.credential(&credential) {
-                Some(path) => (format!("connectors.{name}.headers"), path),
-                None => continue,
+                Found::File { path, from_unit } => {
+                    (format!("connectors.{name}.headers"), path, from_unit)
+                }
+                Found::Nowhere => continue,
             },
         };
-        let parsed = read_secret_file(&path).and_then(|text| {
+        let parsed = read_credential(&credential, &path, from_unit).and_then(|text| {
             clairo_connectors::webhook::parse_header_lines(text.expose())
                 .map_err(|message| format!("{}: {message}", path.display()))
         });
@@ -167,9 +220,12 @@ pub(super) fn resolve_connector_headers(
 }
 
 /// Fills each connector's secrets from `<key>_file` or the credential `<connector>-<key>`.
+/// A secret the service would not get, while a file of that name lies in the config's
+/// directory (where these docs once put them), is reported with the line that loads it.
 pub(super) fn resolve_connector_secrets(
     connectors: &mut BTreeMap<String, ConnectorConfig>,
     sources: &SecretSources,
+    config_dir: Option<&Path>,
     problems: &mut Vec<Problem>,
 ) {
     for (name, connector) in connectors.iter_mut() {
@@ -179,24 +235,45 @@ pub(super) fn resolve_connector_secrets(
             }
             let credential = format!("{name}-{}", slot.key.replace('_', "-"));
             let found = match slot.file {
-                Some(path) => Some((format!("connectors.{name}.{}_file", slot.key), path.clone())),
-                None => sources
-                    .credential(&credential)
-                    .map(|path| (format!("connectors.{name}.{}", slot.key), path)),
+                Some(path) => Found::File {
+                    path: path.clone(),
+                    from_unit: false,
+                },
+                None => sources.credential(&credential),
+            };
+            let key = match (&found, slot.file) {
+                (_, Some(_)) => format!("connectors.{name}.{}_file", slot.key),
+                _ => format!("connectors.{name}.{}", slot.key),
             };
             match found {
-                Some((key, path)) => match read_secret_file(&path) {
-                    Ok(secret) => *slot.value = Some(secret),
-                    Err(message) => problems.push(Problem::new(key, message)),
-                },
-                None if slot.required => problems.push(Problem::new(
-                    format!("connectors.{name}.{}", slot.key),
-                    format!(
-                        "is required; set {key}_file to a file holding it, or provide the systemd credential {credential}",
-                        key = slot.key
-                    ),
-                )),
-                None => {}
+                Found::File { path, from_unit } => {
+                    match read_credential(&credential, &path, from_unit) {
+                        Ok(secret) => *slot.value = Some(secret),
+                        Err(message) => problems.push(Problem::new(key, message)),
+                    }
+                }
+                Found::Nowhere if slot.required => {
+                    let home = sources.credentials_home().join(&credential);
+                    let stray = [config_dir, Some(Path::new("/etc/clairo-sync"))]
+                        .into_iter()
+                        .flatten()
+                        .map(|dir| dir.join(&credential))
+                        .find(|path| path.is_file());
+                    let message = match stray {
+                        Some(stray) if sources.credentials_dir.is_none() => format!(
+                            "is required, and {stray} holds it, but the service's unit does not load that file; move it to {home} (the unit loads that directory whole), or add `LoadCredential={credential}:{stray}` in a drop-in (sudo systemctl edit clairo-sync), then restart",
+                            stray = stray.display(),
+                            home = home.display()
+                        ),
+                        _ => format!(
+                            "is required; put it in {home} (sudo install -m 0600 /dev/null {home}, then the secret; the unit loads it as the credential {credential}) and restart, or set {key}_file to a file the service may read",
+                            home = home.display(),
+                            key = slot.key
+                        ),
+                    };
+                    problems.push(Problem::new(key, message));
+                }
+                Found::Nowhere => {}
             }
         }
     }

@@ -45,6 +45,10 @@ pub enum StoreError {
         source: sqlx::Error,
     },
     #[error(
+        "no state yet: {path} does not exist; the service creates it at its first start (sudo systemctl enable --now clairo-sync)"
+    )]
+    NoState { path: String },
+    #[error(
         "cannot migrate the state database: {0}; restore a backup or move the file aside to start afresh"
     )]
     Migrate(#[from] sqlx::migrate::MigrateError),
@@ -245,6 +249,36 @@ impl Store {
         let migrated = sqlx::migrate!("./migrations").run(&pool).await;
         drop(guard);
         migrated?;
+        Ok(Self { pool })
+    }
+
+    /// Opens the daemon's existing state for an operator's command (`status`,
+    /// `deliveries`): never creates the file and never migrates it. Run from a root shell
+    /// before the first start, creating it would leave a root-owned database the service
+    /// cannot write; migrating is the daemon's job at its start. `writable` only for
+    /// commands that change it (`deliveries retry`).
+    pub async fn open_existing(path: &Path, writable: bool) -> Result<Self> {
+        let open_error = |source| StoreError::Open {
+            path: path.display().to_string(),
+            source,
+        };
+        if !path.try_exists().unwrap_or(true) {
+            return Err(StoreError::NoState {
+                path: path.display().to_string(),
+            });
+        }
+        let options = SqliteConnectOptions::from_str("sqlite://")
+            .map_err(open_error)?
+            .filename(path)
+            .create_if_missing(false)
+            .read_only(!writable)
+            .busy_timeout(BUSY_TIMEOUT)
+            .foreign_keys(true);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(options)
+            .await
+            .map_err(open_error)?;
         Ok(Self { pool })
     }
 
@@ -639,7 +673,9 @@ impl Store {
             .collect())
     }
 
-    /// Deliveries, newest first, each with its last attempt (one query, not one per row).
+    /// Deliveries with their last attempt (one query, not one per row), most recent
+    /// activity first: what an operator just re-queued, or what just failed, is at the top
+    /// (docs/operations.md §8).
     pub async fn list_deliveries(&self, filter: &DeliveryFilter) -> Result<Vec<DeliveryRow>> {
         let rows = sqlx::query(
             "SELECT d.id, d.event_id, e.type, d.connector, d.status, d.attempts, d.next_attempt_at, d.last_error,
@@ -648,7 +684,7 @@ impl Store {
              FROM deliveries d JOIN events e ON e.id = d.event_id
              LEFT JOIN attempts a ON a.id = (SELECT MAX(id) FROM attempts WHERE delivery_id = d.id)
              WHERE (? = 0 OR d.status = 'dead') AND (? IS NULL OR d.connector = ?)
-             ORDER BY d.id DESC LIMIT ?",
+             ORDER BY d.updated_at DESC, d.id DESC LIMIT ?",
         )
         .bind(filter.dead_only)
         .bind(&filter.connector)

@@ -318,39 +318,6 @@ fn the_example_configs_optional_connectors_are_valid_when_uncommented() {
     assert_eq!(code, 0, "stdout: {stdout}\nstderr: {stderr}");
 }
 
-#[test]
-fn outside_the_service_the_credentials_are_read_where_the_unit_loads_them_from() {
-    // A root shell has no $CREDENTIALS_DIRECTORY: `clairo-sync check` reads the files the
-    // unit's LoadCredential= lines name (/etc/clairo-sync/api-key, …/<connector>-<key>).
-    let dir = tempfile::tempdir().unwrap();
-    write(dir.path(), "api-key", "clr_from_etc\n");
-    write(
-        dir.path(),
-        "hook-secret",
-        "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\n",
-    );
-    let text = GOOD.replace("api_key = \"clr_test_key_123\"", "")
-        + "\n[connectors.hook]\ntype = \"webhook\"\nurl = \"https://hooks.example.com/x\"\n";
-    let path = write(dir.path(), "c.toml", &text);
-    let sources = SecretSources {
-        credential_sources: Some(dir.path().to_path_buf()),
-        ..SecretSources::default()
-    };
-    let loaded =
-        config::load(Some(&path), Need::Daemon, &sources).expect("the credentials are found");
-    assert_eq!(loaded.api_key.unwrap().expose(), "clr_from_etc");
-    // Inside the service, $CREDENTIALS_DIRECTORY wins.
-    let service = tempfile::tempdir().unwrap();
-    write(service.path(), "clairo-api-key", "clr_from_service\n");
-    let sources = SecretSources {
-        credentials_dir: Some(service.path().to_path_buf()),
-        credential_sources: Some(dir.path().to_path_buf()),
-        ..SecretSources::default()
-    };
-    let loaded = config::load(Some(&path), Need::Daemon, &sources).unwrap();
-    assert_eq!(loaded.api_key.unwrap().expose(), "clr_from_service");
-}
-
 /// `check` on `text`: "ok" when `ok`, else exit 78 with a line for `key` that holds
 /// `advice`.
 fn check_case(label: &str, text: &str, ok: bool, key: &str, advice: &str) {
@@ -556,4 +523,283 @@ fn plain_http_to_clairo_is_refused_unless_the_host_is_loopback() {
         let (code, _, stderr) = check(&path, &[]);
         assert_eq!(code, 0, "{base}: {stderr}");
     }
+}
+
+/// A unit directory for `$SYSTEMD_UNIT_PATH` holding a `clairo-sync.service` whose
+/// credential lines are `load_credentials`, and drop-ins `dropins` (name, text).
+fn unit_dir(dir: &Path, load_credentials: &[String], dropins: &[(&str, &str)]) -> String {
+    let units = dir.join("units");
+    std::fs::create_dir_all(units.join("clairo-sync.service.d")).unwrap();
+    let mut unit =
+        String::from("[Service]\nExecStart=/usr/bin/clairo-sync run\nProtectSystem=strict\n");
+    for line in load_credentials {
+        unit.push_str(&format!("LoadCredential={line}\n"));
+    }
+    write(&units, "clairo-sync.service", &unit);
+    for (name, text) in dropins {
+        write(&units.join("clairo-sync.service.d"), name, text);
+    }
+    units.to_str().unwrap().to_owned()
+}
+
+/// GOOD without its inline key, with a webhook `hook` that needs a secret.
+fn needs_secrets() -> String {
+    GOOD.replace("api_key = \"clr_test_key_123\"", "")
+        + "\n[connectors.hook]\ntype = \"webhook\"\nurl = \"https://hooks.example.com/x\"\n"
+}
+
+#[test]
+fn outside_the_service_check_reads_the_secrets_the_unit_hands_over() {
+    let dir = tempfile::tempdir().unwrap();
+    let etc = dir.path();
+    write(etc, "api-key", "clr_from_etc\n");
+    std::fs::create_dir(etc.join("credentials")).unwrap();
+    write(
+        &etc.join("credentials"),
+        "hook-secret",
+        "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\n",
+    );
+    let units = unit_dir(
+        etc,
+        &[
+            format!("clairo-api-key:{}", etc.join("api-key").display()),
+            format!("credentials:{}", etc.join("credentials").display()),
+        ],
+        &[],
+    );
+    let path = write(etc, "clairo-sync.toml", &needs_secrets());
+    let (code, stdout, stderr) = check(&path, &[("SYSTEMD_UNIT_PATH", &units)]);
+    assert_eq!((code, stdout.trim()), (0, "ok"), "{stderr}");
+
+    // Inside the service the same secret arrives as `credentials_hook-secret`.
+    let service = tempfile::tempdir().unwrap();
+    write(service.path(), "clairo-api-key", "clr_from_service\n");
+    write(
+        service.path(),
+        "credentials_hook-secret",
+        "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\n",
+    );
+    let (code, _, stderr) = check(
+        &path,
+        &[("CREDENTIALS_DIRECTORY", service.path().to_str().unwrap())],
+    );
+    assert_eq!(code, 0, "{stderr}");
+}
+
+#[test]
+fn a_secret_file_the_unit_does_not_load_is_named_with_the_line_to_add() {
+    // The old advice put connector secrets beside the config; the unit never loaded them,
+    // so root's check said ok and the service exited 78.
+    let dir = tempfile::tempdir().unwrap();
+    let etc = dir.path();
+    write(etc, "api-key", "clr_from_etc\n");
+    std::fs::create_dir(etc.join("credentials")).unwrap();
+    write(
+        etc,
+        "hook-secret",
+        "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\n",
+    );
+    let api_key_line = format!("clairo-api-key:{}", etc.join("api-key").display());
+    let units = unit_dir(
+        etc,
+        &[
+            api_key_line.clone(),
+            format!("credentials:{}", etc.join("credentials").display()),
+        ],
+        &[],
+    );
+    let path = write(etc, "clairo-sync.toml", &needs_secrets());
+    let (code, _, stderr) = check(&path, &[("SYSTEMD_UNIT_PATH", &units)]);
+    assert_eq!(code, EX_CONFIG, "{stderr}");
+    let stray = etc.join("hook-secret");
+    let line = stderr
+        .lines()
+        .find(|line| line.starts_with("connectors.hook.secret: "))
+        .unwrap_or_else(|| panic!("no line for the secret:\n{stderr}"));
+    assert!(
+        line.contains(&format!("LoadCredential=hook-secret:{}", stray.display()))
+            && line.contains(
+                &etc.join("credentials")
+                    .join("hook-secret")
+                    .display()
+                    .to_string()
+            ),
+        "{line}"
+    );
+
+    // With the drop-in line the message asked for, check agrees with the service.
+    let units = unit_dir(
+        etc,
+        &[api_key_line],
+        &[(
+            "secrets.conf",
+            &format!(
+                "[Service]\nLoadCredential=hook-secret:{}\n",
+                stray.display()
+            ),
+        )],
+    );
+    let (code, _, stderr) = check(&path, &[("SYSTEMD_UNIT_PATH", &units)]);
+    assert_eq!(code, 0, "{stderr}");
+}
+
+#[test]
+fn the_service_user_is_told_to_run_check_as_root() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = tempfile::tempdir().unwrap();
+    let etc = dir.path();
+    std::fs::set_permissions(etc, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let key = write(etc, "api-key", "clr_root_only\n");
+    let units = unit_dir(etc, &[format!("clairo-api-key:{}", key.display())], &[]);
+    let path = write(
+        etc,
+        "clairo-sync.toml",
+        &GOOD.replace("api_key = \"clr_test_key_123\"", ""),
+    );
+    for entry in [etc.join("units"), etc.join("units/clairo-sync.service.d")] {
+        std::fs::set_permissions(entry, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let root = std::fs::metadata("/proc/self")
+        .is_ok_and(|meta| std::os::unix::fs::MetadataExt::uid(&meta) == 0);
+    // Root-only, as the docs install it; a non-root test run cannot read a mode-0 file either.
+    std::fs::set_permissions(
+        &key,
+        std::fs::Permissions::from_mode(if root { 0o600 } else { 0 }),
+    )
+    .unwrap();
+    let mut command = if root {
+        let mut command = Command::new("setpriv");
+        command
+            .args(["--reuid=nobody", "--regid=nogroup", "--clear-groups"])
+            .arg(bin());
+        command
+    } else {
+        Command::new(bin())
+    };
+    let output = command
+        .args(["check", "-c"])
+        .arg(&path)
+        .env_remove("CLAIRO_API_KEY")
+        .env_remove("CREDENTIALS_DIRECTORY")
+        .env("SYSTEMD_UNIT_PATH", &units)
+        .output()
+        .expect("check runs");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(EX_CONFIG), "{stderr}");
+    assert!(
+        stderr.contains("sudo clairo-sync check") && !stderr.contains("may read it"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_syntax_error_is_one_located_line_and_other_problems_still_show() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = GOOD.replace("[sync.briefs]\n", "[sync.briefs]\nlimit = 10 20\n")
+        + "\n[delivery]\nconcurency = 4\n";
+    let path = write(dir.path(), "c.toml", &text);
+    let (code, _, stderr) = check(&path, &[]);
+    assert_eq!(code, EX_CONFIG, "{stderr}");
+    let lines: Vec<&str> = stderr.lines().collect();
+    let line_of = |needle: &str| {
+        text.lines()
+            .position(|line| line.contains(needle))
+            .map(|index| index + 1)
+            .unwrap()
+    };
+    let at = format!("{}:{}:", path.display(), line_of("limit = 10 20"));
+    assert!(
+        lines[0].starts_with(&at) && lines[0].contains("; "),
+        "the syntax error, located, with advice, on one line:\n{stderr}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|line| line.starts_with("delivery.concurency: unknown key")
+                && line.contains(&format!("{}:{}", path.display(), line_of("concurency")))),
+        "the misspelt key further down is reported too:\n{stderr}"
+    );
+    assert_eq!(lines.len(), 2, "{stderr}");
+}
+
+#[test]
+fn several_unknown_keys_in_a_section_get_one_line_each() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = GOOD.replace(
+        "[sync.briefs]\n",
+        "[sync.briefs]\nshedule = \"* * * * *\"\nlimt = 5\n",
+    );
+    let path = write(dir.path(), "c.toml", &text);
+    let (code, _, stderr) = check(&path, &[]);
+    assert_eq!(code, EX_CONFIG);
+    for key in [
+        "sync.briefs.shedule: unknown key",
+        "sync.briefs.limt: unknown key",
+    ] {
+        assert!(
+            stderr.lines().filter(|line| line.starts_with(key)).count() == 1,
+            "one line for {key}:\n{stderr}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn check_online_judges_a_file_connector_as_the_unit_and_sends_tests_to_no_file() {
+    use crate::support::{Receiver, daemon_config, sandbox};
+    let sandbox = sandbox(0, 0).await;
+    let receiver = Receiver::start().await;
+    // Not under /tmp, which the unit's PrivateTmp= would make private.
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let config = daemon_config(dir.path(), &sandbox, &receiver, "");
+    // ProtectSystem=strict: the archive's directory is read-only to the service unless
+    // the unit says otherwise.
+    let units = unit_dir(dir.path(), &[], &[]);
+    let (code, stdout, stderr) =
+        check_args(&config, &["--online"], &[("SYSTEMD_UNIT_PATH", &units)]);
+    assert_eq!(code, 1, "{stdout}\n{stderr}");
+    let advice = format!("ReadWritePaths={}", dir.path().display());
+    assert!(
+        stderr
+            .lines()
+            .any(|line| line.starts_with("connectors.archive: ") && line.contains(&advice)),
+        "{stderr}"
+    );
+
+    let units = unit_dir(
+        dir.path(),
+        &[],
+        &[("paths.conf", &format!("[Service]\n{advice}\n"))],
+    );
+    let (code, stdout, stderr) = check_args(
+        &config,
+        &["--online", "--send-test"],
+        &[("SYSTEMD_UNIT_PATH", &units)],
+    );
+    assert_eq!(code, 0, "{stdout}\n{stderr}");
+    let received = receiver.received();
+    assert_eq!(received.len(), 1, "the webhook gets the test event");
+    assert_eq!(received[0].json()["data"]["test"], true);
+    assert!(
+        !dir.path().join("events.jsonl").exists(),
+        "no test event in the archive, and no file written as root"
+    );
+    assert!(stdout.contains("connectors.archive: "), "{stdout}");
+}
+
+fn check_args(config: &Path, args: &[&str], envs: &[(&str, &str)]) -> (i32, String, String) {
+    let output = Command::new(bin())
+        .arg("check")
+        .args(args)
+        .arg("-c")
+        .arg(config)
+        .env_remove("CLAIRO_API_KEY")
+        .env_remove("CREDENTIALS_DIRECTORY")
+        .envs(envs.iter().copied())
+        .output()
+        .expect("the binary runs");
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
 }

@@ -145,9 +145,14 @@ fn the_unit_keeps_what_the_daemon_needs() {
         "the only place it writes by default"
     );
     assert_eq!(one("ConfigurationDirectory"), "clairo-sync");
+    // The key where it always was (upgrades keep working), and every file of the
+    // credentials directory, so a connector's secret needs no drop-in.
     assert_eq!(
-        one("LoadCredential"),
-        "clairo-api-key:/etc/clairo-sync/api-key"
+        unit_values(&unit, "LoadCredential"),
+        [
+            "clairo-api-key:/etc/clairo-sync/api-key",
+            "credentials:/etc/clairo-sync/credentials"
+        ]
     );
     assert!(
         unit_values(&unit, "ExecReload")
@@ -292,5 +297,255 @@ fn completions_and_man_pages_come_from_the_binary() {
         "clairo-sync-deliveries-retry.1",
     ] {
         assert!(dir.path().join(page).is_file(), "{page} was not written");
+    }
+}
+
+/// A config for the operator commands: state at `dir/state.db`, nothing else that matters.
+fn state_only_config(dir: &Path) -> PathBuf {
+    crate::support::write(
+        dir,
+        "clairo-sync.toml",
+        &format!(
+            "[clairo]\napi_key = \"clr_test_key_123\"\n\n[state]\npath = {:?}\n",
+            dir.join("state.db")
+        ),
+    )
+}
+
+#[tokio::test]
+async fn a_closed_pipe_ends_every_printing_command_quietly() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = state_only_config(dir.path());
+    // A state database, as the daemon leaves it.
+    clairo_sync::store::Store::open(&dir.path().join("state.db"))
+        .await
+        .expect("open the state")
+        .close()
+        .await;
+    let config = config.to_str().unwrap();
+    for args in [
+        vec!["deliveries", "list", "-c", config],
+        vec!["status", "-c", config],
+        vec!["status", "--json", "-c", config],
+        vec!["manpage"],
+        vec!["completions", "bash"],
+        vec!["--help"],
+    ] {
+        // `… | head` that has read what it wanted: the read end is closed before the
+        // command writes.
+        let mut child = Command::new(bin())
+            .args(&args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("the binary runs");
+        drop(child.stdout.take());
+        let output = child.wait_with_output().expect("the command ends");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        let code = output.status.code();
+        assert!(
+            matches!(code, Some(0) | Some(141)),
+            "{args:?} exited {:?}\n{stderr}",
+            output.status
+        );
+        assert!(stderr.is_empty(), "{args:?} wrote to stderr:\n{stderr}");
+    }
+}
+
+#[test]
+fn status_and_deliveries_before_the_first_start_say_so_once_and_create_nothing() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = state_only_config(dir.path());
+    let config = config.to_str().unwrap();
+    for args in [
+        vec!["status", "-c", config],
+        vec!["deliveries", "list", "-c", config],
+        vec!["deliveries", "retry", "--all-dead", "-c", config],
+    ] {
+        let (code, stdout, stderr) = crate::support::run_cli(&args);
+        assert_eq!(code, 1, "{args:?}\n{stdout}\n{stderr}");
+        let lines: Vec<&str> = stderr.lines().collect();
+        assert_eq!(lines.len(), 1, "{args:?}: one line\n{stderr}");
+        assert!(
+            lines[0].contains("no state yet") && lines[0].contains("first start"),
+            "{args:?}: {stderr}"
+        );
+        let left: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|entry| entry.unwrap().file_name())
+            .filter(|name| name != "clairo-sync.toml")
+            .collect();
+        assert!(left.is_empty(), "{args:?} created {left:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn deliveries_list_shows_errors_only_and_puts_recent_activity_first() {
+    use crate::support::{Receiver, daemon_config, run_cli, sandbox};
+    let sandbox = sandbox(2, 0).await;
+    let receiver = Receiver::start().await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = daemon_config(dir.path(), &sandbox, &receiver, "");
+    let config = config.to_str().unwrap();
+    let (code, _, stderr) = run_cli(&["sync", "--once", "-c", config]);
+    assert_eq!(code, 0, "{stderr}");
+    let (code, stdout, stderr) = run_cli(&["deliveries", "list", "-c", config]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stdout.contains("delivered") && !stdout.contains("[200]"),
+        "a delivered row has no error to show:\n{stdout}"
+    );
+    let ids: Vec<String> = stdout
+        .lines()
+        .skip(1)
+        .filter_map(|line| line.split_whitespace().next())
+        .filter(|id| id.chars().all(|c| c.is_ascii_digit()))
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(ids.len(), 4, "two briefs, two connectors:\n{stdout}");
+    let oldest = ids.last().unwrap().clone();
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    let (code, _, stderr) = run_cli(&["deliveries", "retry", &oldest, "-c", config]);
+    assert_eq!(code, 0, "{stderr}");
+    let (_, stdout, _) = run_cli(&["deliveries", "list", "-c", config]);
+    let first = stdout
+        .lines()
+        .nth(1)
+        .and_then(|line| line.split_whitespace().next());
+    assert_eq!(
+        first,
+        Some(oldest.as_str()),
+        "the re-queued delivery comes first:\n{stdout}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_reload_tells_systemd_reloading_and_its_time_in_one_message() {
+    use std::os::unix::net::UnixDatagram;
+    use std::time::Duration;
+
+    use crate::support::{LoggedDaemon, Receiver, daemon_config, sandbox};
+    let sandbox = sandbox(0, 0).await;
+    let receiver = Receiver::start().await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let socket_path = dir.path().join("notify.sock");
+    let socket = UnixDatagram::bind(&socket_path).unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let config = daemon_config(dir.path(), &sandbox, &receiver, "");
+    let daemon = LoggedDaemon::start(&config, &[("NOTIFY_SOCKET", socket_path.to_str().unwrap())]);
+    let mut buffer = [0u8; 4096];
+    let mut next = || {
+        socket
+            .recv(&mut buffer)
+            .map(|size| String::from_utf8_lossy(&buffer[..size]).into_owned())
+    };
+    while let Ok(message) = next() {
+        if message.contains("READY=1") {
+            break;
+        }
+    }
+    daemon.signal("HUP");
+    let reloading = loop {
+        match next() {
+            Ok(message) if message.contains("RELOADING=1") => break message,
+            Ok(_) => continue,
+            Err(error) => panic!("no RELOADING=1 after SIGHUP: {error}"),
+        }
+    };
+    assert!(
+        reloading.contains("MONOTONIC_USEC="),
+        "systemd wants the time in the same message: {reloading:?}"
+    );
+}
+
+#[test]
+fn the_man_page_lists_every_config_key_with_its_default() {
+    let (output, text) = run(Command::new(bin()).arg("manpage"));
+    assert!(output.status.success(), "{text}");
+    let page = String::from_utf8_lossy(&output.stdout);
+    assert!(page.contains(".SH CONFIGURATION"), "{page}");
+    let configuration = page
+        .split(".SH CONFIGURATION")
+        .nth(1)
+        .and_then(|rest| rest.split("\n.SH ").next())
+        .unwrap_or_default()
+        // roff escapes dashes and backslashes
+        .replace("\\-", "-");
+    for (key, default) in [
+        ("[clairo]", ""),
+        ("base_url", "https://clairo.tech/api/v1"),
+        ("max_requests_per_minute", "900"),
+        ("[state]", ""),
+        ("delivered_retention", "30d"),
+        ("[delivery]", ""),
+        ("retry_schedule", "5s"),
+        ("shutdown_timeout", "10s"),
+        ("[[meetings.folders]]", ""),
+        ("settle", "5s"),
+        ("[connectors.sales_hook]", ""),
+        ("secret_file", ""),
+        ("smtp_url", ""),
+        ("without_email", ""),
+    ] {
+        assert!(
+            configuration.contains(key) && configuration.contains(default),
+            "CONFIGURATION lacks {key} = {default}:\n{configuration}"
+        );
+    }
+}
+
+#[test]
+fn the_docs_name_the_paths_the_package_installs() {
+    // cargo-deb installs the unit under /usr/lib (merged /usr), not /lib.
+    for file in [
+        "README.md",
+        "docs/operations.md",
+        "systemd/clairo-sync.service",
+    ] {
+        let text = read(&repo(file));
+        for (number, line) in text.lines().enumerate() {
+            assert!(
+                !line.contains(" /lib/systemd/") && !line.contains("`/lib/systemd/"),
+                "{file}:{}: {line}",
+                number + 1
+            );
+        }
+    }
+    let operations = read(&repo("docs/operations.md"));
+    for needle in [
+        "/usr/lib/systemd/system/clairo-sync.service",
+        "/etc/clairo-sync/credentials/",
+        "/usr/share/clairo-sync/clairo-sync.rules.test.yml",
+        "/usr/lib/tmpfiles.d/clairo-sync.conf",
+    ] {
+        assert!(operations.contains(needle), "operations.md lacks {needle}");
+    }
+    // Purge keeps the secrets on purpose, and says so.
+    let remove = operations.split("## 10. Remove").nth(1).unwrap_or_default();
+    assert!(
+        remove.contains("/etc/clairo-sync/api-key") && remove.contains("on purpose"),
+        "{remove}"
+    );
+}
+
+#[test]
+fn the_readme_in_short_block_gives_the_example_webhook_its_secret() {
+    let readme = read(&repo("README.md"));
+    let block = readme
+        .split("In short")
+        .nth(1)
+        .and_then(|rest| rest.split("```sh").nth(1))
+        .and_then(|rest| rest.split("```").next())
+        .expect("the In short block");
+    for needle in [
+        "/etc/clairo-sync/api-key",
+        "/etc/clairo-sync/credentials/sales_hook-secret",
+        "sudo clairo-sync check",
+        "systemctl enable --now clairo-sync",
+        "deliveries list",
+    ] {
+        assert!(block.contains(needle), "the block lacks {needle}:\n{block}");
     }
 }
