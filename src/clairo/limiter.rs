@@ -1163,6 +1163,46 @@ mod pacing_properties {
         grants
     }
 
+    /// A header value as a broken server might send it: sound numbers, huge ones,
+    /// fractions, negatives, words and dates.
+    fn header_text() -> impl Strategy<Value = String> {
+        prop_oneof![
+            any::<u64>().prop_map(|n| n.to_string()),
+            any::<f64>().prop_map(|n| n.to_string()),
+            (0u64..=200).prop_map(|n| n.to_string()),
+            (1_799_999_000u64..=1_800_010_000).prop_map(|n| n.to_string()),
+            Just("Fri, 01 Jan 9999 00:00:00 GMT".to_owned()),
+            "[ -~]{0,24}",
+        ]
+    }
+
+    fn answered() -> impl Strategy<Value = Answered> {
+        (
+            proptest::collection::vec(proptest::option::of(header_text()), 4),
+            any::<bool>(),
+        )
+            .prop_map(|(values, throttled)| {
+                let mut headers = HeaderMap::new();
+                let names = [
+                    "x-ratelimit-limit",
+                    "x-ratelimit-remaining",
+                    "x-ratelimit-reset",
+                    "retry-after",
+                ];
+                for (name, value) in names.iter().zip(values) {
+                    if let Some(value) =
+                        value.and_then(|v| reqwest::header::HeaderValue::from_str(&v).ok())
+                    {
+                        headers.insert(*name, value);
+                    }
+                }
+                Answered {
+                    headers: RateLimitHeaders::from_headers(&headers),
+                    throttled,
+                }
+            })
+    }
+
     proptest! {
         #[test]
         fn no_more_than_remaining_start_before_the_reset(window in window()) {
@@ -1196,6 +1236,15 @@ mod pacing_properties {
                     prop_assert!(*later - *at >= minute, "{} starts within {:?}", window.budget + 1, *later - *at);
                 }
             }
+        }
+
+        #[test]
+        fn no_answer_makes_a_request_wait_longer_than_one_window(
+            answers in proptest::collection::vec(answered(), 1..4),
+            local_unix in prop_oneof![Just(1_800_000_000.0), any::<f64>()],
+        ) {
+            let wait = wait_after_answers(&answers, local_unix);
+            prop_assert!(wait <= MAX_PACING_WAIT, "waited {:?}", wait);
         }
 
         #[test]

@@ -946,3 +946,37 @@ pub fn load_str(
         .merge(env_provider());
     finish(&figment, None, need, sources)
 }
+
+#[cfg(test)]
+mod byte_size_tests {
+    use super::ByteSize;
+
+    #[test]
+    fn a_size_is_a_number_of_bytes_or_a_number_with_a_unit() {
+        for (text, bytes) in [
+            ("67108864", 64 << 20),
+            ("64MiB", 64 << 20),
+            ("64 MiB", 64 << 20),
+            ("64mib", 64 << 20),
+            ("1.5GiB", 3 << 29),
+            ("100kB", 100_000),
+            ("2MB", 2_000_000),
+            ("512B", 512),
+        ] {
+            assert_eq!(ByteSize::parse(text), Ok(ByteSize(bytes)), "{text}");
+        }
+        for text in [
+            "",
+            "MiB",
+            "64 parsecs",
+            "-1MiB",
+            "99999999999999999999GiB",
+            "1e400",
+        ] {
+            assert!(ByteSize::parse(text).is_err(), "{text}");
+        }
+        assert_eq!(ByteSize(64 << 20).to_string(), "64 MiB");
+        assert_eq!(ByteSize(1_500_000).to_string(), "1.4 MiB");
+        assert_eq!(ByteSize(100).to_string(), "100 bytes");
+    }
+}
