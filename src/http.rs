@@ -200,8 +200,9 @@ pub fn openmetrics_to_classic(text: &str) -> String {
 }
 
 /// 200 only when the state DB takes writes, Clairo accepts the key, and every source's
-/// last run succeeded or is younger than its schedule allows; otherwise 503 naming the
-/// failing checks.
+/// last run succeeded or is younger than its schedule allows, and no source has gone
+/// longer than its schedule allows without completing a run (stuck in one, or not
+/// running at all); otherwise 503 naming the failing checks.
 async fn readyz(State(state): State<HealthState>) -> Response {
     let mut failing = serde_json::Map::new();
     if let Err(error) = state.store.check_writable().await {
@@ -227,6 +228,13 @@ async fn readyz(State(state): State<HealthState>) -> Response {
                 failing.insert(format!("source.{}", kind.name()), json!("no run yet"));
                 continue;
             };
+            if let Some(schedule) = &schedule
+                && let Some(reason) =
+                    crate::daemon::stale_reason(kind, schedule, Some(run), now_ms())
+            {
+                failing.insert(format!("source.{}", kind.name()), json!(reason));
+                continue;
+            }
             if run.last_outcome.as_deref() == Some("failure") {
                 // A failure is tolerated until the run after next was due.
                 let allowed_until = schedule.as_ref().and_then(|schedule| {

@@ -70,6 +70,8 @@ pub struct Metrics {
     pub api_throttled: Counter,
     pub poll_runs: Family<PollLabels, Counter>,
     pub last_success: Family<SourceLabels, Gauge<f64, AtomicU64>>,
+    /// 1 while a source has not completed a run for longer than its schedule allows.
+    pub source_stale: Family<SourceLabels, Gauge>,
     pub events: Family<TypeLabel, Counter>,
     pub deliveries: Family<DeliveryLabels, Counter>,
     pub delivery_queue_depth: Family<ConnectorLabels, Gauge>,
@@ -119,6 +121,12 @@ impl Metrics {
             "last_success_timestamp_seconds",
             "Unix time of the last successful run of each source",
             last_success.clone(),
+        );
+        let source_stale = Family::<SourceLabels, Gauge>::default();
+        registry.register(
+            "source_stale",
+            "1 while a source has not completed a run for longer than its schedule allows (/readyz says since when)",
+            source_stale.clone(),
         );
         let events = Family::<TypeLabel, Counter>::default();
         registry.register("events", "Events recorded, by type", events.clone());
@@ -178,6 +186,7 @@ impl Metrics {
             api_throttled,
             poll_runs,
             last_success,
+            source_stale,
             events,
             deliveries,
             delivery_queue_depth,
@@ -219,9 +228,11 @@ impl Metrics {
             });
         }
         for source in sources {
-            let _ = self.last_success.get_or_create(&SourceLabels {
+            let labels = SourceLabels {
                 source: (*source).to_owned(),
-            });
+            };
+            let _ = self.last_success.get_or_create(&labels);
+            let _ = self.source_stale.get_or_create(&labels);
         }
         for kind in ["brief.created", "conversation.updated", "meeting.processed"] {
             let _ = self.events.get_or_create(&TypeLabel {

@@ -30,6 +30,7 @@ pub(crate) fn router() -> Router<App> {
         .route("/briefs", post(add_briefs))
         .route("/conversations", post(add_conversation))
         .route("/conversations/{id}/messages", post(add_message))
+        .route("/conversations/{id}/truncate", post(truncate_messages))
         .route("/conversations/{id}/status", put(set_status))
         .route("/faults", get(faults).put(set_faults))
         .route("/fail-next", post(fail_next))
@@ -132,6 +133,25 @@ async fn add_message(
 ) -> Response {
     respond(body(payload).and_then(|m| {
         let count = lock(&app.store).add_message(&id, &m.role, &m.content, now_ms())?;
+        Ok(json(
+            StatusCode::OK,
+            &json!({ "id": id, "messageCount": count }),
+        ))
+    }))
+}
+
+#[derive(Deserialize)]
+struct TruncateBody {
+    keep: usize,
+}
+
+async fn truncate_messages(
+    State(app): State<App>,
+    Path(id): Path<String>,
+    payload: Result<Json<TruncateBody>, JsonRejection>,
+) -> Response {
+    respond(body(payload).and_then(|b| {
+        let count = lock(&app.store).truncate_messages(&id, b.keep, now_ms())?;
         Ok(json(
             StatusCode::OK,
             &json!({ "id": id, "messageCount": count }),

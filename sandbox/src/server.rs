@@ -219,6 +219,17 @@ impl Sandbox {
         );
     }
 
+    /// Keeps only the first `keep` messages (history that goes back); counts as an update.
+    ///
+    /// # Panics
+    /// If `conversation_id` names no conversation, or `keep` would cut a scripted one's brief.
+    pub fn truncate_messages(&self, conversation_id: &str, keep: usize) {
+        expect(
+            lock(&self.app.store).truncate_messages(conversation_id, keep, now_ms()),
+            "truncate_messages",
+        );
+    }
+
     /// Sets the status ("ACTIVE", "CLOSED", or anything a test wants to see handled);
     /// counts as an update.
     ///

@@ -455,6 +455,31 @@ impl Store {
         Ok(self.conversations[conv].message_count())
     }
 
+    /// Keeps only the first `keep` messages, as a vendor that deletes or edits history
+    /// might; an update like any other. Returns the new message count.
+    pub(crate) fn truncate_messages(
+        &mut self,
+        conversation_id: &str,
+        keep: usize,
+        now_ms: i64,
+    ) -> Result<usize, ApiError> {
+        let conv = self.conversation_index(conversation_id)?;
+        let scripted = if self.conversations[conv].script.is_some() {
+            SCRIPT_LEN
+        } else {
+            0
+        };
+        // A scripted conversation renders its first messages from its brief: they stay.
+        if keep < scripted {
+            return Err(ApiError::bad_request(format!(
+                "this conversation's first {scripted} messages come from its brief; keep at least {scripted}"
+            )));
+        }
+        self.conversations[conv].messages.truncate(keep - scripted);
+        self.touch(conv, now_ms);
+        Ok(self.conversations[conv].message_count())
+    }
+
     /// A status change is an update, as it would be in the vendor's database.
     pub(crate) fn set_status(
         &mut self,

@@ -55,6 +55,15 @@ pub enum ClairoError {
     #[error("Clairo sent a response this client cannot read: {0}")]
     Decode(String),
 
+    /// `limit` is `clairo.max_response_size` in bytes.
+    #[error(
+        "the {endpoint} answer is larger than clairo.max_response_size ({}); the read was \
+         stopped there. Raise clairo.max_response_size if the account really has that much \
+         data, or lower the source's `limit`",
+        crate::config::ByteSize(*limit)
+    )]
+    ResponseTooLarge { endpoint: &'static str, limit: u64 },
+
     #[error("cannot read the recording to upload: {0}")]
     File(String),
 

@@ -15,12 +15,14 @@
 //! tested without sleeping; [`RateLimiter`] wraps it in a lock and a queue.
 
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rand::Rng;
 use reqwest::header::{HeaderMap, HeaderName};
 use tokio::sync::Notify;
 use tokio::time::Instant;
+use tracing::warn;
 
 /// At most this much random delay is added to a wait for a reset, so that several
 /// processes sharing the business's budget do not all fire at the same instant. Kept
@@ -31,9 +33,24 @@ pub const RESET_JITTER_MAX: Duration = Duration::from_millis(50);
 /// `X-RateLimit-Reset` (a header rounded down to whole seconds ends up to 1 s early).
 pub const LATE_RESET_SLACK: Duration = Duration::from_millis(1100);
 
-/// The longest pause one 429 can impose: a server asking for more (or a clock far off)
-/// is retried after this, bounded overall by the client's throttled-retry limit.
-pub const MAX_THROTTLE_WAIT: Duration = Duration::from_secs(15 * 60);
+/// The longest wait any one answer can impose, through `X-RateLimit-Reset` or
+/// `Retry-After`: one rate window. Clairo documents its limit as requests per minute, so a
+/// window longer than a minute is nothing the API promises; a reset further off (a Unix
+/// time in the year 5138, a `Retry-After` of three years) is the server's error, or this
+/// host's clock is far off. Waiting it out would stop every Clairo request of the process
+/// until a restart, so it is read as one window: the next request goes after a minute,
+/// and a server that really is still limiting answers 429 again, which costs one request
+/// (bounded by the client's throttled-retry limit).
+///
+/// Five seconds over the minute absorb a reset rounded up to whole seconds and a server
+/// clock a little off ours, so a sound server is never cut short (nor logged).
+pub const MAX_RESET_WAIT: Duration = Duration::from_secs(60 + 5);
+
+/// The longest any request waits for its slot after one answer: [`MAX_RESET_WAIT`], plus
+/// the slack and jitter the limiter adds to a reset.
+pub const MAX_PACING_WAIT: Duration = MAX_RESET_WAIT
+    .saturating_add(LATE_RESET_SLACK)
+    .saturating_add(RESET_JITTER_MAX);
 
 /// The most a late request is caught up on (see `Pacing::grant`): enough for the
 /// timer's rounding, far too little to make a burst.
@@ -63,6 +80,9 @@ pub struct RateLimiter {
     /// Wakes the head of the queue when its wait may have changed: a response arrived,
     /// a request ended, the budget was changed.
     changed: Notify,
+    /// Whether a wait beyond [`MAX_RESET_WAIT`] was logged: a broken server sends it on
+    /// every answer, and one line says all there is to say.
+    warned_beyond_window: AtomicBool,
 }
 
 impl std::fmt::Debug for RateLimiter {
@@ -79,6 +99,7 @@ impl RateLimiter {
             queue: tokio::sync::Mutex::new(()),
             pacing: Mutex::new(Pacing::new(max_requests_per_minute)),
             changed: Notify::new(),
+            warned_beyond_window: AtomicBool::new(false),
         }
     }
 
@@ -139,6 +160,22 @@ impl RateLimiter {
         }
     }
 
+    /// Logs, the first time only, an answer asking for a wait beyond one window.
+    fn warn_if_beyond_window(&self, headers: &RateLimitHeaders, local_unix: f64) {
+        let Some((header, seconds)) = headers.beyond_window(local_unix) else {
+            return;
+        };
+        if self.warned_beyond_window.swap(true, Ordering::Relaxed) {
+            return;
+        }
+        warn!(
+            header,
+            seconds_away = whole_u64(seconds),
+            waited_s = MAX_RESET_WAIT.as_secs(),
+            "Clairo answered with a rate-limit wait more than one rate window away, which the API does not do (a server error, or this host's clock is far off); waiting one window instead. Logged once: later answers like it are treated the same way."
+        );
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Pacing> {
         // The state stays consistent even if a holder panicked: every update is one step.
         self.pacing
@@ -158,7 +195,9 @@ impl Permit<'_> {
     /// Feeds a response's rate-limit headers to the limiter.
     pub fn observe(&self, headers: &RateLimitHeaders) {
         let now = Instant::now();
-        let observation = headers.observation(now, unix_now());
+        let local_unix = unix_now();
+        self.limiter.warn_if_beyond_window(headers, local_unix);
+        let observation = headers.observation(now, local_unix);
         let jitter = random_jitter();
         self.limiter
             .lock()
@@ -171,17 +210,14 @@ impl Permit<'_> {
     pub fn throttled(&self, headers: &RateLimitHeaders, fallback: Duration) -> Duration {
         let jitter = random_jitter();
         let now = Instant::now();
+        let local_unix = unix_now();
+        self.limiter.warn_if_beyond_window(headers, local_unix);
         let mut pacing = self.limiter.lock();
-        let wait = match (headers.retry_after, headers.until_reset(unix_now())) {
-            (Some(retry_after), _) => retry_after,
-            (None, Some(until_reset)) => until_reset + pacing.reset_slack,
-            (None, None) => fallback,
-        }
-        .min(MAX_THROTTLE_WAIT);
-        pacing.throttled(now, now + wait, jitter);
+        let wait = throttle_wait(headers, local_unix, pacing.reset_slack, fallback);
+        pacing.throttled(now, later(now, wait), jitter);
         drop(pacing);
         self.limiter.changed.notify_waiters();
-        wait + jitter
+        wait.saturating_add(jitter)
     }
 }
 
@@ -209,76 +245,226 @@ static REMAINING: HeaderName = HeaderName::from_static("x-ratelimit-remaining");
 static RESET: HeaderName = HeaderName::from_static("x-ratelimit-reset");
 
 impl RateLimitHeaders {
+    /// Reads the headers as sent. Nothing here trusts a number: each is checked to be
+    /// finite and in range before any arithmetic, and a value that is not a number is
+    /// ignored as if absent.
     pub fn from_headers(headers: &HeaderMap) -> Self {
         let text = |name: &HeaderName| headers.get(name).and_then(|value| value.to_str().ok());
-        let number = |name: &HeaderName| {
-            // Some servers send a fraction ("12.0"); a negative Remaining is read as 0.
-            text(name)
-                .and_then(|value| value.trim().parse::<f64>().ok())
-                .filter(|value| value.is_finite())
-                .map(|value| value.max(0.0))
-        };
         let date = text(&reqwest::header::DATE)
             .and_then(|value| chrono::DateTime::parse_from_rfc2822(value).ok())
             .map(|date| date.timestamp() as f64);
-        let retry_after = text(&reqwest::header::RETRY_AFTER).and_then(|value| {
-            let value = value.trim();
-            if let Ok(seconds) = value.parse::<f64>() {
-                return (seconds.is_finite() && seconds >= 0.0)
-                    .then(|| Duration::from_secs_f64(seconds.min(1e9)));
-            }
-            // The HTTP-date form: relative to the server's clock when it sent one.
-            let at = chrono::DateTime::parse_from_rfc2822(value)
-                .ok()?
-                .timestamp() as f64;
-            Some(Duration::from_secs_f64(
-                (at - date.unwrap_or_else(unix_now)).max(0.0),
-            ))
-        });
+        let retry_after = text(&reqwest::header::RETRY_AFTER)
+            .and_then(|value| parse_retry_after(value, date.unwrap_or_else(unix_now)));
         Self {
-            limit: number(&LIMIT).map(|value| value.min(f64::from(u32::MAX)) as u32),
-            remaining: number(&REMAINING).map(|value| value.min(f64::from(u32::MAX)) as u32),
-            reset: number(&RESET).map(|value| value as u64),
+            limit: text(&LIMIT).and_then(header_number).map(whole_u32),
+            remaining: text(&REMAINING).and_then(header_number).map(whole_u32),
+            reset: text(&RESET).and_then(header_number).map(whole_u64),
             retry_after,
             date,
         }
     }
 
-    /// How long until the reset, by the server's clock when ours is clearly off.
+    /// How long until the reset, by the server's clock when ours is clearly off; never
+    /// more than [`MAX_RESET_WAIT`].
     pub fn until_reset(&self, local_unix: f64) -> Option<Duration> {
+        self.seconds_to_reset(local_unix).map(capped_wait)
+    }
+
+    /// The `Retry-After` to honour: never more than [`MAX_RESET_WAIT`].
+    pub fn retry_after_capped(&self) -> Option<Duration> {
+        self.retry_after.map(|wait| wait.min(MAX_RESET_WAIT))
+    }
+
+    /// The header asking for a wait beyond [`MAX_RESET_WAIT`], and how many seconds it asked.
+    pub fn beyond_window(&self, local_unix: f64) -> Option<(&'static str, f64)> {
+        if let Some(wait) = self.retry_after
+            && wait > MAX_RESET_WAIT
+        {
+            return Some(("Retry-After", wait.as_secs_f64()));
+        }
+        match self.seconds_to_reset(local_unix) {
+            Some(seconds) if seconds > MAX_RESET_WAIT.as_secs_f64() => {
+                Some(("X-RateLimit-Reset", seconds))
+            }
+            _ => None,
+        }
+    }
+
+    /// Seconds from now to the reset as the header says, unbounded (may be negative).
+    fn seconds_to_reset(&self, local_unix: f64) -> Option<f64> {
         let reset = self.reset?;
         let now_unix = match self.date {
             Some(date) if (date - local_unix).abs() > CLOCK_SKEW_TOLERANCE_SECS => date,
             _ => local_unix,
         };
-        let seconds = if reset < RESET_DELTA_THRESHOLD {
+        // u64 to f64 rounds above 2^53, which no sound reset reaches; it cannot overflow.
+        Some(if reset < RESET_DELTA_THRESHOLD {
             reset as f64
         } else if reset > RESET_MILLIS_THRESHOLD {
             reset as f64 / 1000.0 - now_unix
         } else {
             reset as f64 - now_unix
-        };
-        Some(Duration::from_secs_f64(seconds.clamp(0.0, 1e9)))
+        })
     }
 
     pub(crate) fn observation(&self, now: Instant, local_unix: f64) -> Observation {
         let until_reset = self.until_reset(local_unix);
+        let capped = self
+            .seconds_to_reset(local_unix)
+            .is_some_and(|seconds| seconds > MAX_RESET_WAIT.as_secs_f64());
         Observation {
             limit: self.limit,
             remaining: self.remaining,
-            // The window's identity: the reset as an absolute Unix second.
+            // The window's identity: the reset as an absolute Unix second. A reset read as
+            // one window is identified by where that window ends, so the sound answers
+            // that follow are seen as newer windows, not as older ones to ignore.
             window_id: self.reset.map(|reset| {
-                if reset < RESET_DELTA_THRESHOLD {
-                    (local_unix + reset as f64).round() as u64
+                if capped {
+                    whole_u64((local_unix + MAX_RESET_WAIT.as_secs_f64()).round())
+                } else if reset < RESET_DELTA_THRESHOLD {
+                    whole_u64((local_unix + reset as f64).round())
                 } else if reset > RESET_MILLIS_THRESHOLD {
                     reset / 1000
                 } else {
                     reset
                 }
             }),
-            reset_at: until_reset.map(|until| now + until),
+            reset_at: until_reset.and_then(|until| now.checked_add(until)),
         }
     }
+}
+
+/// A number from a header: finite, a negative one read as 0 (a negative Remaining means
+/// none left). Some servers send a fraction ("12.0").
+fn header_number(text: &str) -> Option<f64> {
+    // Exact for every integer below 2^53, which covers any sound count or reset (Unix
+    // milliseconds included); beyond that only the number's size matters.
+    let value = text.trim().parse::<f64>().ok()?;
+    value.is_finite().then_some(value.max(0.0))
+}
+
+/// `value` (finite or not) as a whole number in range: NaN and negatives are 0, anything
+/// above `u64::MAX` is `u64::MAX`.
+fn whole_u64(value: f64) -> u64 {
+    // 2^64 is exactly representable; every finite f64 below it converts without loss of range.
+    const LIMIT: f64 = 18_446_744_073_709_551_616.0;
+    if value.is_nan() || value <= 0.0 {
+        0
+    } else if value >= LIMIT {
+        u64::MAX
+    } else {
+        value as u64
+    }
+}
+
+fn whole_u32(value: f64) -> u32 {
+    u32::try_from(whole_u64(value)).unwrap_or(u32::MAX)
+}
+
+/// A wait of `seconds` (any f64) as a duration in `0..=MAX_RESET_WAIT`.
+fn capped_wait(seconds: f64) -> Duration {
+    if seconds.is_nan() || seconds <= 0.0 {
+        Duration::ZERO
+    } else if seconds >= MAX_RESET_WAIT.as_secs_f64() {
+        MAX_RESET_WAIT
+    } else {
+        Duration::from_secs_f64(seconds)
+    }
+}
+
+/// `Retry-After` as sent: delay-seconds, or an HTTP date read against `server_now` (the
+/// server's `Date` when it sent one). Kept uncapped (up to what a `Duration` holds) so
+/// that an absurd one can be reported; every use caps it.
+fn parse_retry_after(value: &str, server_now: f64) -> Option<Duration> {
+    let value = value.trim();
+    let seconds = match header_number(value) {
+        Some(seconds) => seconds,
+        None => {
+            let at = chrono::DateTime::parse_from_rfc2822(value)
+                .ok()?
+                .timestamp();
+            (at as f64 - server_now).max(0.0)
+        }
+    };
+    // `seconds` is finite and not negative here; a huge one saturates.
+    Some(Duration::try_from_secs_f64(seconds).unwrap_or(Duration::MAX))
+}
+
+/// How long a 429 holds every request: `Retry-After` when sent, else until the reset
+/// (plus the slack the server has shown it needs), else `fallback`; never more than one
+/// window (and the slack).
+fn throttle_wait(
+    headers: &RateLimitHeaders,
+    local_unix: f64,
+    reset_slack: Duration,
+    fallback: Duration,
+) -> Duration {
+    match (
+        headers.retry_after_capped(),
+        headers.until_reset(local_unix),
+    ) {
+        (Some(retry_after), _) => retry_after,
+        (None, Some(until_reset)) => until_reset.saturating_add(reset_slack),
+        (None, None) => fallback.min(MAX_RESET_WAIT),
+    }
+}
+
+/// One answer fed to [`wait_after_answers`]: its headers, and whether it was a 429.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Answered {
+    pub headers: RateLimitHeaders,
+    pub throttled: bool,
+}
+
+/// How long the next request waits for its slot after `answers`, each answering a request
+/// sent just before it, by the limiter's own arithmetic (no sleeping, the worst jitter,
+/// a budget that never holds a request back). The fuzz target `rate_limit_headers` drives
+/// it: whatever the headers, it must not panic and never return more than
+/// [`MAX_PACING_WAIT`].
+pub fn wait_after_answers(answers: &[Answered], local_unix: f64) -> Duration {
+    let start = Instant::now();
+    let mut pacing = Pacing::new(u32::MAX);
+    let mut now = start;
+    let mut last_answer = start;
+    for answer in answers {
+        now = next_slot(&mut pacing, now);
+        let epoch = pacing.grant(now);
+        if answer.throttled {
+            let wait = throttle_wait(
+                &answer.headers,
+                local_unix,
+                pacing.reset_slack,
+                MAX_RESET_WAIT,
+            );
+            pacing.throttled(now, later(now, wait), RESET_JITTER_MAX);
+        } else {
+            let observation = answer.headers.observation(now, local_unix);
+            pacing.observe(now, &observation, epoch, RESET_JITTER_MAX);
+        }
+        pacing.release();
+        last_answer = now;
+    }
+    next_slot(&mut pacing, last_answer).saturating_duration_since(last_answer)
+}
+
+/// When `decide` next says go, from `now` on; a wait for a response counts as going (in
+/// the simulation nothing is in flight, so the limiter would send a probe).
+fn next_slot(pacing: &mut Pacing, mut now: Instant) -> Instant {
+    // Each step moves to a later instant or returns; a few cover every chain of waits
+    // (spacing, then the window's reset, then the spread).
+    for _ in 0..8 {
+        match pacing.decide(now) {
+            Decision::Go | Decision::WaitForResponse => return now,
+            Decision::WaitUntil(until) if until > now => now = until,
+            Decision::WaitUntil(_) => return now,
+        }
+    }
+    now
+}
+
+/// `at + by`, or `at` in the (theoretical) case the clock cannot represent the sum.
+fn later(at: Instant, by: Duration) -> Instant {
+    at.checked_add(by).unwrap_or(at)
 }
 
 /// A response's rate-limit account, in this process's clock.
@@ -442,7 +628,7 @@ impl Pacing {
         let Some(window) = self.window.as_mut() else {
             fresh.resume_at = fresh
                 .reset_at
-                .map(|reset| reset + self.reset_slack + jitter);
+                .map(|reset| later(reset, self.reset_slack.saturating_add(jitter)));
             self.window = Some(fresh);
             return;
         };
@@ -471,7 +657,7 @@ impl Pacing {
         fresh.limit = fresh.limit.or(window.limit);
         fresh.resume_at = fresh
             .reset_at
-            .map(|reset| reset + self.reset_slack + jitter);
+            .map(|reset| later(reset, self.reset_slack.saturating_add(jitter)));
         *window = fresh;
     }
 
@@ -489,7 +675,7 @@ impl Pacing {
         window.remaining = 0;
         window.presumed = false;
         window.reset_at = Some(until);
-        window.resume_at = Some(until + jitter);
+        window.resume_at = Some(later(until, jitter));
     }
 }
 
@@ -768,6 +954,123 @@ mod tests {
         assert_eq!(observed.reset_at, Some(now + Duration::from_millis(29_750)));
     }
 
+    #[test]
+    fn a_reset_or_retry_after_far_in_the_future_is_read_as_one_window() {
+        let local = 1_800_000_000.0;
+        for reset in [
+            "99999999999",
+            "99999999999999",
+            "999999999",
+            "1e300",
+            "18446744073709551616",
+        ] {
+            let mut headers = HeaderMap::new();
+            headers.insert("x-ratelimit-remaining", HeaderValue::from_static("0"));
+            headers.insert("x-ratelimit-reset", HeaderValue::from_str(reset).unwrap());
+            let parsed = RateLimitHeaders::from_headers(&headers);
+            assert_eq!(parsed.until_reset(local), Some(MAX_RESET_WAIT), "{reset}");
+            assert_eq!(
+                parsed.beyond_window(local).map(|(header, _)| header),
+                Some("X-RateLimit-Reset"),
+                "{reset}"
+            );
+            let answered = Answered {
+                headers: parsed,
+                throttled: false,
+            };
+            assert!(wait_after_answers(&[answered], local) <= MAX_PACING_WAIT);
+        }
+        for retry_after in ["99999999", "1e308", "Fri, 01 Jan 9999 00:00:00 GMT"] {
+            let mut headers = HeaderMap::new();
+            headers.insert("retry-after", HeaderValue::from_str(retry_after).unwrap());
+            let parsed = RateLimitHeaders::from_headers(&headers);
+            assert_eq!(
+                parsed.retry_after_capped(),
+                Some(MAX_RESET_WAIT),
+                "{retry_after}"
+            );
+            let answered = Answered {
+                headers: parsed,
+                throttled: true,
+            };
+            let wait = wait_after_answers(&[answered], local);
+            assert!(
+                wait >= MAX_RESET_WAIT && wait <= MAX_PACING_WAIT,
+                "{wait:?}"
+            );
+        }
+        // A sound reset is neither cut short nor reported.
+        let sound = RateLimitHeaders {
+            reset: Some(1_800_000_060),
+            remaining: Some(0),
+            ..RateLimitHeaders::default()
+        };
+        assert_eq!(sound.until_reset(local), Some(Duration::from_secs(60)));
+        assert_eq!(sound.beyond_window(local), None);
+    }
+
+    #[test]
+    fn answers_after_an_absurd_reset_are_read_as_newer_windows() {
+        let start = Instant::now();
+        let local = 1_800_000_000.0;
+        let mut pacing = Pacing::new(60_000);
+        let absurd = RateLimitHeaders {
+            limit: Some(10),
+            remaining: Some(0),
+            reset: Some(99_999_999_999),
+            ..RateLimitHeaders::default()
+        };
+        pacing.grant(start);
+        pacing.observe(start, &absurd.observation(start, local), 0, NO_JITTER);
+        pacing.release();
+        let resume = start + MAX_RESET_WAIT;
+        assert_eq!(pacing.decide(start + MS), Decision::WaitUntil(resume));
+        // After the window, a sound answer describes the window as it is.
+        let epoch = pacing.grant(resume);
+        let later_local = local + MAX_RESET_WAIT.as_secs_f64();
+        let sound = RateLimitHeaders {
+            limit: Some(10),
+            remaining: Some(7),
+            reset: Some(1_800_000_100),
+            ..RateLimitHeaders::default()
+        };
+        pacing.observe(
+            resume,
+            &sound.observation(resume, later_local),
+            epoch,
+            NO_JITTER,
+        );
+        pacing.release();
+        assert_eq!(pacing.remaining_estimate(), Some(7));
+    }
+
+    #[test]
+    fn header_numbers_out_of_every_range_never_panic() {
+        for value in [
+            "nan", "inf", "-inf", "-1", "1e400", "0x10", "", " 12.5 ", "-0",
+        ] {
+            let mut headers = HeaderMap::new();
+            for name in [
+                "x-ratelimit-limit",
+                "x-ratelimit-remaining",
+                "x-ratelimit-reset",
+                "retry-after",
+            ] {
+                headers.insert(name, HeaderValue::from_str(value).unwrap());
+            }
+            let parsed = RateLimitHeaders::from_headers(&headers);
+            for local in [f64::NAN, -1e300, 0.0, 1_800_000_000.0, 1e300] {
+                for throttled in [false, true] {
+                    let answered = Answered {
+                        headers: parsed,
+                        throttled,
+                    };
+                    assert!(wait_after_answers(&[answered, answered], local) <= MAX_PACING_WAIT);
+                }
+            }
+        }
+    }
+
     impl Pacing {
         fn remaining_estimate(&self) -> Option<i64> {
             self.window.as_ref().map(|window| window.remaining)
@@ -860,6 +1163,46 @@ mod pacing_properties {
         grants
     }
 
+    /// A header value as a broken server might send it: sound numbers, huge ones,
+    /// fractions, negatives, words and dates.
+    fn header_text() -> impl Strategy<Value = String> {
+        prop_oneof![
+            any::<u64>().prop_map(|n| n.to_string()),
+            any::<f64>().prop_map(|n| n.to_string()),
+            (0u64..=200).prop_map(|n| n.to_string()),
+            (1_799_999_000u64..=1_800_010_000).prop_map(|n| n.to_string()),
+            Just("Fri, 01 Jan 9999 00:00:00 GMT".to_owned()),
+            "[ -~]{0,24}",
+        ]
+    }
+
+    fn answered() -> impl Strategy<Value = Answered> {
+        (
+            proptest::collection::vec(proptest::option::of(header_text()), 4),
+            any::<bool>(),
+        )
+            .prop_map(|(values, throttled)| {
+                let mut headers = HeaderMap::new();
+                let names = [
+                    "x-ratelimit-limit",
+                    "x-ratelimit-remaining",
+                    "x-ratelimit-reset",
+                    "retry-after",
+                ];
+                for (name, value) in names.iter().zip(values) {
+                    if let Some(value) =
+                        value.and_then(|v| reqwest::header::HeaderValue::from_str(&v).ok())
+                    {
+                        headers.insert(*name, value);
+                    }
+                }
+                Answered {
+                    headers: RateLimitHeaders::from_headers(&headers),
+                    throttled,
+                }
+            })
+    }
+
     proptest! {
         #[test]
         fn no_more_than_remaining_start_before_the_reset(window in window()) {
@@ -893,6 +1236,15 @@ mod pacing_properties {
                     prop_assert!(*later - *at >= minute, "{} starts within {:?}", window.budget + 1, *later - *at);
                 }
             }
+        }
+
+        #[test]
+        fn no_answer_makes_a_request_wait_longer_than_one_window(
+            answers in proptest::collection::vec(answered(), 1..4),
+            local_unix in prop_oneof![Just(1_800_000_000.0), any::<f64>()],
+        ) {
+            let wait = wait_after_answers(&answers, local_unix);
+            prop_assert!(wait <= MAX_PACING_WAIT, "waited {:?}", wait);
         }
 
         #[test]

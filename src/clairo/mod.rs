@@ -29,7 +29,8 @@ use url::Url;
 
 pub use error::{BILLING_URL, ClairoError};
 pub use limiter::{
-    LATE_RESET_SLACK, MAX_THROTTLE_WAIT, Permit, RESET_JITTER_MAX, RateLimitHeaders, RateLimiter,
+    Answered, LATE_RESET_SLACK, MAX_PACING_WAIT, MAX_RESET_WAIT, Permit, RESET_JITTER_MAX,
+    RateLimitHeaders, RateLimiter, wait_after_answers,
 };
 pub use types::{
     Agent, BriefDetail, BriefSummary, ChatReply, Conversation, ConversationSummary, DiscoverReply,
@@ -51,6 +52,14 @@ pub const MAX_THROTTLED_RETRIES: u32 = 10;
 /// (up to 25 MB of audio), so it gets at least this long, whatever `timeout` says.
 pub const UPLOAD_TIMEOUT_FLOOR: Duration = Duration::from_secs(10 * 60);
 
+/// The default `clairo.max_response_size`: 64 MiB. A list of `limit` items is far smaller
+/// (100,000 briefs are about 28 MB of JSON).
+pub const DEFAULT_MAX_RESPONSE_SIZE: u64 = 64 * 1024 * 1024;
+
+/// An error answer is read only this far: its message is cut to a few hundred
+/// characters anyway, and a server sending an endless error page gets no more memory.
+const ERROR_BODY_BYTES: u64 = 64 * 1024;
+
 const USER_AGENT_VALUE: &str = concat!("clairo-sync/", env!("CARGO_PKG_VERSION"));
 
 #[derive(Clone, Debug)]
@@ -67,11 +76,15 @@ pub struct ClientOptions {
     /// The first backoff; each retry doubles it, up to `backoff_cap`, with full jitter.
     pub backoff_base: Duration,
     pub backoff_cap: Duration,
+    /// The largest successful answer body read, in bytes (`clairo.max_response_size`); a
+    /// larger one fails the request with [`ClairoError::ResponseTooLarge`].
+    pub max_response_size: u64,
 }
 
 impl ClientOptions {
     /// The defaults: 900 requests a minute (headroom under the business's 1,000 for its
-    /// other integrations), 30 s timeout, 5 attempts, backoff from 500 ms up to 30 s.
+    /// other integrations), 30 s timeout, 5 attempts, backoff from 500 ms up to 30 s,
+    /// answers up to 64 MiB.
     pub fn new(base_url: Url, api_key: Secret) -> Self {
         Self {
             base_url,
@@ -81,6 +94,7 @@ impl ClientOptions {
             max_attempts: 5,
             backoff_base: Duration::from_millis(500),
             backoff_cap: Duration::from_secs(30),
+            max_response_size: DEFAULT_MAX_RESPONSE_SIZE,
         }
     }
 }
@@ -431,12 +445,24 @@ impl ClairoClient {
             self.log_response(call, status, started);
             return RetryAction::Throttled { waited };
         }
-        let body = response.bytes().await;
+        // A success is read whole up to the cap (a larger one is refused, never cut: a
+        // truncated list would read as a shorter one); an error answer only for its message.
+        let body = if status.is_success() {
+            read_capped(response, inner.options.max_response_size, Overflow::Refuse).await
+        } else {
+            read_capped(response, ERROR_BODY_BYTES, Overflow::Truncate).await
+        };
         drop(permit);
         self.log_response(call, status, started);
         let body = match body {
             Ok(body) => body,
-            Err(error) => {
+            Err(BodyError::TooLarge) => {
+                return RetryAction::DontRetry(ClairoError::ResponseTooLarge {
+                    endpoint: call.endpoint,
+                    limit: inner.options.max_response_size,
+                });
+            }
+            Err(BodyError::Transport(error)) => {
                 let error_text = transport_text(&error);
                 return self.transport_action(call, &error, error_text);
             }
@@ -550,6 +576,52 @@ impl ClairoClient {
             }
         })
     }
+}
+
+/// What to do with a body longer than the cap.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Overflow {
+    Refuse,
+    Truncate,
+}
+
+enum BodyError {
+    TooLarge,
+    Transport(reqwest::Error),
+}
+
+/// Reads a body chunk by chunk, never holding more than `cap` bytes of it: an announced
+/// `Content-Length` over the cap is refused before reading, a stream that grows past it is
+/// dropped there (the connection with it).
+async fn read_capped(
+    mut response: reqwest::Response,
+    cap: u64,
+    overflow: Overflow,
+) -> Result<bytes::Bytes, BodyError> {
+    let announced = response.content_length();
+    if overflow == Overflow::Refuse && announced.is_some_and(|length| length > cap) {
+        return Err(BodyError::TooLarge);
+    }
+    let cap = usize::try_from(cap).unwrap_or(usize::MAX);
+    // Sized from the announced length when there is one (it is within the cap), so a
+    // large list is not copied again and again as it grows.
+    let initial = announced
+        .and_then(|length| usize::try_from(length).ok())
+        .unwrap_or(0)
+        .min(cap);
+    let mut body = Vec::with_capacity(initial);
+    while let Some(chunk) = response.chunk().await.map_err(BodyError::Transport)? {
+        let room = cap - body.len();
+        if chunk.len() > room {
+            if overflow == Overflow::Refuse {
+                return Err(BodyError::TooLarge);
+            }
+            body.extend_from_slice(&chunk[..room]);
+            break;
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body.into())
 }
 
 /// The multipart form for `POST /meetings`, the recording streamed from its open file,

@@ -165,6 +165,13 @@ pub async fn serve(
         let stop = stop.clone();
         tasks.spawn(async move { meetings_loop(generations, stop).await });
     }
+    {
+        let generations = generations.clone();
+        let store = runtime.store.clone();
+        let metrics = runtime.metrics.clone();
+        let stop = stop.clone();
+        tasks.spawn(async move { daemon::stale_loop(generations, store, metrics, stop).await });
+    }
     if SourceKind::enabled(&runtime.config).is_empty() && runtime.config.meetings.folders.is_empty()
     {
         tracing::warn!(

@@ -6,6 +6,7 @@
 use std::collections::HashSet;
 
 use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
 
 use crate::clairo::{ClairoError, Conversation, ConversationSummary};
 use crate::config::ConversationsSync;
@@ -206,12 +207,12 @@ async fn refresh(
         let data = event_data(&conversation, previous as usize);
         context.event(
             EventType::ConversationUpdated,
-            &format!("{}:{}", conversation.id, total),
+            &event_key(&conversation),
             state.agent_id.as_deref(),
             data,
         )
     });
-    let recorded = context
+    let written = context
         .store
         .record_conversation(
             &state,
@@ -220,11 +221,31 @@ async fn refresh(
             event.as_ref(),
         )
         .await?;
-    if recorded && let Some(event) = &event {
+    // Counted only when written: an event whose id is recorded already is no new event.
+    if written && let Some(event) = &event {
         report.events += 1;
         context.emitted(event);
     }
     Ok(())
+}
+
+/// What a `conversation.updated` event's id is derived from: the conversation id, the
+/// message count and a digest of every message as sent. New content always makes a new
+/// id, even at a count seen before (history that went back, A,B → A → A,C, brings C under
+/// a new id rather than B's), while the same state polled again makes the same id.
+fn event_key(conversation: &Conversation) -> String {
+    let mut digest = Sha256::new();
+    for message in &conversation.messages {
+        // `Value`'s text is canonical (object keys sorted), so the same message always
+        // hashes the same; the newline keeps message boundaries apart.
+        digest.update(message.raw.to_string().as_bytes());
+        digest.update(b"\n");
+    }
+    let hex: String = digest.finalize()[..16]
+        .iter()
+        .map(|byte| format!("{byte:02x}"))
+        .collect();
+    format!("{}:{}:{hex}", conversation.id, conversation.messages.len())
 }
 
 /// `{"conversation": {id, agentId, status, messages}, "newMessages": [...]}`.

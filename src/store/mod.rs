@@ -334,7 +334,8 @@ impl Store {
     }
 
     /// Records a brief and, in the same transaction, its event and deliveries.
-    /// A brief already recorded is left alone (and no event is made twice).
+    /// A brief already recorded is left alone (and no event is made twice). Says whether
+    /// the brief was new and, when an event was given, whether it was written too.
     pub async fn record_brief(
         &self,
         brief: &BriefRecord<'_>,
@@ -342,11 +343,12 @@ impl Store {
     ) -> Result<bool> {
         let mut tx = self.write_tx().await?;
         let inserted = insert_brief(&mut tx, brief, now_ms()).await?;
-        if inserted && let Some(event) = event {
-            insert_event(&mut tx, event).await?;
-        }
+        let written = match event {
+            Some(event) if inserted => insert_event(&mut tx, event).await?,
+            _ => inserted,
+        };
         tx.commit().await?;
-        Ok(inserted)
+        Ok(written)
     }
 
     /// Records briefs as seen, without events (`start_from = "now"`), in transactions of
@@ -413,7 +415,8 @@ impl Store {
     /// Records what is now known of a conversation and, in the same transaction, its
     /// event. `raw` is the conversation's JSON text, stored as it is. `previous_count`
     /// guards against a concurrent writer: the row is updated only if it still holds the
-    /// count the caller diffed against.
+    /// count the caller diffed against. Says whether the event was written: an event
+    /// whose id is recorded already is not written again.
     pub async fn record_conversation(
         &self,
         state: &ConversationState,
@@ -454,11 +457,12 @@ impl Store {
             .await?
             .rows_affected(),
         } == 1;
-        if changed && let Some(event) = event {
-            insert_event(&mut tx, event).await?;
-        }
+        let written = match event {
+            Some(event) if changed => insert_event(&mut tx, event).await?,
+            _ => false,
+        };
         tx.commit().await?;
-        Ok(changed)
+        Ok(written)
     }
 
     // ---- events and deliveries ----
@@ -854,7 +858,9 @@ async fn open_lock(path: &Path) -> Result<std::fs::File> {
     })
 }
 
-async fn insert_event(tx: &mut Transaction<'static, Sqlite>, event: &NewEvent) -> Result<()> {
+/// Inserts an event and its deliveries; whether it was new (an id recorded already is
+/// the same event, whose deliveries exist).
+async fn insert_event(tx: &mut Transaction<'static, Sqlite>, event: &NewEvent) -> Result<bool> {
     let now = now_ms();
     let inserted = sqlx::query(
         "INSERT INTO events (id, type, agent_id, created_at, envelope) VALUES (?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING",
@@ -869,7 +875,7 @@ async fn insert_event(tx: &mut Transaction<'static, Sqlite>, event: &NewEvent) -
     .rows_affected();
     if inserted == 0 {
         // The same event (same stable id) was recorded before: its deliveries exist.
-        return Ok(());
+        return Ok(false);
     }
     for connector in &event.connectors {
         sqlx::query(
@@ -884,7 +890,7 @@ async fn insert_event(tx: &mut Transaction<'static, Sqlite>, event: &NewEvent) -
         .execute(&mut **tx)
         .await?;
     }
-    Ok(())
+    Ok(true)
 }
 
 fn conversation_from_row(row: &sqlx::sqlite::SqliteRow) -> ConversationState {

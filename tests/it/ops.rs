@@ -232,6 +232,8 @@ fn the_alert_rules_use_only_contract_metric_names() {
         "clairo_sync_meeting_uploads_total",
         "clairo_sync_items_skipped_total",
         "clairo_sync_build_info",
+        // Added with the boundary work: a source behind its own schedule (/readyz too).
+        "clairo_sync_source_stale",
     ];
     let used: Vec<&str> = rules
         .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))

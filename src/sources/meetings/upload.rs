@@ -346,6 +346,12 @@ fn verdict(error: &ClairoError, prepared: &Prepared) -> SendError {
                 "the meeting probably exists in Clairo already: look there first; to send it again, {back}"
             ),
         )),
+        ClairoError::ResponseTooLarge { .. } => SendError::Rejected(Rejection::new(
+            format!("Clairo accepted the upload but its answer could not be read ({error})"),
+            format!(
+                "the meeting probably exists in Clairo already: look there first; to send it again, {back}"
+            ),
+        )),
         ClairoError::InvalidKey | ClairoError::PlanRequired => retry(true),
         ClairoError::RateLimited
         | ClairoError::Server { .. }
