@@ -1,5 +1,5 @@
-//! Every Prometheus metric of design.md §9, in one registry that each part of the daemon
-//! reports to. Label values are bounded: endpoints are route templates, sources and
+//! Every Prometheus metric, in one registry that each part of the daemon reports to. The
+//! names are a contract (docs/architecture.md §7). Label values are bounded: endpoints are route templates, sources and
 //! connectors come from the config, never an item id.
 
 use std::sync::Arc;

@@ -1,4 +1,4 @@
-//! The event envelope of design.md §5: `{"id", "type", "timestamp", "data"}`.
+//! The event envelope (a contract: docs/architecture.md §7): `{"id", "type", "timestamp", "data"}`.
 
 use std::fmt;
 

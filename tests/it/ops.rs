@@ -218,7 +218,7 @@ fn the_alert_rules_pass_promtool_check_and_their_unit_tests() {
 #[test]
 fn the_alert_rules_use_only_contract_metric_names() {
     let rules = read(&repo("config/prometheus/clairo-sync.rules.yml"));
-    // design.md §9: the names dashboards and these rules rely on.
+    // The contract names (docs/architecture.md §7) dashboards and these rules rely on.
     let contract = [
         "clairo_sync_api_requests_total",
         "clairo_sync_api_rate_limit_remaining",
@@ -246,7 +246,7 @@ fn the_alert_rules_use_only_contract_metric_names() {
     for word in used {
         assert!(
             contract.contains(&word),
-            "{word} is not a metric of design.md §9"
+            "{word} is not a contract metric (docs/architecture.md §7)"
         );
     }
 }
