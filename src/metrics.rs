@@ -1,6 +1,6 @@
 //! Every Prometheus metric, in one registry that each part of the daemon reports to. The
-//! names are a contract (docs/architecture.md §7). Label values are bounded: endpoints are route templates, sources and
-//! connectors come from the config, never an item id.
+//! names are a contract (docs/architecture.md §7). Label values are bounded: endpoints are
+//! route templates, sources and connectors come from the config, never an item id.
 
 use std::sync::Arc;
 
