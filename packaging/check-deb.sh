@@ -25,6 +25,7 @@ for path in \
   ./usr/lib/tmpfiles.d/clairo-sync.conf \
   ./usr/share/clairo-sync/clairo-sync.rules.yml \
   ./usr/share/clairo-sync/clairo-sync.rules.test.yml \
+  ./usr/share/clairo-sync/grafana-dashboard.json \
   ./usr/share/man/man1/clairo-sync.1.gz \
   ./usr/share/bash-completion/completions/clairo-sync; do
   if ! grep -q " $path\$" <<<"$contents"; then
