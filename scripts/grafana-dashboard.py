@@ -53,6 +53,8 @@ ts("Poll runs by source and outcome","Runs per second of each source (success, f
 ts("Time since last successful run","Seconds since each source last completed a run; grows without bound when a source is stuck (ClairoSyncSourceStale).",[(f'time() - clairo_sync_last_success_timestamp_seconds{{{SEL}}}',"{{source}}")],8,y,unit="s")
 ts("Items skipped","API items that failed to parse and were skipped (the journal has a warning for each).",[(f'sum by (source) (increase(clairo_sync_items_skipped_total{{{SEL}}}[{R}]))',"{{source}}")],16,y)
 y+=8
+ts("Sources behind schedule","1 while a source has not completed a run for three of its schedule periods (plus 90 s); /readyz is false meanwhile (ClairoSyncSourceBehindSchedule).",[(f'max by (source) (clairo_sync_source_stale{{{SEL}}})',"{{source}}")],0,y,w=24,h=6)
+y+=6
 row("Events and deliveries",y); y+=1
 ts("Events by type","Events recorded per second: new briefs, conversation updates, processed meetings.",[(f'sum by (type) (rate(clairo_sync_events_total{{{SEL}}}[{R}]))',"{{type}}")],0,y,unit="ops",stack=True)
 ts("Deliveries by connector and outcome","Delivery attempts per second (delivered, retry, dead).",[(f'sum by (connector, outcome) (rate(clairo_sync_deliveries_total{{{SEL}}}[{R}]))',"{{connector}} {{outcome}}")],8,y,unit="ops")
