@@ -466,3 +466,60 @@ fn a_slack_table_parses_with_url_file_and_refuses_unknown_keys() {
     );
     assert!(!printed.contains("tok_secret"), "{printed}");
 }
+
+#[tokio::test]
+async fn the_fake_refuses_what_slack_refuses_with_slacks_words() {
+    let fake = FakeSlack::start().await;
+    crate::install_crypto_provider();
+    let client = reqwest::Client::new();
+    let section =
+        |text: String| json!({"type": "section", "text": {"type": "plain_text", "text": text}});
+    let header =
+        |text: String| json!({"type": "header", "text": {"type": "plain_text", "text": text}});
+    let cases = [
+        (json!({}), "no_text"),
+        (
+            json!({"blocks": [header("h".repeat(151))]}),
+            "invalid_blocks",
+        ),
+        (
+            json!({"blocks": [section("s".repeat(3001))]}),
+            "invalid_blocks",
+        ),
+        (
+            json!({"blocks": vec![section("s".to_owned()); 51]}),
+            "invalid_blocks",
+        ),
+        (json!({"blocks": [{"type": "marquee"}]}), "invalid_blocks"),
+        (
+            json!({"text": "fine", "blocks": [header("h".repeat(150)), section("s".repeat(3000))]}),
+            "ok",
+        ),
+    ];
+    for (message, word) in cases {
+        let response = client.post(&fake.url).json(&message).send().await.unwrap();
+        let status = response.status().as_u16();
+        assert_eq!(response.text().await.unwrap(), word, "{message}");
+        assert_eq!(status, if word == "ok" { 200 } else { 400 }, "{message}");
+    }
+    let plain = client
+        .post(&fake.url)
+        .header("content-type", "text/plain")
+        .body(r#"{"text": "hi"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(plain.status().as_u16(), 400);
+    assert_eq!(plain.text().await.unwrap(), "invalid_payload");
+    let payload: String = url::form_urlencoded::Serializer::new(String::new())
+        .append_pair("payload", r#"{"text": "hi"}"#)
+        .finish();
+    let form = client
+        .post(&fake.url)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(payload)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(form.text().await.unwrap(), "ok");
+}
