@@ -5,9 +5,11 @@
 //! checkpoint it saved last time, and stores whatever it answers.
 #![forbid(unsafe_code)]
 
+mod chat;
 mod crm;
 mod event;
 mod http;
+pub mod json_template;
 pub mod lead;
 mod secret;
 #[cfg(test)]
@@ -17,6 +19,8 @@ pub mod email;
 pub mod file;
 pub mod hubspot;
 pub mod pipedrive;
+pub mod slack;
+pub mod teams;
 pub mod webhook;
 
 use std::path::PathBuf;
@@ -27,6 +31,7 @@ use async_trait::async_trait;
 use serde::Deserialize;
 use tracing::debug;
 
+pub use chat::ChatConfig;
 pub use event::{Event, EventType, event_id};
 pub use http::install_crypto_provider;
 pub use secret::Secret;
@@ -192,6 +197,8 @@ pub enum ConnectorConfig {
     Hubspot(hubspot::HubspotConfig),
     Pipedrive(pipedrive::PipedriveConfig),
     File(file::FileConfig),
+    Slack(slack::SlackConfig),
+    Teams(teams::TeamsConfig),
 }
 
 /// A problem found in a connector's configuration: the key (relative to the
@@ -253,6 +260,8 @@ impl ConnectorConfig {
             Self::Hubspot(_) => "hubspot",
             Self::Pipedrive(_) => "pipedrive",
             Self::File(_) => "file",
+            Self::Slack(_) => "slack",
+            Self::Teams(_) => "teams",
         }
     }
 
@@ -264,6 +273,7 @@ impl ConnectorConfig {
             Self::Hubspot(config) => config.secret_slots(),
             Self::Pipedrive(config) => config.secret_slots(),
             Self::File(_) => Vec::new(),
+            Self::Slack(config) | Self::Teams(config) => config.secret_slots(),
         }
     }
 
@@ -276,6 +286,8 @@ impl ConnectorConfig {
             Self::Hubspot(config) => config.validate(),
             Self::Pipedrive(config) => config.validate(),
             Self::File(config) => config.validate(),
+            Self::Slack(config) => slack::validate(config),
+            Self::Teams(config) => teams::validate(config),
         }
     }
 
@@ -289,6 +301,8 @@ impl ConnectorConfig {
                 Ok(Arc::new(pipedrive::PipedriveConnector::new(name, config)?))
             }
             Self::File(config) => Ok(Arc::new(file::FileConnector::new(config))),
+            Self::Slack(config) => Ok(Arc::new(slack::SlackConnector::new(name, config)?)),
+            Self::Teams(config) => Ok(Arc::new(teams::TeamsConnector::new(name, config)?)),
         }
     }
 }

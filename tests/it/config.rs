@@ -282,6 +282,8 @@ fn the_example_configs_optional_connectors_are_valid_when_uncommented() {
         "type = \"email\"",
         "type = \"hubspot\"",
         "type = \"pipedrive\"",
+        "type = \"slack\"",
+        "type = \"teams\"",
     ] {
         assert!(block.contains(kind), "the example shows {kind}");
     }
@@ -301,6 +303,19 @@ fn the_example_configs_optional_connectors_are_valid_when_uncommented() {
     let mut text = std::fs::read_to_string(&path).unwrap();
     for name in secret_files {
         let file = write(dir.path(), name, "secret-value");
+        text = text.replace(&format!("/etc/clairo-sync/{name}"), file.to_str().unwrap());
+    }
+    for (name, url) in [
+        (
+            "slack-url",
+            "https://hooks.slack.com/services/T1/B2/example",
+        ),
+        (
+            "teams-url",
+            "https://prod-00.westeurope.logic.azure.com/workflows/example",
+        ),
+    ] {
+        let file = write(dir.path(), name, url);
         text = text.replace(&format!("/etc/clairo-sync/{name}"), file.to_str().unwrap());
     }
     text = text.replace("templates_dir = \"/etc/clairo-sync/templates\"", "");

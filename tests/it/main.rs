@@ -1,6 +1,7 @@
 //! The integration tests: one binary, one module per area. Every test uses real files,
 //! real HTTP on 127.0.0.1 port 0, and the sandbox for the Clairo API.
 
+mod chat;
 mod client;
 mod config;
 mod dashboard;
