@@ -61,7 +61,7 @@ pub struct HubspotConfig {
     #[serde(default = "crm::default_timeout", with = "humantime_serde")]
     pub timeout: Duration,
     /// The answer holding the contact's email; by default any answer whose name mentions
-    /// "email", then the summary (design §5).
+    /// "email", then the summary.
     #[serde(default)]
     pub email_answer_key: Option<String>,
     /// Answers copied onto the contact: answer key → HubSpot property (internal name).

@@ -71,7 +71,7 @@ pub struct PipedriveConfig {
     #[serde(default = "crm::default_timeout", with = "humantime_serde")]
     pub timeout: Duration,
     /// The answer holding the contact's email; by default any answer whose name mentions
-    /// "email", then the summary (design §5).
+    /// "email", then the summary.
     #[serde(default)]
     pub email_answer_key: Option<String>,
     /// What a brief without an email becomes. A Pipedrive note must hang on a person,
