@@ -302,7 +302,15 @@ pub async fn check_online(loaded: &LoadedConfig, send_test: bool) -> CommandResu
             .build(name)
             .map_err(|error| anyhow::anyhow!("connectors.{name}: {error}"))?;
         match connector.probe().await {
-            Ok(what) => println!("connectors.{name}: ok ({what})"),
+            Ok(what) => {
+                println!("connectors.{name}: ok ({what})");
+                match connector.audit().await {
+                    Ok(found) => problems.extend(found.into_iter().map(|problem| {
+                        format!("connectors.{name}.{}: {}", problem.key, problem.message)
+                    })),
+                    Err(error) => problems.push(format!("connectors.{name}: {error}")),
+                }
+            }
             Err(error) => problems.push(format!("connectors.{name}: {error}")),
         }
         if send_test {

@@ -3,13 +3,12 @@
 
 use std::time::Duration;
 
-use chrono::{DateTime, Days, Utc};
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use reqwest::{RequestBuilder, StatusCode};
 use serde_json::Value;
 use url::Url;
 
-use crate::http::{self, MAX_WAIT, NoAnswer};
+use crate::http::{self, NoAnswer};
 use crate::{Attempt, ConfigProblem, Secret};
 
 /// Bytes of an answer read at most. CRM answers to these calls are a few kilobytes; the
@@ -160,6 +159,14 @@ impl Api {
 
     pub fn post(&self, path: &str) -> RequestBuilder {
         self.client.post(self.url(path))
+    }
+
+    pub fn put(&self, path: &str) -> RequestBuilder {
+        self.client.put(self.url(path))
+    }
+
+    pub fn patch(&self, path: &str) -> RequestBuilder {
+        self.client.patch(self.url(path))
     }
 
     /// `host:port` of the API: enough to say where.
@@ -341,34 +348,4 @@ pub(crate) fn header_number(headers: &HeaderMap, name: &str) -> Option<f64> {
         .parse::<f64>()
         .ok()
         .filter(|number| number.is_finite() && *number >= 0.0)
-}
-
-/// How long until the next midnight, UTC.
-pub(crate) fn until_next_utc_midnight(now: DateTime<Utc>) -> Duration {
-    let midnight = now
-        .date_naive()
-        .checked_add_days(Days::new(1))
-        .and_then(|day| day.and_hms_opt(0, 0, 0))
-        .map(|time| time.and_utc());
-    midnight
-        .and_then(|midnight| (midnight - now).to_std().ok())
-        .unwrap_or(MAX_WAIT)
-        .min(MAX_WAIT)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_next_utc_midnight_is_at_most_a_day_away() {
-        let now = DateTime::parse_from_rfc3339("2026-04-01T23:59:30Z")
-            .unwrap()
-            .with_timezone(&Utc);
-        assert_eq!(until_next_utc_midnight(now), Duration::from_secs(30));
-        let now = DateTime::parse_from_rfc3339("2026-04-01T00:00:00Z")
-            .unwrap()
-            .with_timezone(&Utc);
-        assert_eq!(until_next_utc_midnight(now), MAX_WAIT);
-    }
 }

@@ -1,8 +1,10 @@
 //! What the HubSpot and Pipedrive connectors share, one idea per file: the note a brief or
 //! a meeting becomes ([`note`]), the progress a delivery saves between calls
 //! ([`progress`]), and the config keys both tables have with the API client that turns one
-//! call into an answer or a failed [`Attempt`] ([`api`], on top of [`crate::http`]). What
-//! is left here is the policy both follow.
+//! call into an answer or a failed [`Attempt`] ([`api`], on top of [`crate::http`]); the
+//! free-mail domains no company is made of ([`freemail`]), the title of a deal or lead
+//! ([`title`]), and the suggestions `check --online` makes ([`audit`]). What is left here
+//! is the policy both follow.
 
 use std::time::Duration;
 
@@ -11,12 +13,18 @@ use serde::Deserialize;
 use crate::Attempt;
 
 mod api;
+mod audit;
+mod freemail;
 mod note;
 mod progress;
+mod title;
 
 pub(crate) use api::*;
+pub(crate) use audit::*;
+pub(crate) use freemail::*;
 pub(crate) use note::*;
 pub(crate) use progress::*;
+pub(crate) use title::*;
 
 /// `timeout` of a CRM connector when the config gives none: the limit on each call.
 pub(crate) fn default_timeout() -> Duration {

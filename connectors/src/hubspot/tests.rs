@@ -1,5 +1,7 @@
 use std::time::Duration;
 
+use reqwest::StatusCode;
+use reqwest::header::HeaderMap;
 use serde_json::json;
 
 use super::fake::{FakeHubspot, Fault, Route};
@@ -17,6 +19,10 @@ fn config(base_url: &str) -> HubspotConfig {
         timeout: Duration::from_secs(5),
         email_answer_key: None,
         properties: BTreeMap::new(),
+        set: BTreeMap::new(),
+        owner_id: None,
+        company: false,
+        deal: None,
         without_email: WithoutEmail::Note,
     }
 }
@@ -255,32 +261,35 @@ async fn a_429_ten_secondly_rolling_is_retried_after_the_interval() {
 }
 
 #[tokio::test]
-async fn a_429_daily_waits_for_the_next_midnight_utc() {
+async fn a_429_daily_names_the_retry_time_in_the_accounts_time_zone() {
     let fake = FakeHubspot::start(TOKEN).await;
+    fake.set_time_zone("Asia/Tokyo", 9 * 3_600_000);
     fake.inject(Route::Upsert, Fault::Daily, 1);
 
     let attempt = first_attempt(&connector(&config(&fake.base_url)), &john_brief()).await;
 
     let (after, reason) = retry_of(&attempt);
     let after = after.unwrap();
-    assert!(after > Duration::ZERO && after <= MAX_WAIT, "{after:?}");
-    assert!(reason.contains("midnight UTC"), "{reason}");
+    assert!(
+        after > Duration::ZERO && after <= crate::http::MAX_WAIT,
+        "{after:?}"
+    );
+    assert!(reason.contains("daily limit"), "{reason}");
+    assert!(reason.contains("Asia/Tokyo (UTC+09:00)"), "{reason}");
+    // Midnight in Tokyo is 15:00 UTC.
+    assert!(reason.contains(" 00:00 there ("), "{reason}");
+    assert!(reason.contains(" 15:00 UTC)"), "{reason}");
+    assert_eq!(fake.calls(Route::AccountInfo), 1);
 }
 
-#[test]
-fn retry_after_wins_over_hubspots_policy() {
-    let mut headers = HeaderMap::new();
-    headers.insert("retry-after", "7".parse().unwrap());
-    headers.insert(
-        "x-hubspot-ratelimit-interval-milliseconds",
-        "10000".parse().unwrap(),
-    );
-    let body = json!({"policyName": "TEN_SECONDLY_ROLLING"});
-    let (wait, _) = rate_limit_wait(&headers, &body, Utc::now(), SystemTime::now());
-    assert_eq!(wait, Duration::from_secs(7));
-
-    let (wait, _) = rate_limit_wait(&HeaderMap::new(), &json!({}), Utc::now(), SystemTime::now());
-    assert_eq!(wait, DEFAULT_INTERVAL);
+#[tokio::test]
+async fn the_accounts_time_zone_is_read_once_not_at_every_delivery() {
+    let fake = FakeHubspot::start(TOKEN).await;
+    let connector = connector(&config(&fake.base_url));
+    for _ in 0..3 {
+        first_attempt(&connector, &john_brief()).await;
+    }
+    assert_eq!(fake.calls(Route::AccountInfo), 1);
 }
 
 #[tokio::test]
