@@ -860,21 +860,24 @@ fn check_associations(
     fake: &FakeHubspot,
     body: &Value,
     allowed: &[(u64, &str)],
-) -> Result<Vec<(String, String)>, Response> {
+) -> Result<Vec<(String, String)>, Box<Response>> {
     let mut found = Vec::new();
     let Some(associations) = body.get("associations") else {
         return Ok(found);
     };
     let Some(associations) = associations.as_array() else {
-        return Err(reject(fake, "`associations` must be an array"));
+        return Err(Box::new(reject(fake, "`associations` must be an array")));
     };
     for association in associations {
         let Some(id) = association.pointer("/to/id").and_then(crate::crm::id_text) else {
-            return Err(reject(fake, "an association needs to.id"));
+            return Err(Box::new(reject(fake, "an association needs to.id")));
         };
         let types = association.get("types").and_then(Value::as_array);
         let Some([kind]) = types.map(Vec::as_slice) else {
-            return Err(reject(fake, "an association needs exactly one type"));
+            return Err(Box::new(reject(
+                fake,
+                "an association needs exactly one type",
+            )));
         };
         let category = kind.get("associationCategory").and_then(Value::as_str);
         let type_id = kind.get("associationTypeId").and_then(Value::as_u64);
@@ -883,12 +886,12 @@ fn check_associations(
             .find(|(allowed_id, _)| Some(*allowed_id) == type_id)
             .map(|(_, target)| *target);
         let (Some("HUBSPOT_DEFINED"), Some(target)) = (category, target) else {
-            return Err(reject(
+            return Err(Box::new(reject(
                 fake,
                 &format!(
                     "association type {type_id:?} in category {category:?} is not one this object has"
                 ),
-            ));
+            )));
         };
         let inner = fake.lock();
         let exists = match target {
@@ -897,11 +900,11 @@ fn check_associations(
         };
         drop(inner);
         if !exists {
-            return Err(error(
+            return Err(Box::new(error(
                 StatusCode::BAD_REQUEST,
                 "VALIDATION_ERROR",
                 &format!("One or more associations are invalid: no {target} {id}"),
-            ));
+            )));
         }
         found.push((target.to_owned(), id));
     }
@@ -950,7 +953,7 @@ fn create_record(fake: &FakeHubspot, body: &Value, kind: Kind) -> Response {
     }
     let associations = match check_associations(fake, body, allowed) {
         Ok(associations) => associations,
-        Err(response) => return response,
+        Err(response) => return *response,
     };
     let mut inner = fake.lock();
     let id = inner.fresh_id();
@@ -979,10 +982,16 @@ fn create_record(fake: &FakeHubspot, body: &Value, kind: Kind) -> Response {
 
 /// The filters of a search body, all of which must hold (one filter group, as the
 /// connector sends).
-fn filters(fake: &FakeHubspot, body: &Value) -> Result<Vec<(String, String, String)>, Response> {
+fn filters(
+    fake: &FakeHubspot,
+    body: &Value,
+) -> Result<Vec<(String, String, String)>, Box<Response>> {
     let groups = body.get("filterGroups").and_then(Value::as_array);
     let Some(groups) = groups.filter(|groups| !groups.is_empty() && groups.len() <= 5) else {
-        return Err(reject(fake, "filterGroups must hold 1 to 5 groups"));
+        return Err(Box::new(reject(
+            fake,
+            "filterGroups must hold 1 to 5 groups",
+        )));
     };
     let mut all = Vec::new();
     for group in groups {
@@ -996,16 +1005,16 @@ fn filters(fake: &FakeHubspot, body: &Value) -> Result<Vec<(String, String, Stri
             let (Some(property), Some(operator), Some(value)) =
                 (field("propertyName"), field("operator"), field("value"))
             else {
-                return Err(reject(
+                return Err(Box::new(reject(
                     fake,
                     "a filter needs propertyName, operator and value",
-                ));
+                )));
             };
             if !matches!(operator.as_str(), "EQ" | "CONTAINS_TOKEN") {
-                return Err(reject(
+                return Err(Box::new(reject(
                     fake,
                     "this fake searches with EQ or CONTAINS_TOKEN only",
-                ));
+                )));
             }
             all.push((property, operator, value));
         }
@@ -1026,7 +1035,7 @@ fn matches(properties: &BTreeMap<String, String>, filters: &[(String, String, St
     })
 }
 
-fn search_answer(results: Vec<Value>) -> Response {
+fn search_answer(results: &[Value]) -> Response {
     answer(
         StatusCode::OK,
         json!({"total": results.len(), "results": results}),
@@ -1036,7 +1045,7 @@ fn search_answer(results: Vec<Value>) -> Response {
 fn search_records(fake: &FakeHubspot, body: &Value, kind: Kind) -> Response {
     let filters = match filters(fake, body) {
         Ok(filters) => filters,
-        Err(response) => return response,
+        Err(response) => return *response,
     };
     let mut inner = fake.lock();
     let results: Vec<Value> = kind
@@ -1046,13 +1055,13 @@ fn search_records(fake: &FakeHubspot, body: &Value, kind: Kind) -> Response {
         .map(|record| json!({"id": record.id, "properties": record.properties, "archived": false}))
         .collect();
     drop(inner);
-    search_answer(results)
+    search_answer(&results)
 }
 
 fn search_notes(fake: &FakeHubspot, body: &Value) -> Response {
     let filters = match filters(fake, body) {
         Ok(filters) => filters,
-        Err(response) => return response,
+        Err(response) => return *response,
     };
     let inner = fake.lock();
     let results: Vec<Value> = inner
@@ -1062,7 +1071,7 @@ fn search_notes(fake: &FakeHubspot, body: &Value) -> Response {
         .map(|note| json!({"id": note.id, "properties": note.properties, "archived": false}))
         .collect();
     drop(inner);
-    search_answer(results)
+    search_answer(&results)
 }
 
 fn read_records(fake: &FakeHubspot, body: &Value, kind: Kind) -> Response {

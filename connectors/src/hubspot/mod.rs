@@ -340,7 +340,7 @@ pub struct HubspotConnector {
     /// deliveries for one domain take turns, so two briefs from one company, moments
     /// apart, cannot both miss in HubSpot's search (which lags behind writes) and both
     /// create it.
-    companies: tokio::sync::Mutex<HashMap<String, String>>,
+    companies: tokio::sync::Mutex<HashMap<String, records::Remembered>>,
     zone: Mutex<Option<ZoneRead>>,
 }
 

@@ -180,19 +180,45 @@ impl HubspotConnector {
         delivery: &Delivery<'_>,
     ) -> Result<Company, Attempt> {
         let mut known = self.companies.lock().await;
-        if let Some(id) = known.get(domain).cloned() {
-            return match self.associate_company(contact_id, &id).await {
-                Ok(status) => Ok(Company {
-                    said: format!("company {id} ({domain}) associated"),
-                    id,
-                    status,
-                }),
-                Err(attempt) => {
-                    // Perhaps merged or deleted since: the retry asks HubSpot again.
-                    known.remove(domain);
-                    Err(attempt)
+        match known.get(domain).cloned() {
+            Some(Remembered::Company(id)) => {
+                return match self.associate_company(contact_id, &id).await {
+                    Ok(status) => Ok(Company {
+                        said: format!("company {id} ({domain}) associated"),
+                        id,
+                        status,
+                    }),
+                    Err(attempt) => {
+                        // Merged or deleted since: the retry asks HubSpot again. Any other
+                        // failure keeps the company, which exists whatever the answer.
+                        if attempt.status_code == Some(404) {
+                            known.remove(domain);
+                        }
+                        Err(attempt)
+                    }
+                };
+            }
+            Some(Remembered::MaybeCreatedWith(other)) => {
+                // Another delivery's create ended unseen; the company, if made, hangs on
+                // that delivery's contact, and search may not show it yet.
+                let doing = "looking for a company another delivery may have created";
+                let found = self
+                    .find_associated(&other, "companies", "domain", doing, |value| {
+                        value.eq_ignore_ascii_case(domain)
+                    })
+                    .await?;
+                known.remove(domain);
+                if let Some(id) = found {
+                    remember(&mut known, domain, Remembered::Company(id.clone()));
+                    let status = self.associate_company(contact_id, &id).await?;
+                    return Ok(Company {
+                        said: format!("company {id} ({domain}) found and associated"),
+                        id,
+                        status,
+                    });
                 }
-            };
+            }
+            None => {}
         }
         if progress.company_sent && !fresh {
             let doing = "looking for the company an earlier attempt may have created";
@@ -202,7 +228,7 @@ impl HubspotConnector {
                 })
                 .await?;
             if let Some(id) = found {
-                remember(&mut known, domain, &id);
+                remember(&mut known, domain, Remembered::Company(id.clone()));
                 return Ok(Company {
                     said: format!(
                         "company {id} ({domain}) was created by an earlier attempt and found, \
@@ -214,8 +240,8 @@ impl HubspotConnector {
             }
         }
         if let Some(id) = self.search_company(domain).await? {
+            remember(&mut known, domain, Remembered::Company(id.clone()));
             let status = self.associate_company(contact_id, &id).await?;
-            remember(&mut known, domain, &id);
             return Ok(Company {
                 said: format!("company {id} ({domain}) found and associated"),
                 id,
@@ -228,8 +254,15 @@ impl HubspotConnector {
                 return Err(crm::unsaved(&error, "no company has this domain yet"));
             }
         }
-        let (id, status) = self.create_company(contact_id, domain, lead).await?;
-        remember(&mut known, domain, &id);
+        let (id, status) = match self.create_company(contact_id, domain, lead).await {
+            Ok(created) => created,
+            Err(attempt) => {
+                let pending = Remembered::MaybeCreatedWith(contact_id.to_owned());
+                remember(&mut known, domain, pending);
+                return Err(attempt);
+            }
+        };
+        remember(&mut known, domain, Remembered::Company(id.clone()));
         Ok(Company {
             said: format!("company {id} ({domain}) created"),
             id,
@@ -512,11 +545,24 @@ fn results(answer: &Answer) -> impl Iterator<Item = &Value> {
         .flatten()
 }
 
-fn remember(known: &mut std::collections::HashMap<String, String>, domain: &str, id: &str) {
+/// What the connector remembers of a domain's company.
+#[derive(Debug, Clone)]
+pub(super) enum Remembered {
+    Company(String),
+    /// A create sent with this contact ended without an answer: the company may exist,
+    /// associated with that contact, before HubSpot's search shows it.
+    MaybeCreatedWith(String),
+}
+
+fn remember(
+    known: &mut std::collections::HashMap<String, Remembered>,
+    domain: &str,
+    what: Remembered,
+) {
     if known.len() >= COMPANY_CACHE_SIZE {
         known.clear();
     }
-    known.insert(domain.to_owned(), id.to_owned());
+    known.insert(domain.to_owned(), what);
 }
 
 /// The id in HubSpot's "Contact already exists. Existing ID: 123" (a 409 CONFLICT, or an
