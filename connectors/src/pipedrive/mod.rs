@@ -1,21 +1,32 @@
-//! The Pipedrive connector: a brief finds its person by email (or creates one), attaches a
-//! note to the person, and optionally opens a lead. Progress is saved between calls, so a
-//! retry creates nothing twice.
+//! The Pipedrive connector. A brief, with `organization = true`, finds the organisation
+//! named after the email's domain (or creates it); finds its person by email (or creates
+//! one, with the mapped custom fields and the owner); attaches a note to the person; and
+//! with `lead` (or `create_lead = true`) opens one lead. Each step's progress is saved,
+//! and a step an earlier attempt may have done unseen is looked for before it is done
+//! again, so a retry creates nothing twice.
+//!
+//! The calls are in `records.rs`, the person fields in `fields.rs`, and what
+//! `check --online` reads in `audit.rs`.
 
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use reqwest::header::{HeaderMap, HeaderName};
 use serde::{Deserialize, Deserializer, Serialize};
-use serde_json::{Value, json};
+use serde_json::Value;
 
-use crate::crm::{self, Answer, Api, CommonKeys, NOTE_LIMIT};
+use crate::crm::{self, Answer, Api, CommonKeys, NOTE_LIMIT, Title};
 use crate::http::{self, MAX_WAIT};
 use crate::lead::Lead;
 use crate::{Attempt, ConfigProblem, Connector, Delivery, EventType, Secret, SecretSlot};
 
 pub use crate::crm::WithoutEmail;
+
+mod audit;
+mod fields;
+mod records;
 
 #[cfg(test)]
 mod fake;
@@ -24,33 +35,18 @@ mod tests;
 
 const DEFAULT_BASE_URL: &str = "https://api.pipedrive.com";
 
-const SEARCH_PATH: &str = "/api/v2/persons/search";
-const PERSONS_PATH: &str = "/api/v2/persons";
-const NOTES_PATH: &str = "/api/v1/notes";
-const LEADS_PATH: &str = "/api/v1/leads";
 const ME_PATH: &str = "/api/v1/users/me";
 
 /// The header Pipedrive reads an API token from; unlike `?api_token=`, it stays out of
 /// every URL that a proxy or an error message might log.
 const TOKEN_HEADER: &str = "x-api-token";
 
-/// The longest term Pipedrive's search matches exactly ("it will only work if search term
-/// is 30 characters or less"); a longer email is searched loosely and matched here.
-const EXACT_MATCH_CHARS: usize = 30;
-
-/// Results read from a loose search: the exact email is among the best-scored.
-const LOOSE_RESULTS: &str = "100";
-
 /// Pipedrive's rate-limit window, for when `x-ratelimit-reset` is missing.
 const DEFAULT_WINDOW: Duration = Duration::from_secs(2);
 
-/// Persons read back, newest first, when an earlier attempt's create may have succeeded
-/// unseen: the person sought was created moments before.
-const RECENT_PERSONS: &str = "100";
-
-/// A person's notes read back, newest first, when looking for one an earlier attempt
-/// created.
-const NOTES_READ_BACK: &str = "100";
+/// Organisations remembered by domain: enough for a busy day's briefs; past it the memory
+/// starts over, and Pipedrive's search finds the older ones.
+const ORGANIZATION_CACHE_SIZE: usize = 10_000;
 
 fn default_base_url() -> String {
     DEFAULT_BASE_URL.to_owned()
@@ -67,7 +63,7 @@ pub struct PipedriveConfig {
     pub api_token_file: Option<PathBuf>,
     #[serde(default = "default_base_url")]
     pub base_url: String,
-    /// Limit on each call to Pipedrive (a brief makes two to four).
+    /// Limit on each call to Pipedrive (a brief makes two to eight).
     #[serde(default = "crm::default_timeout", with = "humantime_serde")]
     pub timeout: Duration,
     /// The answer holding the contact's email; by default any answer whose name mentions
@@ -79,9 +75,40 @@ pub struct PipedriveConfig {
     /// (kept and listed for a person to handle), while `skip` drops it.
     #[serde(default)]
     pub without_email: WithoutEmail,
-    /// Also open a lead for each brief, on the person.
+    /// Answers copied onto the person: answer key → person field, by its key (the 40-hex
+    /// one of a custom field) or its name as Pipedrive shows it (`Budget`).
+    #[serde(default)]
+    pub fields: BTreeMap<String, String>,
+    /// The owner of the persons, organisations and leads clairo-sync creates: a Pipedrive
+    /// user id.
+    #[serde(default)]
+    pub owner_id: Option<u64>,
+    /// Find the organisation named after the email's domain (or create it) and link the
+    /// person, note and lead to it.
+    #[serde(default)]
+    pub organization: bool,
+    /// Open one lead per brief.
+    #[serde(default)]
+    pub lead: Option<LeadConfig>,
+    /// The older spelling of `lead = {}`: a lead with the default title.
     #[serde(default)]
     pub create_lead: bool,
+}
+
+/// `lead = { title, label_ids, channel }`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LeadConfig {
+    /// The lead's title: a template on the event's envelope; by default
+    /// `<company> — Clairo brief`.
+    #[serde(default)]
+    pub title: Option<String>,
+    /// Lead labels' UUIDs (`GET /leadLabels`, or `check --online` names them).
+    #[serde(default)]
+    pub label_ids: Vec<String>,
+    /// The source channel: the id of an option of the `channel` field.
+    #[serde(default)]
+    pub channel: Option<u64>,
 }
 
 const MISSING_TOKEN: &str = "is missing; set `api_token_file` to a file holding the \
@@ -99,7 +126,54 @@ impl PipedriveConfig {
     }
 
     pub fn validate(&self) -> Vec<ConfigProblem> {
-        self.common_keys().problems()
+        let mut problems = self.common_keys().problems();
+        problems.extend(self.mapping_problems());
+        problems
+    }
+
+    /// The lead to open, if any: `lead`, or `create_lead = true` meaning `lead = {}`.
+    fn lead_config(&self) -> Option<LeadConfig> {
+        self.lead
+            .clone()
+            .or_else(|| self.create_lead.then(LeadConfig::default))
+    }
+
+    fn mapping_problems(&self) -> Vec<ConfigProblem> {
+        let mut problems = Vec::new();
+        for (answer, field) in &self.fields {
+            if field.trim().is_empty() {
+                problems.push(ConfigProblem::new(
+                    format!("fields.{answer}"),
+                    "is empty; name the person field by its name as Pipedrive shows it, or by \
+                     its key",
+                ));
+            }
+        }
+        if self.owner_id == Some(0) {
+            problems.push(ConfigProblem::new(
+                "owner_id",
+                "is 0; write the id of a Pipedrive user (`clairo-sync check --online` lists \
+                 what is wrong)",
+            ));
+        }
+        if let Some(lead) = &self.lead {
+            if let Err(message) = Title::new(lead.title.as_deref()) {
+                problems.push(ConfigProblem::new("lead.title", message));
+            }
+            for (index, label) in lead.label_ids.iter().enumerate() {
+                if !is_uuid(label) {
+                    problems.push(ConfigProblem::new(
+                        format!("lead.label_ids[{index}]"),
+                        format!(
+                            "\"{label}\" is not a lead label's id (a UUID such as \
+                             \"f08b42a0-4e75-11ea-9643-03698ef1cfd6\"); `clairo-sync check \
+                             --online` names the labels the account has"
+                        ),
+                    ));
+                }
+            }
+        }
+        problems
     }
 
     fn common_keys(&self) -> CommonKeys<'_> {
@@ -115,7 +189,20 @@ impl PipedriveConfig {
     }
 }
 
-/// What a delivery has done so far, saved as its checkpoint.
+/// `8-4-4-4-12` hex digits.
+fn is_uuid(text: &str) -> bool {
+    let groups: Vec<&str> = text.split('-').collect();
+    groups.len() == 5
+        && groups
+            .iter()
+            .zip([8, 4, 4, 4, 12])
+            .all(|(group, len)| group.len() == len && group.chars().all(|c| c.is_ascii_hexdigit()))
+}
+
+/// What a delivery has done so far, saved as its checkpoint. `*_sent` is saved before a
+/// create: when the attempt then ends without learning whether Pipedrive created the
+/// record, the retry looks for it first (among the newest records, which are read at once,
+/// unlike the search index, which may not have them yet).
 #[derive(Debug, Default, Serialize, Deserialize)]
 #[serde(default)]
 struct Progress {
@@ -123,10 +210,14 @@ struct Progress {
         deserialize_with = "optional_number",
         skip_serializing_if = "Option::is_none"
     )]
+    org_id: Option<u64>,
+    #[serde(skip_serializing_if = "crm::is_false")]
+    org_sent: bool,
+    #[serde(
+        deserialize_with = "optional_number",
+        skip_serializing_if = "Option::is_none"
+    )]
     person_id: Option<u64>,
-    /// Saved before the person is created: when the attempt then ends without learning
-    /// whether Pipedrive created it, the retry looks among the newest persons, which are
-    /// read at once, unlike the search index, which may not have the person yet.
     #[serde(skip_serializing_if = "crm::is_false")]
     person_sent: bool,
     #[serde(
@@ -134,7 +225,6 @@ struct Progress {
         skip_serializing_if = "Option::is_none"
     )]
     note_id: Option<u64>,
-    /// Saved before the note is sent; the retry then looks among the person's notes.
     #[serde(skip_serializing_if = "crm::is_false")]
     note_sent: bool,
     #[serde(
@@ -142,6 +232,8 @@ struct Progress {
         skip_serializing_if = "Option::is_none"
     )]
     lead_id: Option<String>,
+    #[serde(skip_serializing_if = "crm::is_false")]
+    lead_sent: bool,
 }
 
 /// An id saved as a number or a numeric string.
@@ -167,44 +259,89 @@ struct Done<T> {
     spent: Option<Duration>,
 }
 
+/// The lead a brief opens.
+struct LeadPlan {
+    title: Title,
+    label_ids: Vec<String>,
+    channel: Option<u64>,
+}
+
 /// A running Pipedrive connector: one HTTP client, reused for every delivery.
 pub struct PipedriveConnector {
     name: String,
     api: Api,
     email_answer_key: Option<String>,
     without_email: WithoutEmail,
-    create_lead: bool,
+    fields: BTreeMap<String, String>,
+    owner_id: Option<u64>,
+    organization: bool,
+    lead: Option<LeadPlan>,
+    /// The person fields, read once and again when a mapped one is not among them.
+    person_fields: fields::Cache,
+    /// Organisations found or created, by domain. The async lock also makes concurrent
+    /// deliveries for one domain take turns, so two briefs from one company, moments
+    /// apart, cannot both miss in Pipedrive's search (which lags behind writes) and both
+    /// create it.
+    organizations: tokio::sync::Mutex<HashMap<String, records::Remembered>>,
+    /// Persons found or created, by email (lowercase), kept for the same reason.
+    persons: tokio::sync::Mutex<HashMap<String, records::Remembered>>,
 }
 
 impl PipedriveConnector {
     pub fn new(name: &str, config: &PipedriveConfig) -> Result<Self, String> {
         let keys = config.common_keys();
         let token = keys.token()?;
+        if let Some(problem) = config.mapping_problems().into_iter().next() {
+            return Err(format!("{}: {}", problem.key, problem.message));
+        }
         let api = Api::new(
             &keys,
             (HeaderName::from_static(TOKEN_HEADER), token.to_owned()),
             token,
         )?;
+        let lead = match config.lead_config() {
+            Some(lead) => Some(LeadPlan {
+                title: Title::new(lead.title.as_deref())
+                    .map_err(|message| format!("lead.title: {message}"))?,
+                label_ids: lead.label_ids,
+                channel: lead.channel,
+            }),
+            None => None,
+        };
         Ok(Self {
             name: name.to_owned(),
             api,
             email_answer_key: config.email_answer_key.clone(),
             without_email: config.without_email,
-            create_lead: config.create_lead,
+            fields: config.fields.clone(),
+            owner_id: config.owner_id,
+            organization: config.organization,
+            lead,
+            person_fields: fields::Cache::default(),
+            organizations: tokio::sync::Mutex::new(HashMap::new()),
+            persons: tokio::sync::Mutex::new(HashMap::new()),
         })
     }
 
-    /// Whether the progress covers every step this connector makes.
-    fn finished(&self, progress: &Progress) -> bool {
-        progress.note_id.is_some() && (!self.create_lead || progress.lead_id.is_some())
+    /// Whether the progress covers every step this connector makes for this brief.
+    fn finished(&self, progress: &Progress, organization: bool) -> bool {
+        progress.note_id.is_some()
+            && (!organization || progress.org_id.is_some())
+            && (self.lead.is_none() || progress.lead_id.is_some())
     }
 
-    /// brief.created: the person, a note on them, and a lead if configured.
+    /// brief.created: the organisation, the person, a note on them, and a lead, as
+    /// configured, each once.
     async fn brief(&self, delivery: &Delivery<'_>) -> Attempt {
         let event = delivery.event;
         let lead = Lead::from_brief(&event.data, self.email_answer_key.as_deref());
         let mut progress: Progress = crm::load_progress(delivery.checkpoint.as_ref(), &self.name);
-        if self.finished(&progress) {
+        let domain = lead
+            .email
+            .as_deref()
+            .filter(|_| self.organization)
+            .and_then(crm::company_domain);
+        if self.finished(&progress, domain.is_some()) {
             return Attempt::delivered(
                 None,
                 Some(format!(
@@ -227,12 +364,36 @@ impl PipedriveConnector {
         };
 
         let mut last_status = None;
-        // Whether this attempt found or created the person: then no note of it exists yet.
-        let mut person_now = false;
+        // Set once a step pending when this attempt began is done: every later step was
+        // then never sent before, and needs no looking for.
+        let mut fresh = false;
+
+        if let Some(domain) = &domain
+            && progress.org_id.is_none()
+        {
+            let org = match self.organization_for(domain, &mut progress, delivery).await {
+                Ok(org) => org,
+                Err(attempt) => return attempt,
+            };
+            progress.org_id = Some(org.value);
+            progress.org_sent = false;
+            fresh = true;
+            if let Err(error) = crm::save_progress(delivery.checkpoints, &progress).await {
+                return crm::unsaved(&error, &format!("organization {} is known", org.value));
+            }
+            if let Some(wait) = org.spent {
+                return self.pause(wait, &progress, org.status);
+            }
+            last_status = Some(org.status);
+        }
+
         let person_id = match progress.person_id {
             Some(id) => id,
             None => {
-                let person = match self.person(&email, &lead, &mut progress, delivery).await {
+                let person = match self
+                    .person(&email, &lead, &mut progress, fresh, delivery)
+                    .await
+                {
                     Ok(person) => person,
                     Err(attempt) => return attempt,
                 };
@@ -240,6 +401,7 @@ impl PipedriveConnector {
                 progress.person_sent = false;
                 // The note is sent next; saved together, one write covers both.
                 progress.note_sent = true;
+                fresh = true;
                 if let Err(error) = crm::save_progress(delivery.checkpoints, &progress).await {
                     return crm::unsaved(&error, &format!("person {} is known", person.value));
                 }
@@ -247,14 +409,13 @@ impl PipedriveConnector {
                     return self.pause(wait, &progress, person.status);
                 }
                 last_status = Some(person.status);
-                person_now = true;
                 person.value
             }
         };
 
         if progress.note_id.is_none() {
             let context = format!("person {person_id} is saved and will not be created again");
-            if progress.note_sent && !person_now {
+            if progress.note_sent && !fresh {
                 match self.find_note(person_id, &event.id).await {
                     Ok(found) => progress.note_id = found,
                     Err(attempt) => return crm::with_context(attempt, &context),
@@ -267,14 +428,17 @@ impl PipedriveConnector {
             }
             if progress.note_id.is_none() {
                 let content = crm::brief_note(event, &lead, NOTE_LIMIT);
-                let note = match self.create_note(&content, person_id).await {
+                let note = match self.create_note(&content, person_id, progress.org_id).await {
                     Ok(note) => note,
                     Err(attempt) => return crm::with_context(attempt, &context),
                 };
                 progress.note_id = Some(note.value);
                 last_status = Some(note.status);
-                if self.create_lead {
+                fresh = true;
+                if self.lead.is_some() {
                     progress.note_sent = false;
+                    // The lead is sent next; saved together, one write covers both.
+                    progress.lead_sent = true;
                     if let Err(error) = crm::save_progress(delivery.checkpoints, &progress).await {
                         return crm::unsaved(&error, &format!("note {} was created", note.value));
                     }
@@ -285,220 +449,44 @@ impl PipedriveConnector {
             }
             progress.note_sent = false;
         }
-        if self.create_lead && progress.lead_id.is_none() {
+        if let Some(plan) = &self.lead
+            && progress.lead_id.is_none()
+        {
             let context = format!(
-                "person {person_id} and note {} are saved and will not be created again",
-                progress.note_id.unwrap_or_default()
+                "{} are saved and will not be created again",
+                describe_progress(&progress)
             );
-            let created = match self.create_lead_for(&lead, &email, person_id).await {
-                Ok(created) => created,
-                Err(attempt) => return crm::with_context(attempt, &context),
-            };
-            progress.lead_id = Some(created.value);
-            last_status = Some(created.status);
+            if progress.lead_sent && !fresh {
+                match self.find_lead(person_id, &event.id).await {
+                    Ok(found) => progress.lead_id = found,
+                    Err(attempt) => return crm::with_context(attempt, &context),
+                }
+            } else if !progress.lead_sent {
+                progress.lead_sent = true;
+                if let Err(error) = crm::save_progress(delivery.checkpoints, &progress).await {
+                    return crm::unsaved(&error, &describe_progress(&progress));
+                }
+            }
+            if progress.lead_id.is_none() {
+                let title = plan.title.render(event, &lead, &email);
+                let created = match self
+                    .create_lead(plan, &title, &event.id, person_id, progress.org_id)
+                    .await
+                {
+                    Ok(created) => created,
+                    Err(attempt) => return crm::with_context(attempt, &context),
+                };
+                progress.lead_id = Some(created.value);
+                last_status = Some(created.status);
+            }
+            progress.lead_sent = false;
         }
         crm::save_last(delivery, &progress, &self.name).await;
-        Attempt::delivered(last_status, Some(describe_progress(&progress)))
-    }
-
-    /// The person with this email: found by an exact email search, or created. An attempt
-    /// that sent a create and did not learn its outcome leaves `person_sent` saved; the
-    /// retry then also reads the newest persons, which the search index may not have yet.
-    async fn person(
-        &self,
-        email: &str,
-        lead: &Lead,
-        progress: &mut Progress,
-        delivery: &Delivery<'_>,
-    ) -> Result<Done<u64>, Attempt> {
-        let found = self.search_person(email).await?;
-        if let Some(id) = found.value {
-            return Ok(Done {
-                value: id,
-                status: found.status,
-                spent: found.spent,
-            });
+        let mut said = describe_progress(&progress);
+        if domain.is_none() && self.organization {
+            said.push_str("; no organization: the email is at a free-mail provider");
         }
-        if progress.person_sent {
-            if let Some(id) = self.recent_person(email).await? {
-                return Ok(Done {
-                    value: id,
-                    status: found.status,
-                    spent: None,
-                });
-            }
-        } else {
-            if let Some(wait) = found.spent {
-                return Err(self.pause(wait, progress, found.status));
-            }
-            progress.person_sent = true;
-            if let Err(error) = crm::save_progress(delivery.checkpoints, progress).await {
-                return Err(crm::unsaved(&error, "no person has this email yet"));
-            }
-        }
-        self.create_person(email, lead).await
-    }
-
-    async fn search_person(&self, email: &str) -> Result<Done<Option<u64>>, Attempt> {
-        let doing = "searching for the person by email";
-        let exact = email.chars().count() <= EXACT_MATCH_CHARS;
-        let (exact_match, limit) = if exact {
-            ("true", "10")
-        } else {
-            ("false", LOOSE_RESULTS)
-        };
-        let request = self.api.get(SEARCH_PATH).query(&[
-            ("term", email),
-            ("fields", "email"),
-            ("exact_match", exact_match),
-            ("limit", limit),
-        ]);
-        let answer = self.api.send(request, doing).await?;
-        if !answer.status.is_success() {
-            return Err(self.failure(&answer, doing));
-        }
-        let found = answer
-            .json()
-            .pointer("/data/items")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-            .filter_map(|item| item.get("item"))
-            .find(
-                |person| match person.get("emails").and_then(Value::as_array) {
-                    Some(emails) => has_email(emails, email),
-                    // An exact search vouches for its results; a loose one must show the email.
-                    None => exact,
-                },
-            )
-            .and_then(|person| person.get("id").and_then(number));
-        Ok(self.done(found, &answer))
-    }
-
-    /// The newest persons, read directly, for one with this email.
-    async fn recent_person(&self, email: &str) -> Result<Option<u64>, Attempt> {
-        let doing = "looking for a person an earlier attempt may have created";
-        let request = self.api.get(PERSONS_PATH).query(&[
-            ("sort_by", "add_time"),
-            ("sort_direction", "desc"),
-            ("limit", RECENT_PERSONS),
-        ]);
-        let answer = self.api.send(request, doing).await?;
-        if !answer.status.is_success() {
-            return Err(self.failure(&answer, doing));
-        }
-        Ok(answer
-            .json()
-            .get("data")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-            .find(|person| {
-                person
-                    .get("emails")
-                    .and_then(Value::as_array)
-                    .is_some_and(|emails| has_email(emails, email))
-            })
-            .and_then(|person| person.get("id").and_then(number)))
-    }
-
-    async fn create_person(&self, email: &str, lead: &Lead) -> Result<Done<u64>, Attempt> {
-        let doing = "creating the person";
-        // The name is required; without one in the brief, the email stands in for it.
-        let name = crm::lead_name(lead).unwrap_or_else(|| email.to_owned());
-        let body = json!({
-            "name": name,
-            "emails": [{"value": email, "primary": true, "label": "work"}],
-        });
-        let answer = self
-            .api
-            .send(self.api.post(PERSONS_PATH).json(&body), doing)
-            .await?;
-        self.created(&answer, doing, number)
-    }
-
-    async fn create_note(&self, content: &str, person_id: u64) -> Result<Done<u64>, Attempt> {
-        let doing = "creating the note on the person";
-        let body = json!({"content": content, "person_id": person_id});
-        let answer = self
-            .api
-            .send(self.api.post(NOTES_PATH).json(&body), doing)
-            .await?;
-        self.created(&answer, doing, number)
-    }
-
-    async fn create_lead_for(
-        &self,
-        lead: &Lead,
-        email: &str,
-        person_id: u64,
-    ) -> Result<Done<String>, Attempt> {
-        let doing = "creating the lead";
-        let who = lead
-            .company
-            .clone()
-            .or_else(|| crm::lead_name(lead))
-            .unwrap_or_else(|| email.to_owned());
-        let body = json!({"title": format!("{who} — Clairo brief"), "person_id": person_id});
-        let answer = self
-            .api
-            .send(self.api.post(LEADS_PATH).json(&body), doing)
-            .await?;
-        self.created(&answer, doing, crm::id_text)
-    }
-
-    /// Looks among the person's newest notes for the one this event's note would be: its
-    /// content carries the event id.
-    async fn find_note(&self, person_id: u64, event_id: &str) -> Result<Option<u64>, Attempt> {
-        let doing = "looking for the note an earlier attempt may have created";
-        let person = person_id.to_string();
-        let request = self.api.get(NOTES_PATH).query(&[
-            ("person_id", person.as_str()),
-            ("sort", "add_time DESC"),
-            ("limit", NOTES_READ_BACK),
-        ]);
-        let answer = self.api.send(request, doing).await?;
-        if !answer.status.is_success() {
-            return Err(self.failure(&answer, doing));
-        }
-        Ok(answer
-            .json()
-            .get("data")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-            .find(|note| {
-                note.get("content")
-                    .and_then(Value::as_str)
-                    .is_some_and(|content| content.contains(event_id))
-            })
-            .and_then(|note| note.get("id").and_then(number)))
-    }
-
-    fn done<T>(&self, value: T, answer: &Answer) -> Done<T> {
-        Done {
-            value,
-            status: answer.status.as_u16(),
-            spent: spent_window(&answer.headers),
-        }
-    }
-
-    /// `data.id` of a successful create, read with `read`.
-    fn created<T>(
-        &self,
-        answer: &Answer,
-        doing: &str,
-        read: impl Fn(&Value) -> Option<T>,
-    ) -> Result<Done<T>, Attempt> {
-        if !answer.status.is_success() {
-            return Err(self.failure(answer, doing));
-        }
-        let id = answer
-            .json()
-            .pointer("/data/id")
-            .and_then(read)
-            .ok_or_else(|| self.api.no_id(answer, doing))?;
-        Ok(self.done(id, answer))
+        Attempt::delivered(last_status, Some(said))
     }
 
     /// The rate-limit window is used up and more calls are due: stop, with the progress
@@ -583,6 +571,9 @@ fn spent_window(headers: &HeaderMap) -> Option<Duration> {
 
 fn describe_progress(progress: &Progress) -> String {
     let mut done = Vec::new();
+    if let Some(id) = progress.org_id {
+        done.push(format!("organization {id}"));
+    }
     if let Some(id) = progress.person_id {
         done.push(format!("person {id}"));
     }
@@ -645,5 +636,9 @@ impl Connector for PipedriveConnector {
             "Pipedrive ({}) accepted the API token of {user}{company}",
             self.api.endpoint()
         ))
+    }
+
+    async fn audit(&self) -> Result<Vec<ConfigProblem>, String> {
+        self.mapping_audit().await
     }
 }
