@@ -3,6 +3,7 @@
 
 mod client;
 mod config;
+mod crm_check;
 mod dashboard;
 mod engine;
 mod faults;
