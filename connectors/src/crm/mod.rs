@@ -3,7 +3,8 @@
 //! ([`progress`]), and the config keys both tables have with the API client that turns one
 //! call into an answer or a failed [`Attempt`] ([`api`], on top of [`crate::http`]); the
 //! free-mail domains no company is made of ([`freemail`]), the title of a deal or lead
-//! ([`title`]), and the suggestions `check --online` makes ([`audit`]). What is left here
+//! ([`title`]), the suggestions `check --online` makes ([`audit`]), and the records a
+//! connector remembers across deliveries ([`recent`]). What is left here
 //! is the policy both follow.
 
 use std::time::Duration;
@@ -17,6 +18,7 @@ mod audit;
 mod freemail;
 mod note;
 mod progress;
+mod recent;
 mod title;
 
 pub(crate) use api::*;
@@ -24,6 +26,7 @@ pub(crate) use audit::*;
 pub(crate) use freemail::*;
 pub(crate) use note::*;
 pub(crate) use progress::*;
+pub(crate) use recent::*;
 pub(crate) use title::*;
 
 /// `timeout` of a CRM connector when the config gives none: the limit on each call.

@@ -8,7 +8,7 @@
 //! The calls are in `records.rs`, the rate limits in `limits.rs`, and what
 //! `check --online` reads in `audit.rs`.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime};
@@ -50,10 +50,6 @@ const ZONE_FRESH_FOR: Duration = Duration::from_secs(24 * 60 * 60);
 /// After failing to read the time zone, how long before trying again: often enough to
 /// recover, rarely enough not to spend the rate limit on it.
 const ZONE_RETRY_AFTER: Duration = Duration::from_secs(60 * 60);
-
-/// Companies remembered by domain: enough for a busy day's briefs; past it the memory
-/// starts over, and HubSpot's search finds the older ones.
-const COMPANY_CACHE_SIZE: usize = 10_000;
 
 fn default_base_url() -> String {
     DEFAULT_BASE_URL.to_owned()
@@ -340,7 +336,7 @@ pub struct HubspotConnector {
     /// deliveries for one domain take turns, so two briefs from one company, moments
     /// apart, cannot both miss in HubSpot's search (which lags behind writes) and both
     /// create it.
-    companies: tokio::sync::Mutex<HashMap<String, records::Remembered>>,
+    companies: tokio::sync::Mutex<crm::Recent<String>>,
     zone: Mutex<Option<ZoneRead>>,
 }
 
@@ -371,7 +367,7 @@ impl HubspotConnector {
             company: config.company,
             deal,
             without_email: config.without_email,
-            companies: tokio::sync::Mutex::new(HashMap::new()),
+            companies: tokio::sync::Mutex::new(crm::Recent::default()),
             zone: Mutex::new(None),
         })
     }

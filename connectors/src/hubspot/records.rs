@@ -12,8 +12,8 @@ use reqwest::StatusCode;
 use serde_json::{Map, Value, json};
 
 use super::limits::Zone;
-use super::{COMPANY_CACHE_SIZE, Deal, HubspotConnector, Progress};
-use crate::crm::{self, Answer};
+use super::{Deal, HubspotConnector, Progress};
+use crate::crm::{self, Answer, Remembered};
 use crate::lead::Lead;
 use crate::{Attempt, Delivery};
 
@@ -180,8 +180,8 @@ impl HubspotConnector {
         delivery: &Delivery<'_>,
     ) -> Result<Company, Attempt> {
         let mut known = self.companies.lock().await;
-        match known.get(domain).cloned() {
-            Some(Remembered::Company(id)) => {
+        match known.get(domain) {
+            Some(Remembered::Known(id)) => {
                 return match self.associate_company(contact_id, &id).await {
                     Ok(status) => Ok(Company {
                         said: format!("company {id} ({domain}) associated"),
@@ -192,13 +192,13 @@ impl HubspotConnector {
                         // Merged or deleted since: the retry asks HubSpot again. Any other
                         // failure keeps the company, which exists whatever the answer.
                         if attempt.status_code == Some(404) {
-                            known.remove(domain);
+                            known.forget(domain);
                         }
                         Err(attempt)
                     }
                 };
             }
-            Some(Remembered::MaybeCreatedWith(other)) => {
+            Some(Remembered::MaybeCreated(other)) => {
                 // Another delivery's create ended unseen; the company, if made, hangs on
                 // that delivery's contact, and search may not show it yet.
                 let doing = "looking for a company another delivery may have created";
@@ -207,9 +207,9 @@ impl HubspotConnector {
                         value.eq_ignore_ascii_case(domain)
                     })
                     .await?;
-                known.remove(domain);
+                known.forget(domain);
                 if let Some(id) = found {
-                    remember(&mut known, domain, Remembered::Company(id.clone()));
+                    known.remember(domain, Remembered::Known(id.clone()));
                     let status = self.associate_company(contact_id, &id).await?;
                     return Ok(Company {
                         said: format!("company {id} ({domain}) found and associated"),
@@ -228,7 +228,7 @@ impl HubspotConnector {
                 })
                 .await?;
             if let Some(id) = found {
-                remember(&mut known, domain, Remembered::Company(id.clone()));
+                known.remember(domain, Remembered::Known(id.clone()));
                 return Ok(Company {
                     said: format!(
                         "company {id} ({domain}) was created by an earlier attempt and found, \
@@ -240,7 +240,7 @@ impl HubspotConnector {
             }
         }
         if let Some(id) = self.search_company(domain).await? {
-            remember(&mut known, domain, Remembered::Company(id.clone()));
+            known.remember(domain, Remembered::Known(id.clone()));
             let status = self.associate_company(contact_id, &id).await?;
             return Ok(Company {
                 said: format!("company {id} ({domain}) found and associated"),
@@ -257,12 +257,11 @@ impl HubspotConnector {
         let (id, status) = match self.create_company(contact_id, domain, lead).await {
             Ok(created) => created,
             Err(attempt) => {
-                let pending = Remembered::MaybeCreatedWith(contact_id.to_owned());
-                remember(&mut known, domain, pending);
+                known.remember(domain, Remembered::MaybeCreated(contact_id.to_owned()));
                 return Err(attempt);
             }
         };
-        remember(&mut known, domain, Remembered::Company(id.clone()));
+        known.remember(domain, Remembered::Known(id.clone()));
         Ok(Company {
             said: format!("company {id} ({domain}) created"),
             id,
@@ -543,26 +542,6 @@ fn results(answer: &Answer) -> impl Iterator<Item = &Value> {
         .and_then(Value::as_array)
         .into_iter()
         .flatten()
-}
-
-/// What the connector remembers of a domain's company.
-#[derive(Debug, Clone)]
-pub(super) enum Remembered {
-    Company(String),
-    /// A create sent with this contact ended without an answer: the company may exist,
-    /// associated with that contact, before HubSpot's search shows it.
-    MaybeCreatedWith(String),
-}
-
-fn remember(
-    known: &mut std::collections::HashMap<String, Remembered>,
-    domain: &str,
-    what: Remembered,
-) {
-    if known.len() >= COMPANY_CACHE_SIZE {
-        known.clear();
-    }
-    known.insert(domain.to_owned(), what);
 }
 
 /// The id in HubSpot's "Contact already exists. Existing ID: 123" (a 409 CONFLICT, or an

@@ -1,6 +1,6 @@
 //! What `clairo-sync check --online` checks of a Pipedrive mapping: that every field in
-//! `fields` is a person field clairo-sync can set, that `owner_id` is a user, and that
-//! every lead label exists.
+//! `fields` is a person field clairo-sync can set, that `owner_id` is a user, that every
+//! lead label exists, and that the lead's `channel` is an option of the channel field.
 
 use serde_json::Value;
 
@@ -10,6 +10,8 @@ use crate::crm;
 
 const USERS_PATH: &str = "/api/v1/users";
 const LEAD_LABELS_PATH: &str = "/api/v1/leadLabels";
+/// Leads take the source channel's options from the deal fields' `channel`.
+const DEAL_FIELDS_PATH: &str = "/api/v1/dealFields";
 
 impl PipedriveConnector {
     pub(super) async fn mapping_audit(&self) -> Result<Vec<ConfigProblem>, String> {
@@ -107,6 +109,42 @@ impl PipedriveConnector {
                 problems.push(ConfigProblem::new(
                     format!("lead.label_ids[{index}]"),
                     format!("Pipedrive has no lead label \"{wanted}\"{near}"),
+                ));
+            }
+        }
+        if let Some(channel) = self.lead.as_ref().and_then(|plan| plan.channel) {
+            let fields = self
+                .list(DEAL_FIELDS_PATH, "reading the deal fields")
+                .await?;
+            let options: Vec<(u64, String)> = fields
+                .iter()
+                .find(|field| field.get("key").and_then(Value::as_str) == Some("channel"))
+                .and_then(|field| field.get("options"))
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .filter_map(|option| {
+                    Some((
+                        option.get("id").and_then(number)?,
+                        option.get("label")?.as_str()?.to_owned(),
+                    ))
+                })
+                .collect();
+            if !options.iter().any(|(id, _)| *id == channel) {
+                let all: Vec<String> = options
+                    .iter()
+                    .map(|(id, label)| format!("{label} = {id}"))
+                    .collect();
+                problems.push(ConfigProblem::new(
+                    "lead.channel",
+                    format!(
+                        "Pipedrive has no source channel {channel}; the account's channels are: {}",
+                        if all.is_empty() {
+                            "none".to_owned()
+                        } else {
+                            all.join(", ")
+                        }
+                    ),
                 ));
             }
         }

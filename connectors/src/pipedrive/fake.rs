@@ -39,6 +39,7 @@ pub enum Route {
     ListOrganizations,
     LeadLabels,
     Users,
+    DealFields,
 }
 
 #[derive(Debug, Clone)]
@@ -128,6 +129,9 @@ pub const CUSTOM_FIELDS: &[CustomField] = &[
 
 /// The account's users: (id, name).
 pub const USERS: &[(u64, &str)] = &[(1002, "Pat Seller"), (1017, "Sam Closer")];
+
+/// The source channels leads and deals take: (option id, label).
+pub const CHANNELS: &[(u64, &str)] = &[(7, "Clairo"), (8, "Website"), (9, "Referral")];
 
 /// The account's lead labels: (id, name).
 pub const LEAD_LABELS: &[(&str, &str)] = &[
@@ -233,6 +237,7 @@ fn route_of(method: &Method, path: &str) -> Option<Route> {
         ("GET", "/api/v2/organizations") => Some(Route::ListOrganizations),
         ("GET", "/api/v1/leadLabels") => Some(Route::LeadLabels),
         ("GET", "/api/v1/users") => Some(Route::Users),
+        ("GET", "/api/v1/dealFields") => Some(Route::DealFields),
         ("PATCH", path) if path.starts_with("/api/v2/persons/") => Some(Route::UpdatePerson),
         _ => None,
     }
@@ -354,6 +359,17 @@ async fn handle(
                 .iter()
                 .map(|(id, name)| json!({"id": id, "name": name, "active_flag": true}))
                 .collect(),
+            Value::Null,
+        ),
+        Route::DealFields => ok(
+            StatusCode::OK,
+            json!([
+                {"id": 12_453, "key": "title", "name": "Title", "field_type": "varchar"},
+                {"id": 12_500, "key": "channel", "name": "Source channel", "field_type": "enum", "options": CHANNELS
+                    .iter()
+                    .map(|(id, label)| json!({"id": id, "label": label}))
+                    .collect::<Vec<_>>()},
+            ]),
             Value::Null,
         ),
         Route::Me => ok(
@@ -656,6 +672,14 @@ fn create_lead(fake: &FakePipedrive, body: &Value) -> Response {
         && !USERS.iter().any(|(id, _)| *id == owner)
     {
         return error(StatusCode::BAD_REQUEST, "User not found.");
+    }
+    if let Some(channel) = channel
+        && !CHANNELS.iter().any(|(id, _)| *id == channel)
+    {
+        return error(
+            StatusCode::BAD_REQUEST,
+            &format!("channel: {channel} is not a valid option"),
+        );
     }
     let origin_id = body
         .get("origin_id")

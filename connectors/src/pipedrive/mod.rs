@@ -8,7 +8,7 @@
 //! The calls are in `records.rs`, the person fields in `fields.rs`, and what
 //! `check --online` reads in `audit.rs`.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
@@ -43,10 +43,6 @@ const TOKEN_HEADER: &str = "x-api-token";
 
 /// Pipedrive's rate-limit window, for when `x-ratelimit-reset` is missing.
 const DEFAULT_WINDOW: Duration = Duration::from_secs(2);
-
-/// Organisations remembered by domain: enough for a busy day's briefs; past it the memory
-/// starts over, and Pipedrive's search finds the older ones.
-const ORGANIZATION_CACHE_SIZE: usize = 10_000;
 
 fn default_base_url() -> String {
     DEFAULT_BASE_URL.to_owned()
@@ -282,9 +278,9 @@ pub struct PipedriveConnector {
     /// deliveries for one domain take turns, so two briefs from one company, moments
     /// apart, cannot both miss in Pipedrive's search (which lags behind writes) and both
     /// create it.
-    organizations: tokio::sync::Mutex<HashMap<String, records::Remembered>>,
+    organizations: tokio::sync::Mutex<crm::Recent<u64>>,
     /// Persons found or created, by email (lowercase), kept for the same reason.
-    persons: tokio::sync::Mutex<HashMap<String, records::Remembered>>,
+    persons: tokio::sync::Mutex<crm::Recent<u64>>,
 }
 
 impl PipedriveConnector {
@@ -318,8 +314,8 @@ impl PipedriveConnector {
             organization: config.organization,
             lead,
             person_fields: fields::Cache::default(),
-            organizations: tokio::sync::Mutex::new(HashMap::new()),
-            persons: tokio::sync::Mutex::new(HashMap::new()),
+            organizations: tokio::sync::Mutex::new(crm::Recent::default()),
+            persons: tokio::sync::Mutex::new(crm::Recent::default()),
         })
     }
 

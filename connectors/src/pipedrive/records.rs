@@ -7,11 +7,8 @@
 
 use serde_json::{Map, Value, json};
 
-use super::{
-    Done, LeadPlan, ORGANIZATION_CACHE_SIZE, PipedriveConnector, Progress, has_email, number,
-    spent_window,
-};
-use crate::crm::{self, Answer};
+use super::{Done, LeadPlan, PipedriveConnector, Progress, has_email, number, spent_window};
+use crate::crm::{self, Answer, Remembered};
 use crate::lead::Lead;
 use crate::{Attempt, Delivery};
 
@@ -33,15 +30,6 @@ const LOOSE_RESULTS: &str = "100";
 /// unseen: the record sought was created moments before.
 const READ_BACK: &str = "100";
 
-/// What the connector remembers of a domain's organisation or an email's person.
-#[derive(Debug, Clone)]
-pub(super) enum Remembered {
-    Known(u64),
-    /// A create ended without an answer: the record may exist before Pipedrive's search
-    /// shows it.
-    MaybeCreated,
-}
-
 /// A person found by search.
 struct Found {
     id: u64,
@@ -62,12 +50,12 @@ impl PipedriveConnector {
         let pending = match known.get(domain) {
             Some(Remembered::Known(id)) => {
                 return Ok(Done {
-                    value: *id,
+                    value: id,
                     status: 200,
                     spent: None,
                 });
             }
-            Some(Remembered::MaybeCreated) => true,
+            Some(Remembered::MaybeCreated(_)) => true,
             None => false,
         };
         if pending || progress.org_sent {
@@ -80,14 +68,14 @@ impl PipedriveConnector {
                 })
                 .await?
             {
-                remember(&mut known, domain, Remembered::Known(id));
+                known.remember(domain, Remembered::Known(id));
                 return Ok(Done {
                     value: id,
                     status: 200,
                     spent: None,
                 });
             }
-            known.remove(domain);
+            known.forget(domain);
         }
         let found = self
             .search(
@@ -105,7 +93,7 @@ impl PipedriveConnector {
             matches.then(|| item.get("id").and_then(number)).flatten()
         });
         if let Some(id) = id {
-            remember(&mut known, domain, Remembered::Known(id));
+            known.remember(domain, Remembered::Known(id));
             return Ok(Done {
                 value: id,
                 status: found.status,
@@ -132,8 +120,8 @@ impl PipedriveConnector {
             Err(attempt) => Err(attempt),
         };
         match &created {
-            Ok(done) => remember(&mut known, domain, Remembered::Known(done.value)),
-            Err(_) => remember(&mut known, domain, Remembered::MaybeCreated),
+            Ok(done) => known.remember(domain, Remembered::Known(done.value)),
+            Err(_) => known.remember(domain, Remembered::MaybeCreated(String::new())),
         }
         created
     }
@@ -157,7 +145,7 @@ impl PipedriveConnector {
             Some(Remembered::Known(id)) => {
                 // Made or found by this connector: its organisation is already settled.
                 let person = Found {
-                    id: *id,
+                    id,
                     has_organization: true,
                 };
                 let status = self.update_person(&person, None, &custom).await?;
@@ -167,7 +155,7 @@ impl PipedriveConnector {
                     spent: None,
                 });
             }
-            Some(Remembered::MaybeCreated) => true,
+            Some(Remembered::MaybeCreated(_)) => true,
             None => false,
         };
         let found = self.search_person(email).await?;
@@ -176,7 +164,7 @@ impl PipedriveConnector {
                 .update_person(person, progress.org_id, &custom)
                 .await?
                 .unwrap_or(found.status);
-            remember(&mut known, &key, Remembered::Known(person.id));
+            known.remember(&key, Remembered::Known(person.id));
             return Ok(Done {
                 value: person.id,
                 status,
@@ -194,14 +182,14 @@ impl PipedriveConnector {
                 })
                 .await?;
             if let Some(id) = recent {
-                remember(&mut known, &key, Remembered::Known(id));
+                known.remember(&key, Remembered::Known(id));
                 return Ok(Done {
                     value: id,
                     status: found.status,
                     spent: None,
                 });
             }
-            known.remove(&key);
+            known.forget(&key);
         }
         if !progress.person_sent {
             if let Some(wait) = found.spent {
@@ -216,8 +204,8 @@ impl PipedriveConnector {
             .create_person(email, lead, progress.org_id, custom)
             .await;
         match &created {
-            Ok(done) => remember(&mut known, &key, Remembered::Known(done.value)),
-            Err(_) => remember(&mut known, &key, Remembered::MaybeCreated),
+            Ok(done) => known.remember(&key, Remembered::Known(done.value)),
+            Err(_) => known.remember(&key, Remembered::MaybeCreated(String::new())),
         }
         created
     }
@@ -510,15 +498,4 @@ fn data(answer: &Answer) -> impl Iterator<Item = &Value> {
         .and_then(Value::as_array)
         .into_iter()
         .flatten()
-}
-
-fn remember(
-    known: &mut std::collections::HashMap<String, Remembered>,
-    domain: &str,
-    what: Remembered,
-) {
-    if known.len() >= ORGANIZATION_CACHE_SIZE {
-        known.clear();
-    }
-    known.insert(domain.to_owned(), what);
 }

@@ -684,7 +684,7 @@ async fn a_lead_created_by_an_attempt_that_timed_out_is_found_not_created_again(
 }
 
 #[tokio::test]
-async fn check_online_names_a_misspelt_field_owner_and_label_with_suggestions() {
+async fn check_online_names_a_misspelt_field_owner_label_and_channel_with_suggestions() {
     let fake = FakePipedrive::start(TOKEN).await;
     let mut config = sales_config(&fake.base_url);
     config.fields = BTreeMap::from([
@@ -695,6 +695,7 @@ async fn check_online_names_a_misspelt_field_owner_and_label_with_suggestions() 
     config.owner_id = Some(1003);
     config.lead.as_mut().unwrap().label_ids =
         vec!["f08b42a0-4e75-11ea-9643-03698ef1cfd7".to_owned()];
+    config.lead.as_mut().unwrap().channel = Some(70);
 
     let problems = connector(&config).audit().await.unwrap();
 
@@ -726,7 +727,13 @@ async fn check_online_names_a_misspelt_field_owner_and_label_with_suggestions() 
                 && line.contains("did you mean f08b42a0-4e75-11ea-9643-03698ef1cfd6 (Hot)?")),
         "{said:#?}"
     );
-    assert_eq!(problems.len(), 4, "{said:#?}");
+    assert!(
+        said.iter().any(|line| line
+            .starts_with("lead.channel: Pipedrive has no source channel 70")
+            && line.contains("Clairo = 7")),
+        "{said:#?}"
+    );
+    assert_eq!(problems.len(), 5, "{said:#?}");
 
     let problems = connector(&sales_config(&fake.base_url))
         .audit()
