@@ -5,7 +5,8 @@
 //! Looking for a record an earlier attempt may have created goes through the contact's
 //! associations, which HubSpot reads at once, not through its search, whose index lags
 //! behind writes by seconds; so each record is created already associated with the
-//! contact. Only a note associated with nothing is looked for through search.
+//! contact. Only a note associated with nothing is looked for through search. Longer
+//! than most files: one function per call, each reading its own answer.
 
 use chrono::{DateTime, Utc};
 use reqwest::StatusCode;

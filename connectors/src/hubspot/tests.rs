@@ -9,7 +9,7 @@ use super::*;
 use crate::testkit::*;
 use std::sync::Arc;
 
-use crate::{ConnectorConfig, Verdict};
+use crate::{ConnectorConfig, Secret, Verdict};
 
 const TOKEN: &str = "pat-na1-11111111-2222-3333-4444-555555555555";
 

@@ -7,7 +7,7 @@ use serde_json::json;
 use super::fake::{FakePipedrive, Fault, Route};
 use super::*;
 use crate::testkit::*;
-use crate::{Connector, ConnectorConfig, Verdict};
+use crate::{Connector, ConnectorConfig, Secret, Verdict};
 
 const TOKEN: &str = "4f1c2b3a9d8e7f6a5b4c3d2e1f0a9b8c7d6e5f4a";
 
