@@ -186,6 +186,14 @@ pub trait Connector: Send + Sync {
     async fn probe(&self) -> Result<String, String> {
         Ok("nothing to probe".to_owned())
     }
+
+    /// Checks the names the config maps to (a CRM's properties, fields, owners, pipelines)
+    /// against the account, for `clairo-sync check --online`: one problem for each name the
+    /// account does not have, keyed like a config problem. `Err` when the account could not
+    /// be read.
+    async fn audit(&self) -> Result<Vec<ConfigProblem>, String> {
+        Ok(Vec::new())
+    }
 }
 
 /// A connector's configuration, chosen by its `type` key.

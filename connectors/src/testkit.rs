@@ -297,3 +297,107 @@ where
         self.state.lock().unwrap()
     }
 }
+
+// ---------------------------------------------------------------------------------------
+// A sales team's week
+
+/// The people of [`sales_briefs`]: (name, email, company). Five business domains and three
+/// free-mail ones.
+pub const PEOPLE: [(&str, &str, &str); 12] = [
+    ("Ada Park", "ada@acme.io", "Acme"),
+    ("Ben Ortiz", "ben@acme.io", "Acme"),
+    ("Cleo Diaz", "Cleo@Acme.io", "Acme"),
+    ("Dev Shah", "dev@globex.com", "Globex"),
+    ("Eva Lund", "eva@globex.com", "Globex"),
+    ("Finn Roe", "finn@initech.net", "Initech"),
+    ("Gia Moss", "gia@initech.net", "Initech"),
+    ("Hal Kent", "hal@umbrella.co", "Umbrella"),
+    ("Ivy Chen", "ivy@hooli.xyz", "Hooli"),
+    ("Jon Bell", "jon.bell@gmail.com", "Bell Consulting"),
+    ("Kai Ward", "kai.ward@outlook.com", "Ward & Sons"),
+    ("Lea Fox", "lea.fox@yahoo.com", "Fox Studio"),
+];
+
+/// The domains of [`PEOPLE`] that are companies (not free-mail).
+pub const COMPANY_DOMAINS: [&str; 5] = [
+    "acme.io",
+    "globex.com",
+    "initech.net",
+    "umbrella.co",
+    "hooli.xyz",
+];
+
+/// Twenty briefs: each of the twelve people once, then eight of them again.
+pub fn sales_briefs() -> Vec<Event> {
+    let order = [
+        0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 0, 3, 5, 9, 1, 8, 10, 6,
+    ];
+    order
+        .iter()
+        .enumerate()
+        .map(|(number, &person)| {
+            let (name, email, company) = PEOPLE[person];
+            let id = format!("cm3brief{number:02}");
+            let data = json!({
+                "id": id,
+                "agentId": "cm1agent",
+                "conversationId": format!("cm2conv{number:02}"),
+                "summary": format!("{name} of {company} wants a demo."),
+                "createdAt": "2026-04-01T14:30:00Z",
+                "answers": {
+                    "name": name,
+                    "email": email,
+                    "company": company,
+                    "budget": format!("${}00/month", number + 1),
+                    "team_size": 10 + number,
+                },
+            });
+            event(EventType::BriefCreated, &id, data)
+        })
+        .collect()
+}
+
+/// Delivers `event` as the dispatcher would: attempt after attempt, each handed the
+/// checkpoint saved so far, until one is not a retry (at most `max` attempts). Returns the
+/// last attempt and how many were made.
+pub async fn deliver_until_done(
+    connector: &dyn Connector,
+    event: &Event,
+    max: u32,
+) -> (Attempt, u32) {
+    let checkpoints = MemoryCheckpoints::default();
+    let mut number = 1;
+    loop {
+        let attempt = attempt(connector, event, &checkpoints, number).await;
+        if !matches!(attempt.verdict, Verdict::Retry { .. }) || number >= max {
+            return (attempt, number);
+        }
+        number += 1;
+    }
+}
+
+/// Delivers every event, four at a time as the dispatcher's default concurrency does,
+/// each until done; panics on any that is not delivered.
+pub async fn deliver_all(connector: Arc<dyn Connector>, events: Vec<Event>) -> u32 {
+    let mut retries = 0;
+    for chunk in events.chunks(4) {
+        let mut tasks = tokio::task::JoinSet::new();
+        for event in chunk.iter().cloned() {
+            let connector = Arc::clone(&connector);
+            tasks.spawn(async move {
+                let (attempt, made) = deliver_until_done(&*connector, &event, 6).await;
+                assert_eq!(
+                    attempt.verdict,
+                    Verdict::Delivered,
+                    "{}: {attempt:?}",
+                    event.id
+                );
+                made - 1
+            });
+        }
+        while let Some(result) = tasks.join_next().await {
+            retries += result.unwrap();
+        }
+    }
+    retries
+}

@@ -331,7 +331,17 @@ pub async fn check_online(loaded: &LoadedConfig, send_test: bool) -> CommandResu
                 );
             }
             _ => match connector.probe().await {
-                Ok(what) => println!("connectors.{name}: ok ({what})"),
+                Ok(what) => {
+                    println!("connectors.{name}: ok ({what})");
+                    // The account's own names (CRM properties, stages, fields) checked
+                    // against the mapping, each problem under its key path.
+                    match connector.audit().await {
+                        Ok(found) => problems.extend(found.into_iter().map(|problem| {
+                            format!("connectors.{name}.{}: {}", problem.key, problem.message)
+                        })),
+                        Err(error) => problems.push(format!("connectors.{name}: {error}")),
+                    }
+                }
                 Err(error) => problems.push(format!("connectors.{name}: {error}")),
             },
         }

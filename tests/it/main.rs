@@ -4,6 +4,7 @@
 mod chat;
 mod client;
 mod config;
+mod crm_check;
 mod dashboard;
 mod engine;
 mod faults;

@@ -525,7 +525,15 @@ fn the_docs_name_the_paths_the_package_installs() {
         assert!(operations.contains(needle), "operations.md lacks {needle}");
     }
     // Purge keeps the secrets on purpose, and says so.
-    let remove = operations.split("## 10. Remove").nth(1).unwrap_or_default();
+    let remove = operations
+        .split("\n## ")
+        .find(|section| {
+            section
+                .lines()
+                .next()
+                .is_some_and(|title| title.ends_with("Remove"))
+        })
+        .unwrap_or_default();
     assert!(
         remove.contains("/etc/clairo-sync/api-key") && remove.contains("on purpose"),
         "{remove}"

@@ -1,11 +1,15 @@
 use std::time::Duration;
 
+use reqwest::StatusCode;
+use reqwest::header::HeaderMap;
 use serde_json::json;
 
 use super::fake::{FakeHubspot, Fault, Route};
 use super::*;
 use crate::testkit::*;
-use crate::{ConnectorConfig, Verdict};
+use std::sync::Arc;
+
+use crate::{ConnectorConfig, Secret, Verdict};
 
 const TOKEN: &str = "pat-na1-11111111-2222-3333-4444-555555555555";
 
@@ -17,6 +21,10 @@ fn config(base_url: &str) -> HubspotConfig {
         timeout: Duration::from_secs(5),
         email_answer_key: None,
         properties: BTreeMap::new(),
+        set: BTreeMap::new(),
+        owner_id: None,
+        company: false,
+        deal: None,
         without_email: WithoutEmail::Note,
     }
 }
@@ -255,32 +263,35 @@ async fn a_429_ten_secondly_rolling_is_retried_after_the_interval() {
 }
 
 #[tokio::test]
-async fn a_429_daily_waits_for_the_next_midnight_utc() {
+async fn a_429_daily_names_the_retry_time_in_the_accounts_time_zone() {
     let fake = FakeHubspot::start(TOKEN).await;
+    fake.set_time_zone("Asia/Tokyo", 9 * 3_600_000);
     fake.inject(Route::Upsert, Fault::Daily, 1);
 
     let attempt = first_attempt(&connector(&config(&fake.base_url)), &john_brief()).await;
 
     let (after, reason) = retry_of(&attempt);
     let after = after.unwrap();
-    assert!(after > Duration::ZERO && after <= MAX_WAIT, "{after:?}");
-    assert!(reason.contains("midnight UTC"), "{reason}");
+    assert!(
+        after > Duration::ZERO && after <= crate::http::MAX_WAIT,
+        "{after:?}"
+    );
+    assert!(reason.contains("daily limit"), "{reason}");
+    assert!(reason.contains("Asia/Tokyo (UTC+09:00)"), "{reason}");
+    // Midnight in Tokyo is 15:00 UTC.
+    assert!(reason.contains(" 00:00 there ("), "{reason}");
+    assert!(reason.contains(" 15:00 UTC)"), "{reason}");
+    assert_eq!(fake.calls(Route::AccountInfo), 1);
 }
 
-#[test]
-fn retry_after_wins_over_hubspots_policy() {
-    let mut headers = HeaderMap::new();
-    headers.insert("retry-after", "7".parse().unwrap());
-    headers.insert(
-        "x-hubspot-ratelimit-interval-milliseconds",
-        "10000".parse().unwrap(),
-    );
-    let body = json!({"policyName": "TEN_SECONDLY_ROLLING"});
-    let (wait, _) = rate_limit_wait(&headers, &body, Utc::now(), SystemTime::now());
-    assert_eq!(wait, Duration::from_secs(7));
-
-    let (wait, _) = rate_limit_wait(&HeaderMap::new(), &json!({}), Utc::now(), SystemTime::now());
-    assert_eq!(wait, DEFAULT_INTERVAL);
+#[tokio::test]
+async fn the_accounts_time_zone_is_read_once_not_at_every_delivery() {
+    let fake = FakeHubspot::start(TOKEN).await;
+    let connector = connector(&config(&fake.base_url));
+    for _ in 0..3 {
+        first_attempt(&connector, &john_brief()).await;
+    }
+    assert_eq!(fake.calls(Route::AccountInfo), 1);
 }
 
 #[tokio::test]
@@ -515,4 +526,406 @@ fn validation_names_each_key_and_never_echoes_the_token() {
     assert_eq!(slots[0].key, "token");
     assert!(slots[0].required);
     assert!(slots.pop().unwrap().value.is_none());
+}
+
+// ---------------------------------------------------------------------------------------
+// Fixed values, owners, companies and deals
+
+const OWNER: &str = "75030002";
+
+/// A complete mapping, as the README shows it.
+fn sales_config(base_url: &str) -> HubspotConfig {
+    let mut config = config(base_url);
+    config.timeout = Duration::from_millis(400);
+    config.properties = BTreeMap::from([("budget".to_owned(), "budget_range".to_owned())]);
+    config.set = BTreeMap::from([
+        ("lifecyclestage".to_owned(), "lead".to_owned()),
+        ("hs_lead_status".to_owned(), "NEW".to_owned()),
+    ]);
+    config.owner_id = Some(OWNER.to_owned());
+    config.company = true;
+    config.deal = Some(DealConfig {
+        pipeline: "default".to_owned(),
+        stage: "appointmentscheduled".to_owned(),
+        name: Some(
+            "{{ data.answers.company }} — {{ data.answers.name }} ({{ data.id }})".to_owned(),
+        ),
+    });
+    config
+}
+
+#[tokio::test]
+async fn twenty_briefs_from_twelve_people_at_eight_companies_make_12_contacts_5_companies_20_notes_and_20_deals_despite_failures_after_creation()
+ {
+    let fake = FakeHubspot::start(TOKEN).await;
+    // HubSpot's search lags behind writes: only the connector's own bookkeeping and the
+    // contacts' associations can keep it from making a company twice.
+    fake.lag_search();
+    let slow = Fault::SlowAfterActing(Duration::from_secs(1));
+    fake.inject(Route::Upsert, slow.clone(), 2);
+    fake.inject(Route::CreateCompany, Fault::StatusAfterActing(500), 1);
+    fake.inject(Route::CreateCompany, slow.clone(), 1);
+    fake.inject(Route::AssociateDefault, Fault::Status(502), 1);
+    fake.inject(Route::CreateNote, Fault::StatusAfterActing(500), 2);
+    fake.inject(Route::CreateNote, slow.clone(), 1);
+    fake.inject(Route::CreateDeal, Fault::StatusAfterActing(503), 2);
+    fake.inject(Route::CreateDeal, slow, 1);
+    let connector: Arc<dyn Connector> = Arc::new(connector(&sales_config(&fake.base_url)));
+    let briefs = sales_briefs();
+
+    let retries = deliver_all(connector, briefs.clone()).await;
+
+    assert!(
+        retries >= 10,
+        "every injected fault cost a retry: {retries}"
+    );
+    assert!(fake.rejections().is_empty(), "{:?}", fake.rejections());
+    let contacts = fake.contacts();
+    assert_eq!(contacts.len(), 12, "{contacts:?}");
+    let companies = fake.companies();
+    assert_eq!(companies.len(), 5, "{companies:?}");
+    let contact_of = |email: &str| {
+        contacts
+            .iter()
+            .find(|contact| contact.properties["email"].eq_ignore_ascii_case(email))
+            .unwrap_or_else(|| panic!("no contact {email}"))
+            .id
+            .clone()
+    };
+    for domain in COMPANY_DOMAINS {
+        let company = companies
+            .iter()
+            .find(|company| company.properties["domain"] == domain)
+            .unwrap_or_else(|| panic!("no company {domain}"));
+        assert_eq!(company.properties["hubspot_owner_id"], OWNER);
+        let mut expected: Vec<String> = PEOPLE
+            .iter()
+            .filter(|(_, email, _)| email.to_lowercase().ends_with(&format!("@{domain}")))
+            .map(|(_, email, _)| contact_of(email))
+            .collect();
+        let mut associated = company.contact_ids.clone();
+        expected.sort();
+        associated.sort();
+        assert_eq!(associated, expected, "{domain}");
+    }
+    let notes = fake.notes();
+    assert_eq!(notes.len(), 20);
+    let deals = fake.deals();
+    assert_eq!(deals.len(), 20, "{deals:?}");
+    for event in &briefs {
+        let email = event.data["answers"]["email"].as_str().unwrap();
+        let contact = contact_of(email);
+        let mine: Vec<_> = notes
+            .iter()
+            .filter(|note| note.properties["hs_note_body"].contains(&event.id))
+            .collect();
+        assert_eq!(mine.len(), 1, "{}", event.id);
+        assert_eq!(mine[0].contact_ids, vec![contact.clone()]);
+        let brief = event.data["id"].as_str().unwrap();
+        let mine: Vec<_> = deals
+            .iter()
+            .filter(|deal| deal.properties["description"].contains(&event.id))
+            .collect();
+        assert_eq!(mine.len(), 1, "{}", event.id);
+        let deal = mine[0];
+        assert_eq!(deal.contact_ids, vec![contact]);
+        assert!(deal.properties["dealname"].ends_with(&format!("({brief})")));
+        assert_eq!(deal.properties["dealstage"], "appointmentscheduled");
+        assert_eq!(deal.properties["hubspot_owner_id"], OWNER);
+        let domain = crm::company_domain(email);
+        let company: Vec<String> = domain
+            .iter()
+            .map(|domain| {
+                companies
+                    .iter()
+                    .find(|company| &company.properties["domain"] == domain)
+                    .unwrap()
+                    .id
+                    .clone()
+            })
+            .collect();
+        assert_eq!(deal.company_ids, company, "{email}");
+    }
+}
+
+#[tokio::test]
+async fn fixed_values_and_the_owner_are_set_on_the_contact_and_the_deal_is_named_by_its_template() {
+    let fake = FakeHubspot::start(TOKEN).await;
+    let checkpoints = MemoryCheckpoints::default();
+    let event = john_brief();
+
+    let attempt = attempt(
+        &connector(&sales_config(&fake.base_url)),
+        &event,
+        &checkpoints,
+        1,
+    )
+    .await;
+
+    assert_eq!(attempt.verdict, Verdict::Delivered, "{attempt:?}");
+    let contact = &fake.contacts()[0];
+    assert_eq!(contact.properties["lifecyclestage"], "lead");
+    assert_eq!(contact.properties["hs_lead_status"], "NEW");
+    assert_eq!(contact.properties["hubspot_owner_id"], OWNER);
+    assert_eq!(contact.properties["budget_range"], "$50-100/month");
+    let company = &fake.companies()[0];
+    assert_eq!(company.properties["domain"], "techstart.io");
+    assert_eq!(company.properties["name"], "TechStart");
+    let deal = &fake.deals()[0];
+    assert_eq!(
+        deal.properties["dealname"],
+        "TechStart — John Smith (cm3brief)"
+    );
+    assert_eq!(deal.company_ids, vec![company.id.clone()]);
+    let saved = checkpoints.current().unwrap();
+    assert_eq!(saved["deal_id"], deal.id);
+    assert_eq!(saved["company_id"], company.id);
+    let response = attempt.response.unwrap();
+    assert!(response.contains("company"), "{response}");
+    assert!(response.contains("deal"), "{response}");
+    assert!(fake.rejections().is_empty(), "{:?}", fake.rejections());
+}
+
+#[tokio::test]
+async fn a_company_already_in_hubspot_is_found_by_domain_and_associated_not_created() {
+    let fake = FakeHubspot::start(TOKEN).await;
+    let existing = fake.seed_company("techstart.io", "TechStart Inc.");
+    let mut config = config(&fake.base_url);
+    config.company = true;
+
+    let attempt = first_attempt(&connector(&config), &john_brief()).await;
+
+    assert_eq!(attempt.verdict, Verdict::Delivered, "{attempt:?}");
+    let companies = fake.companies();
+    assert_eq!(companies.len(), 1);
+    assert_eq!(companies[0].id, existing);
+    assert_eq!(
+        companies[0].contact_ids,
+        vec![fake.contacts()[0].id.clone()]
+    );
+    assert_eq!(fake.calls(Route::CreateCompany), 0);
+}
+
+#[tokio::test]
+async fn a_free_mail_address_makes_no_company_and_its_deal_hangs_on_the_contact_alone() {
+    let fake = FakeHubspot::start(TOKEN).await;
+    let event = brief(
+        json!({"name": "Jon Bell", "email": "jon.bell@gmail.com"}),
+        "Jon wants a demo.",
+    );
+
+    let attempt = first_attempt(&connector(&sales_config(&fake.base_url)), &event).await;
+
+    assert_eq!(attempt.verdict, Verdict::Delivered, "{attempt:?}");
+    assert!(fake.companies().is_empty());
+    assert_eq!(fake.calls(Route::SearchCompanies), 0);
+    let deals = fake.deals();
+    assert_eq!(deals.len(), 1);
+    assert!(deals[0].company_ids.is_empty());
+    assert!(attempt.response.unwrap().contains("free-mail"));
+}
+
+#[tokio::test]
+async fn a_deal_created_by_an_attempt_that_got_a_500_is_found_not_created_again() {
+    let fake = FakeHubspot::start(TOKEN).await;
+    let connector = connector(&sales_config(&fake.base_url));
+    let checkpoints = MemoryCheckpoints::default();
+    let event = john_brief();
+    fake.inject(Route::CreateDeal, Fault::StatusAfterActing(500), 1);
+
+    let first = attempt(&connector, &event, &checkpoints, 1).await;
+    let (_, reason) = retry_of(&first);
+    assert!(reason.contains("creating the deal"), "{reason}");
+    assert!(reason.contains("will not be made again"), "{reason}");
+    assert_eq!(fake.deals().len(), 1, "the fake created the deal anyway");
+
+    let second = attempt(&connector, &event, &checkpoints, 2).await;
+
+    assert_eq!(second.verdict, Verdict::Delivered, "{second:?}");
+    assert!(second.response.unwrap().contains("found"));
+    assert_eq!(fake.deals().len(), 1);
+    assert_eq!(fake.calls(Route::CreateDeal), 1);
+    assert_eq!(fake.notes().len(), 1);
+    assert_eq!(fake.companies().len(), 1);
+    assert_eq!(fake.calls(Route::Upsert), 1);
+}
+
+#[tokio::test]
+async fn a_company_created_by_an_attempt_that_timed_out_is_found_through_the_contact_not_created_again()
+ {
+    let fake = FakeHubspot::start(TOKEN).await;
+    fake.lag_search();
+    let mut config = config(&fake.base_url);
+    config.company = true;
+    config.timeout = Duration::from_millis(300);
+    let connector = connector(&config);
+    let checkpoints = MemoryCheckpoints::default();
+    let event = john_brief();
+    fake.inject(
+        Route::CreateCompany,
+        Fault::SlowAfterActing(Duration::from_secs(1)),
+        1,
+    );
+
+    let first = attempt(&connector, &event, &checkpoints, 1).await;
+    retry_of(&first);
+    assert_eq!(fake.companies().len(), 1);
+
+    let second = attempt(&connector, &event, &checkpoints, 2).await;
+
+    assert_eq!(second.verdict, Verdict::Delivered, "{second:?}");
+    assert_eq!(fake.companies().len(), 1);
+    assert_eq!(fake.calls(Route::CreateCompany), 1);
+}
+
+#[tokio::test]
+async fn a_note_on_no_contact_created_by_an_attempt_that_timed_out_is_found_not_created_again() {
+    let fake = FakeHubspot::start(TOKEN).await;
+    let mut config = config(&fake.base_url);
+    config.timeout = Duration::from_millis(300);
+    let connector = connector(&config);
+    let checkpoints = MemoryCheckpoints::default();
+    let event = meeting();
+    fake.inject(
+        Route::CreateNote,
+        Fault::SlowAfterActing(Duration::from_secs(1)),
+        1,
+    );
+
+    let first = attempt(&connector, &event, &checkpoints, 1).await;
+    retry_of(&first);
+    assert_eq!(fake.notes().len(), 1);
+
+    let second = attempt(&connector, &event, &checkpoints, 2).await;
+
+    assert_eq!(second.verdict, Verdict::Delivered, "{second:?}");
+    assert!(second.response.unwrap().contains("found"));
+    assert_eq!(fake.notes().len(), 1);
+    assert_eq!(fake.calls(Route::SearchNotes), 1);
+}
+
+#[tokio::test]
+async fn check_online_names_a_misspelt_property_value_owner_pipeline_and_stage_with_suggestions() {
+    let fake = FakeHubspot::start(TOKEN).await;
+    let mut config = sales_config(&fake.base_url);
+    config.set = BTreeMap::from([
+        ("lifecyclestag".to_owned(), "lead".to_owned()),
+        ("hs_lead_status".to_owned(), "NEWW".to_owned()),
+    ]);
+    config.properties = BTreeMap::from([("budget".to_owned(), "budget_rnage".to_owned())]);
+    config.owner_id = Some("75030003".to_owned());
+    config.deal = Some(DealConfig {
+        pipeline: "default".to_owned(),
+        stage: "appointmentschedule".to_owned(),
+        name: None,
+    });
+
+    let problems = connector(&config).audit().await.unwrap();
+
+    let said: Vec<String> = problems
+        .iter()
+        .map(|problem| format!("{}: {}", problem.key, problem.message))
+        .collect();
+    assert!(
+        said.contains(
+            &"set.lifecyclestag: HubSpot has no contact property \"lifecyclestag\"; did you mean lifecyclestage?"
+                .to_owned()
+        ),
+        "{said:#?}"
+    );
+    assert!(
+        said.iter()
+            .any(|line| line.starts_with("set.hs_lead_status:")
+                && line.contains("no option \"NEWW\"; did you mean NEW?")),
+        "{said:#?}"
+    );
+    assert!(
+        said.iter()
+            .any(|line| line.starts_with("properties.budget:")
+                && line.ends_with("did you mean budget_range?")),
+        "{said:#?}"
+    );
+    assert!(
+        said.iter()
+            .any(|line| line.starts_with("owner_id:") && line.contains("did you mean 75030002")),
+        "{said:#?}"
+    );
+    assert!(
+        said.iter().any(|line| line.starts_with("deal.stage:")
+            && line.ends_with("did you mean appointmentscheduled?")),
+        "{said:#?}"
+    );
+    assert_eq!(problems.len(), 5, "{said:#?}");
+
+    config.deal = Some(DealConfig {
+        pipeline: "defualt".to_owned(),
+        stage: "appointmentscheduled".to_owned(),
+        name: None,
+    });
+    let problems = connector(&config).audit().await.unwrap();
+    assert!(
+        problems.iter().any(|problem| problem.key == "deal.pipeline"
+            && problem.message.ends_with("did you mean default?")),
+        "{problems:#?}"
+    );
+}
+
+#[tokio::test]
+async fn check_online_finds_nothing_wrong_with_a_mapping_the_account_has() {
+    let fake = FakeHubspot::start(TOKEN).await;
+    let problems = connector(&sales_config(&fake.base_url))
+        .audit()
+        .await
+        .unwrap();
+    assert!(problems.is_empty(), "{problems:#?}");
+}
+
+#[test]
+fn a_complete_hubspot_mapping_parses_and_a_wrong_one_is_named_key_by_key() {
+    let text = r#"
+        type = "hubspot"
+        token = "pat-na1-x"
+        properties = { budget = "budget_range" }
+        set = { lifecyclestage = "lead", hs_lead_status = "NEW" }
+        owner_id = "75030002"
+        company = true
+        deal = { pipeline = "default", stage = "appointmentscheduled", name = "{{ data.answers.company }} — Clairo" }
+    "#;
+    let Ok(ConnectorConfig::Hubspot(config)) = table(text) else {
+        panic!("not hubspot");
+    };
+    assert_eq!(config.validate(), Vec::new());
+    assert_eq!(config.owner_id.as_deref(), Some("75030002"));
+    assert!(config.company);
+
+    let numeric = table("type = \"hubspot\"\ntoken = \"x\"\nowner_id = 75030002\n").unwrap();
+    let ConnectorConfig::Hubspot(numeric) = numeric else {
+        panic!("not hubspot");
+    };
+    assert_eq!(numeric.owner_id.as_deref(), Some("75030002"));
+
+    let text = r#"
+        type = "hubspot"
+        token = "pat-na1-x"
+        properties = { budget = "budget_range" }
+        set = { budget_range = "x", hubspot_owner_id = "1", Lifecycle = "lead", hs_lead_status = " " }
+        owner_id = "Pat"
+        deal = { stage = "", name = "{{ broken" }
+    "#;
+    let Ok(ConnectorConfig::Hubspot(config)) = table(text) else {
+        panic!("not hubspot");
+    };
+    assert_eq!(
+        keys(&config.validate()),
+        [
+            "set.Lifecycle",
+            "set.budget_range",
+            "set.hs_lead_status",
+            "set.hubspot_owner_id",
+            "owner_id",
+            "deal.stage",
+            "deal.name"
+        ]
+    );
+    assert!(table("type = \"hubspot\"\ndeal = { stgae = \"x\" }\n").is_err());
 }

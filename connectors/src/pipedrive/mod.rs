@@ -1,121 +1,53 @@
-//! The Pipedrive connector: a brief finds its person by email (or creates one), attaches a
-//! note to the person, and optionally opens a lead. Progress is saved between calls, so a
-//! retry creates nothing twice.
+//! The Pipedrive connector. A brief, with `organization = true`, finds the organisation
+//! named after the email's domain (or creates it); finds its person by email (or creates
+//! one, with the mapped custom fields and the owner); attaches a note to the person; and
+//! with `lead` (or `create_lead = true`) opens one lead. Each step's progress is saved,
+//! and a step an earlier attempt may have done unseen is looked for before it is done
+//! again, so a retry creates nothing twice.
+//!
+//! The table's keys are in `config.rs`, the calls in `records.rs`, the person fields in
+//! `fields.rs`, and what `check --online` reads in `audit.rs`.
 
-use std::path::PathBuf;
+use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use reqwest::header::{HeaderMap, HeaderName};
 use serde::{Deserialize, Deserializer, Serialize};
-use serde_json::{Value, json};
+use serde_json::Value;
 
-use crate::crm::{self, Answer, Api, CommonKeys, NOTE_LIMIT};
+use crate::crm::{self, Answer, Api, NOTE_LIMIT, Title};
 use crate::http::{self, MAX_WAIT};
 use crate::lead::Lead;
-use crate::{Attempt, ConfigProblem, Connector, Delivery, EventType, Secret, SecretSlot};
+use crate::{Attempt, ConfigProblem, Connector, Delivery, EventType};
 
 pub use crate::crm::WithoutEmail;
+
+mod audit;
+mod config;
+mod fields;
+mod records;
+
+pub use config::{LeadConfig, PipedriveConfig};
 
 #[cfg(test)]
 mod fake;
 #[cfg(test)]
 mod tests;
 
-const DEFAULT_BASE_URL: &str = "https://api.pipedrive.com";
-
-const SEARCH_PATH: &str = "/api/v2/persons/search";
-const PERSONS_PATH: &str = "/api/v2/persons";
-const NOTES_PATH: &str = "/api/v1/notes";
-const LEADS_PATH: &str = "/api/v1/leads";
 const ME_PATH: &str = "/api/v1/users/me";
 
 /// The header Pipedrive reads an API token from; unlike `?api_token=`, it stays out of
 /// every URL that a proxy or an error message might log.
 const TOKEN_HEADER: &str = "x-api-token";
 
-/// The longest term Pipedrive's search matches exactly ("it will only work if search term
-/// is 30 characters or less"); a longer email is searched loosely and matched here.
-const EXACT_MATCH_CHARS: usize = 30;
-
-/// Results read from a loose search: the exact email is among the best-scored.
-const LOOSE_RESULTS: &str = "100";
-
 /// Pipedrive's rate-limit window, for when `x-ratelimit-reset` is missing.
 const DEFAULT_WINDOW: Duration = Duration::from_secs(2);
 
-/// Persons read back, newest first, when an earlier attempt's create may have succeeded
-/// unseen: the person sought was created moments before.
-const RECENT_PERSONS: &str = "100";
-
-/// A person's notes read back, newest first, when looking for one an earlier attempt
-/// created.
-const NOTES_READ_BACK: &str = "100";
-
-fn default_base_url() -> String {
-    DEFAULT_BASE_URL.to_owned()
-}
-
-/// `[connectors.NAME] type = "pipedrive"`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PipedriveConfig {
-    /// A user's API token, usually filled in from `api_token_file` or a credential.
-    #[serde(default)]
-    pub api_token: Option<Secret>,
-    #[serde(default)]
-    pub api_token_file: Option<PathBuf>,
-    #[serde(default = "default_base_url")]
-    pub base_url: String,
-    /// Limit on each call to Pipedrive (a brief makes two to four).
-    #[serde(default = "crm::default_timeout", with = "humantime_serde")]
-    pub timeout: Duration,
-    /// The answer holding the contact's email; by default any answer whose name mentions
-    /// "email", then the summary (design §5).
-    #[serde(default)]
-    pub email_answer_key: Option<String>,
-    /// What a brief without an email becomes. A Pipedrive note must hang on a person,
-    /// organization, deal or lead, and none is known, so `note` leaves the delivery dead
-    /// (kept and listed for a person to handle), while `skip` drops it.
-    #[serde(default)]
-    pub without_email: WithoutEmail,
-    /// Also open a lead for each brief, on the person.
-    #[serde(default)]
-    pub create_lead: bool,
-}
-
-const MISSING_TOKEN: &str = "is missing; set `api_token_file` to a file holding the \
-    Pipedrive API token (Personal preferences → API in Pipedrive), or provide the systemd \
-    credential `<connector name>-api-token`";
-
-impl PipedriveConfig {
-    pub fn secret_slots(&mut self) -> Vec<SecretSlot<'_>> {
-        vec![SecretSlot {
-            key: "api_token",
-            value: &mut self.api_token,
-            file: self.api_token_file.as_ref(),
-            required: true,
-        }]
-    }
-
-    pub fn validate(&self) -> Vec<ConfigProblem> {
-        self.common_keys().problems()
-    }
-
-    fn common_keys(&self) -> CommonKeys<'_> {
-        CommonKeys {
-            service: "Pipedrive",
-            base_url: &self.base_url,
-            token_key: "api_token",
-            token: self.api_token.as_ref(),
-            missing_token: MISSING_TOKEN,
-            timeout: self.timeout,
-            email_answer_key: self.email_answer_key.as_deref(),
-        }
-    }
-}
-
-/// What a delivery has done so far, saved as its checkpoint.
+/// What a delivery has done so far, saved as its checkpoint. `*_sent` is saved before a
+/// create: when the attempt then ends without learning whether Pipedrive created the
+/// record, the retry looks for it first (among the newest records, which are read at once,
+/// unlike the search index, which may not have them yet).
 #[derive(Debug, Default, Serialize, Deserialize)]
 #[serde(default)]
 struct Progress {
@@ -123,10 +55,14 @@ struct Progress {
         deserialize_with = "optional_number",
         skip_serializing_if = "Option::is_none"
     )]
+    org_id: Option<u64>,
+    #[serde(skip_serializing_if = "crm::is_false")]
+    org_sent: bool,
+    #[serde(
+        deserialize_with = "optional_number",
+        skip_serializing_if = "Option::is_none"
+    )]
     person_id: Option<u64>,
-    /// Saved before the person is created: when the attempt then ends without learning
-    /// whether Pipedrive created it, the retry looks among the newest persons, which are
-    /// read at once, unlike the search index, which may not have the person yet.
     #[serde(skip_serializing_if = "crm::is_false")]
     person_sent: bool,
     #[serde(
@@ -134,7 +70,6 @@ struct Progress {
         skip_serializing_if = "Option::is_none"
     )]
     note_id: Option<u64>,
-    /// Saved before the note is sent; the retry then looks among the person's notes.
     #[serde(skip_serializing_if = "crm::is_false")]
     note_sent: bool,
     #[serde(
@@ -142,6 +77,8 @@ struct Progress {
         skip_serializing_if = "Option::is_none"
     )]
     lead_id: Option<String>,
+    #[serde(skip_serializing_if = "crm::is_false")]
+    lead_sent: bool,
 }
 
 /// An id saved as a number or a numeric string.
@@ -167,44 +104,89 @@ struct Done<T> {
     spent: Option<Duration>,
 }
 
+/// The lead a brief opens.
+struct LeadPlan {
+    title: Title,
+    label_ids: Vec<String>,
+    channel: Option<u64>,
+}
+
 /// A running Pipedrive connector: one HTTP client, reused for every delivery.
 pub struct PipedriveConnector {
     name: String,
     api: Api,
     email_answer_key: Option<String>,
     without_email: WithoutEmail,
-    create_lead: bool,
+    fields: BTreeMap<String, String>,
+    owner_id: Option<u64>,
+    organization: bool,
+    lead: Option<LeadPlan>,
+    /// The person fields, read once and again when a mapped one is not among them.
+    person_fields: fields::Cache,
+    /// Organisations found or created, by domain. The async lock also makes concurrent
+    /// deliveries for one domain take turns, so two briefs from one company, moments
+    /// apart, cannot both miss in Pipedrive's search (which lags behind writes) and both
+    /// create it.
+    organizations: tokio::sync::Mutex<crm::Recent<u64>>,
+    /// Persons found or created, by email (lowercase), kept for the same reason.
+    persons: tokio::sync::Mutex<crm::Recent<u64>>,
 }
 
 impl PipedriveConnector {
     pub fn new(name: &str, config: &PipedriveConfig) -> Result<Self, String> {
         let keys = config.common_keys();
         let token = keys.token()?;
+        if let Some(problem) = config.mapping_problems().into_iter().next() {
+            return Err(format!("{}: {}", problem.key, problem.message));
+        }
         let api = Api::new(
             &keys,
             (HeaderName::from_static(TOKEN_HEADER), token.to_owned()),
             token,
         )?;
+        let lead = match config.lead_config() {
+            Some(lead) => Some(LeadPlan {
+                title: Title::new(lead.title.as_deref())
+                    .map_err(|message| format!("lead.title: {message}"))?,
+                label_ids: lead.label_ids,
+                channel: lead.channel,
+            }),
+            None => None,
+        };
         Ok(Self {
             name: name.to_owned(),
             api,
             email_answer_key: config.email_answer_key.clone(),
             without_email: config.without_email,
-            create_lead: config.create_lead,
+            fields: config.fields.clone(),
+            owner_id: config.owner_id,
+            organization: config.organization,
+            lead,
+            person_fields: fields::Cache::default(),
+            organizations: tokio::sync::Mutex::new(crm::Recent::default()),
+            persons: tokio::sync::Mutex::new(crm::Recent::default()),
         })
     }
 
-    /// Whether the progress covers every step this connector makes.
-    fn finished(&self, progress: &Progress) -> bool {
-        progress.note_id.is_some() && (!self.create_lead || progress.lead_id.is_some())
+    /// Whether the progress covers every step this connector makes for this brief.
+    fn finished(&self, progress: &Progress, organization: bool) -> bool {
+        progress.note_id.is_some()
+            && (!organization || progress.org_id.is_some())
+            && (self.lead.is_none() || progress.lead_id.is_some())
     }
 
-    /// brief.created: the person, a note on them, and a lead if configured.
+    /// brief.created: the organisation, the person, a note on them, and a lead, as
+    /// configured, each once.
     async fn brief(&self, delivery: &Delivery<'_>) -> Attempt {
         let event = delivery.event;
         let lead = Lead::from_brief(&event.data, self.email_answer_key.as_deref());
         let mut progress: Progress = crm::load_progress(delivery.checkpoint.as_ref(), &self.name);
-        if self.finished(&progress) {
+        let domain = lead
+            .email
+            .as_deref()
+            .filter(|_| self.organization)
+            .and_then(crm::company_domain);
+        if self.finished(&progress, domain.is_some()) {
             return Attempt::delivered(
                 None,
                 Some(format!(
@@ -227,12 +209,36 @@ impl PipedriveConnector {
         };
 
         let mut last_status = None;
-        // Whether this attempt found or created the person: then no note of it exists yet.
-        let mut person_now = false;
+        // Set once a step pending when this attempt began is done: every later step was
+        // then never sent before, and needs no looking for.
+        let mut fresh = false;
+
+        if let Some(domain) = &domain
+            && progress.org_id.is_none()
+        {
+            let org = match self.organization_for(domain, &mut progress, delivery).await {
+                Ok(org) => org,
+                Err(attempt) => return attempt,
+            };
+            progress.org_id = Some(org.value);
+            progress.org_sent = false;
+            fresh = true;
+            if let Err(error) = crm::save_progress(delivery.checkpoints, &progress).await {
+                return crm::unsaved(&error, &format!("organization {} is known", org.value));
+            }
+            if let Some(wait) = org.spent {
+                return self.pause(wait, &progress, org.status);
+            }
+            last_status = Some(org.status);
+        }
+
         let person_id = match progress.person_id {
             Some(id) => id,
             None => {
-                let person = match self.person(&email, &lead, &mut progress, delivery).await {
+                let person = match self
+                    .person(&email, &lead, &mut progress, fresh, delivery)
+                    .await
+                {
                     Ok(person) => person,
                     Err(attempt) => return attempt,
                 };
@@ -240,6 +246,7 @@ impl PipedriveConnector {
                 progress.person_sent = false;
                 // The note is sent next; saved together, one write covers both.
                 progress.note_sent = true;
+                fresh = true;
                 if let Err(error) = crm::save_progress(delivery.checkpoints, &progress).await {
                     return crm::unsaved(&error, &format!("person {} is known", person.value));
                 }
@@ -247,14 +254,13 @@ impl PipedriveConnector {
                     return self.pause(wait, &progress, person.status);
                 }
                 last_status = Some(person.status);
-                person_now = true;
                 person.value
             }
         };
 
         if progress.note_id.is_none() {
             let context = format!("person {person_id} is saved and will not be created again");
-            if progress.note_sent && !person_now {
+            if progress.note_sent && !fresh {
                 match self.find_note(person_id, &event.id).await {
                     Ok(found) => progress.note_id = found,
                     Err(attempt) => return crm::with_context(attempt, &context),
@@ -267,14 +273,17 @@ impl PipedriveConnector {
             }
             if progress.note_id.is_none() {
                 let content = crm::brief_note(event, &lead, NOTE_LIMIT);
-                let note = match self.create_note(&content, person_id).await {
+                let note = match self.create_note(&content, person_id, progress.org_id).await {
                     Ok(note) => note,
                     Err(attempt) => return crm::with_context(attempt, &context),
                 };
                 progress.note_id = Some(note.value);
                 last_status = Some(note.status);
-                if self.create_lead {
+                fresh = true;
+                if self.lead.is_some() {
                     progress.note_sent = false;
+                    // The lead is sent next; saved together, one write covers both.
+                    progress.lead_sent = true;
                     if let Err(error) = crm::save_progress(delivery.checkpoints, &progress).await {
                         return crm::unsaved(&error, &format!("note {} was created", note.value));
                     }
@@ -285,220 +294,44 @@ impl PipedriveConnector {
             }
             progress.note_sent = false;
         }
-        if self.create_lead && progress.lead_id.is_none() {
+        if let Some(plan) = &self.lead
+            && progress.lead_id.is_none()
+        {
             let context = format!(
-                "person {person_id} and note {} are saved and will not be created again",
-                progress.note_id.unwrap_or_default()
+                "{} are saved and will not be created again",
+                describe_progress(&progress)
             );
-            let created = match self.create_lead_for(&lead, &email, person_id).await {
-                Ok(created) => created,
-                Err(attempt) => return crm::with_context(attempt, &context),
-            };
-            progress.lead_id = Some(created.value);
-            last_status = Some(created.status);
+            if progress.lead_sent && !fresh {
+                match self.find_lead(person_id, &event.id).await {
+                    Ok(found) => progress.lead_id = found,
+                    Err(attempt) => return crm::with_context(attempt, &context),
+                }
+            } else if !progress.lead_sent {
+                progress.lead_sent = true;
+                if let Err(error) = crm::save_progress(delivery.checkpoints, &progress).await {
+                    return crm::unsaved(&error, &describe_progress(&progress));
+                }
+            }
+            if progress.lead_id.is_none() {
+                let title = plan.title.render(event, &lead, &email);
+                let created = match self
+                    .create_lead(plan, &title, &event.id, person_id, progress.org_id)
+                    .await
+                {
+                    Ok(created) => created,
+                    Err(attempt) => return crm::with_context(attempt, &context),
+                };
+                progress.lead_id = Some(created.value);
+                last_status = Some(created.status);
+            }
+            progress.lead_sent = false;
         }
         crm::save_last(delivery, &progress, &self.name).await;
-        Attempt::delivered(last_status, Some(describe_progress(&progress)))
-    }
-
-    /// The person with this email: found by an exact email search, or created. An attempt
-    /// that sent a create and did not learn its outcome leaves `person_sent` saved; the
-    /// retry then also reads the newest persons, which the search index may not have yet.
-    async fn person(
-        &self,
-        email: &str,
-        lead: &Lead,
-        progress: &mut Progress,
-        delivery: &Delivery<'_>,
-    ) -> Result<Done<u64>, Attempt> {
-        let found = self.search_person(email).await?;
-        if let Some(id) = found.value {
-            return Ok(Done {
-                value: id,
-                status: found.status,
-                spent: found.spent,
-            });
+        let mut said = describe_progress(&progress);
+        if domain.is_none() && self.organization {
+            said.push_str("; no organization: the email is at a free-mail provider");
         }
-        if progress.person_sent {
-            if let Some(id) = self.recent_person(email).await? {
-                return Ok(Done {
-                    value: id,
-                    status: found.status,
-                    spent: None,
-                });
-            }
-        } else {
-            if let Some(wait) = found.spent {
-                return Err(self.pause(wait, progress, found.status));
-            }
-            progress.person_sent = true;
-            if let Err(error) = crm::save_progress(delivery.checkpoints, progress).await {
-                return Err(crm::unsaved(&error, "no person has this email yet"));
-            }
-        }
-        self.create_person(email, lead).await
-    }
-
-    async fn search_person(&self, email: &str) -> Result<Done<Option<u64>>, Attempt> {
-        let doing = "searching for the person by email";
-        let exact = email.chars().count() <= EXACT_MATCH_CHARS;
-        let (exact_match, limit) = if exact {
-            ("true", "10")
-        } else {
-            ("false", LOOSE_RESULTS)
-        };
-        let request = self.api.get(SEARCH_PATH).query(&[
-            ("term", email),
-            ("fields", "email"),
-            ("exact_match", exact_match),
-            ("limit", limit),
-        ]);
-        let answer = self.api.send(request, doing).await?;
-        if !answer.status.is_success() {
-            return Err(self.failure(&answer, doing));
-        }
-        let found = answer
-            .json()
-            .pointer("/data/items")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-            .filter_map(|item| item.get("item"))
-            .find(
-                |person| match person.get("emails").and_then(Value::as_array) {
-                    Some(emails) => has_email(emails, email),
-                    // An exact search vouches for its results; a loose one must show the email.
-                    None => exact,
-                },
-            )
-            .and_then(|person| person.get("id").and_then(number));
-        Ok(self.done(found, &answer))
-    }
-
-    /// The newest persons, read directly, for one with this email.
-    async fn recent_person(&self, email: &str) -> Result<Option<u64>, Attempt> {
-        let doing = "looking for a person an earlier attempt may have created";
-        let request = self.api.get(PERSONS_PATH).query(&[
-            ("sort_by", "add_time"),
-            ("sort_direction", "desc"),
-            ("limit", RECENT_PERSONS),
-        ]);
-        let answer = self.api.send(request, doing).await?;
-        if !answer.status.is_success() {
-            return Err(self.failure(&answer, doing));
-        }
-        Ok(answer
-            .json()
-            .get("data")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-            .find(|person| {
-                person
-                    .get("emails")
-                    .and_then(Value::as_array)
-                    .is_some_and(|emails| has_email(emails, email))
-            })
-            .and_then(|person| person.get("id").and_then(number)))
-    }
-
-    async fn create_person(&self, email: &str, lead: &Lead) -> Result<Done<u64>, Attempt> {
-        let doing = "creating the person";
-        // The name is required; without one in the brief, the email stands in for it.
-        let name = crm::lead_name(lead).unwrap_or_else(|| email.to_owned());
-        let body = json!({
-            "name": name,
-            "emails": [{"value": email, "primary": true, "label": "work"}],
-        });
-        let answer = self
-            .api
-            .send(self.api.post(PERSONS_PATH).json(&body), doing)
-            .await?;
-        self.created(&answer, doing, number)
-    }
-
-    async fn create_note(&self, content: &str, person_id: u64) -> Result<Done<u64>, Attempt> {
-        let doing = "creating the note on the person";
-        let body = json!({"content": content, "person_id": person_id});
-        let answer = self
-            .api
-            .send(self.api.post(NOTES_PATH).json(&body), doing)
-            .await?;
-        self.created(&answer, doing, number)
-    }
-
-    async fn create_lead_for(
-        &self,
-        lead: &Lead,
-        email: &str,
-        person_id: u64,
-    ) -> Result<Done<String>, Attempt> {
-        let doing = "creating the lead";
-        let who = lead
-            .company
-            .clone()
-            .or_else(|| crm::lead_name(lead))
-            .unwrap_or_else(|| email.to_owned());
-        let body = json!({"title": format!("{who} — Clairo brief"), "person_id": person_id});
-        let answer = self
-            .api
-            .send(self.api.post(LEADS_PATH).json(&body), doing)
-            .await?;
-        self.created(&answer, doing, crm::id_text)
-    }
-
-    /// Looks among the person's newest notes for the one this event's note would be: its
-    /// content carries the event id.
-    async fn find_note(&self, person_id: u64, event_id: &str) -> Result<Option<u64>, Attempt> {
-        let doing = "looking for the note an earlier attempt may have created";
-        let person = person_id.to_string();
-        let request = self.api.get(NOTES_PATH).query(&[
-            ("person_id", person.as_str()),
-            ("sort", "add_time DESC"),
-            ("limit", NOTES_READ_BACK),
-        ]);
-        let answer = self.api.send(request, doing).await?;
-        if !answer.status.is_success() {
-            return Err(self.failure(&answer, doing));
-        }
-        Ok(answer
-            .json()
-            .get("data")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-            .find(|note| {
-                note.get("content")
-                    .and_then(Value::as_str)
-                    .is_some_and(|content| content.contains(event_id))
-            })
-            .and_then(|note| note.get("id").and_then(number)))
-    }
-
-    fn done<T>(&self, value: T, answer: &Answer) -> Done<T> {
-        Done {
-            value,
-            status: answer.status.as_u16(),
-            spent: spent_window(&answer.headers),
-        }
-    }
-
-    /// `data.id` of a successful create, read with `read`.
-    fn created<T>(
-        &self,
-        answer: &Answer,
-        doing: &str,
-        read: impl Fn(&Value) -> Option<T>,
-    ) -> Result<Done<T>, Attempt> {
-        if !answer.status.is_success() {
-            return Err(self.failure(answer, doing));
-        }
-        let id = answer
-            .json()
-            .pointer("/data/id")
-            .and_then(read)
-            .ok_or_else(|| self.api.no_id(answer, doing))?;
-        Ok(self.done(id, answer))
+        Attempt::delivered(last_status, Some(said))
     }
 
     /// The rate-limit window is used up and more calls are due: stop, with the progress
@@ -583,6 +416,9 @@ fn spent_window(headers: &HeaderMap) -> Option<Duration> {
 
 fn describe_progress(progress: &Progress) -> String {
     let mut done = Vec::new();
+    if let Some(id) = progress.org_id {
+        done.push(format!("organization {id}"));
+    }
     if let Some(id) = progress.person_id {
         done.push(format!("person {id}"));
     }
@@ -645,5 +481,9 @@ impl Connector for PipedriveConnector {
             "Pipedrive ({}) accepted the API token of {user}{company}",
             self.api.endpoint()
         ))
+    }
+
+    async fn audit(&self) -> Result<Vec<ConfigProblem>, String> {
+        self.mapping_audit().await
     }
 }
