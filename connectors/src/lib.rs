@@ -9,6 +9,7 @@ mod crm;
 mod event;
 mod http;
 pub mod lead;
+pub mod retry;
 mod secret;
 #[cfg(test)]
 mod testkit;

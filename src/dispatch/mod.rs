@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use clairo_connectors::retry;
 use clairo_connectors::{Attempt, CheckpointSink, Connector, Delivery, Verdict};
 use rand::Rng;
 use tokio::sync::watch;
@@ -52,7 +53,7 @@ pub fn next_state(
             let Some(wait) = schedule.get(index) else {
                 return NextState::Dead;
             };
-            let jittered = wait.mul_f64(jitter_factor.clamp(1.0 - JITTER, 1.0 + JITTER));
+            let jittered = retry::scaled_within(*wait, jitter_factor, JITTER);
             let wait = match after {
                 Some(after) if *after > jittered => *after,
                 _ => jittered,
@@ -66,7 +67,7 @@ pub fn next_state(
 
 /// A random factor in [1 - JITTER, 1 + JITTER].
 pub fn jitter_factor() -> f64 {
-    rand::rng().random_range((1.0 - JITTER)..=(1.0 + JITTER))
+    retry::jitter_factor(JITTER)
 }
 
 struct StoreCheckpoints {

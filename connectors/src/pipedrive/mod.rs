@@ -13,6 +13,7 @@ use serde_json::{Value, json};
 use crate::crm::{self, Answer, Api, CommonKeys, NOTE_LIMIT};
 use crate::http::{self, MAX_WAIT};
 use crate::lead::Lead;
+use crate::retry;
 use crate::{Attempt, ConfigProblem, Connector, Delivery, EventType, Secret, SecretSlot};
 
 pub use crate::crm::WithoutEmail;
@@ -572,7 +573,7 @@ fn has_email(emails: &[Value], email: &str) -> bool {
 /// `x-ratelimit-reset`: seconds until the window resets, capped like any wait.
 fn reset_after(headers: &HeaderMap) -> Option<Duration> {
     crm::header_number(headers, "x-ratelimit-reset")
-        .map(|seconds| Duration::from_secs_f64(seconds.min(MAX_WAIT.as_secs_f64())))
+        .map(|seconds| retry::clamped_seconds(seconds, MAX_WAIT))
 }
 
 /// When an answer says the window is used up, how long until it resets.
