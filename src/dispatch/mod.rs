@@ -533,8 +533,9 @@ mod retry_properties {
             };
             let wait_ms = (at_ms - now) as f64;
             let step_ms = schedule[attempts].as_secs_f64() * 1000.0;
-            // Milliseconds are truncated, so allow one below the lower bound.
-            let jittered = wait_ms >= step_ms * (1.0 - JITTER) - 1.0 && wait_ms <= step_ms * (1.0 + JITTER);
+            // Milliseconds are truncated, so allow one below the lower bound; the f64 product
+            // can land a hair above the upper one (16658.405 s × 1.2), so one above it too.
+            let jittered = wait_ms >= step_ms * (1.0 - JITTER) - 1.0 && wait_ms <= step_ms * (1.0 + JITTER) + 1.0;
             match after {
                 Some(after) => {
                     let after_ms = after.as_millis() as f64;
