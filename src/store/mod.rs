@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use clairo_connectors::Event;
 use serde::Serialize;
+use sqlx::migrate::MigrateError;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Row, Sqlite, SqlitePool, Transaction};
 
@@ -70,10 +71,37 @@ impl StoreError {
 
     /// The disk is full (or the file system read-only): new work must wait.
     pub fn is_disk_full(&self) -> bool {
-        let text = self.to_string().to_ascii_lowercase();
-        text.contains("database or disk is full")
-            || text.contains("readonly")
-            || text.contains("read-only")
+        let source = match self {
+            Self::Open { source, .. } | Self::Sql(source) => source,
+            Self::Migrate(
+                MigrateError::Execute(source) | MigrateError::ExecuteMigration(source, _),
+            ) => source,
+            _ => return false,
+        };
+        is_full_or_read_only(source)
+    }
+}
+
+/// SQLite's primary result codes for a full disk and a database it may not write
+/// (<https://www.sqlite.org/rescode.html>). An extended code (`SQLITE_READONLY_DBMOVED`,
+/// …) keeps its primary code in the low byte.
+const SQLITE_READONLY: i32 = 8;
+const SQLITE_FULL: i32 = 13;
+
+/// Whether `error` says the disk is full or the database cannot be written: by SQLite's
+/// result code (sqlx gives the extended code as text), or by the OS's error where sqlx met
+/// the file system itself.
+fn is_full_or_read_only(error: &sqlx::Error) -> bool {
+    match error {
+        sqlx::Error::Database(database) => database
+            .code()
+            .and_then(|code| code.parse::<i32>().ok())
+            .is_some_and(|code| matches!(code & 0xff, SQLITE_READONLY | SQLITE_FULL)),
+        sqlx::Error::Io(error) => matches!(
+            error.kind(),
+            std::io::ErrorKind::StorageFull | std::io::ErrorKind::ReadOnlyFilesystem
+        ),
+        _ => false,
     }
 }
 
@@ -913,5 +941,50 @@ fn attempt_from_row(row: &sqlx::sqlite::SqliteRow) -> AttemptRow {
         outcome: row.get("outcome"),
         reason: row.get("reason"),
         response: row.get("response"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_full_database_is_told_by_sqlites_code() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("state.db")).await.unwrap();
+        // Room for what is there and nothing more (a per-connection setting): the next
+        // page is SQLITE_FULL, as when the file system has no space left.
+        let mut connection = store.pool.acquire().await.unwrap();
+        sqlx::query("PRAGMA max_page_count = 1")
+            .execute(&mut *connection)
+            .await
+            .unwrap();
+        let full = sqlx::query("CREATE TABLE filler (text TEXT)")
+            .execute(&mut *connection)
+            .await
+            .map_err(StoreError::from)
+            .unwrap_err();
+        assert!(full.is_disk_full(), "{full}");
+    }
+
+    #[tokio::test]
+    async fn a_read_only_database_is_told_by_sqlites_code_and_other_errors_are_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        Store::open(&path).await.unwrap().close().await;
+        let store = Store::open_existing(&path, false).await.unwrap();
+        let read_only = store
+            .set_meta("key", "value")
+            .await
+            .expect_err("a read-only store refuses a write");
+        assert!(read_only.is_disk_full(), "{read_only}");
+
+        let other = sqlx::query("SELECT * FROM no_such_table")
+            .execute(&store.pool)
+            .await
+            .map_err(StoreError::from)
+            .unwrap_err();
+        assert!(!other.is_disk_full(), "{other}");
+        assert!(!StoreError::LeaseLost { delivery_id: 1 }.is_disk_full());
     }
 }
