@@ -297,10 +297,6 @@ impl WebhookConnector {
 
 #[async_trait]
 impl Connector for WebhookConnector {
-    fn kind(&self) -> &'static str {
-        "webhook"
-    }
-
     async fn deliver(&self, delivery: Delivery<'_>) -> Attempt {
         let event = delivery.event;
         let body = event.to_json();

@@ -550,10 +550,6 @@ impl EmailConnector {
 
 #[async_trait]
 impl Connector for EmailConnector {
-    fn kind(&self) -> &'static str {
-        "email"
-    }
-
     async fn deliver(&self, delivery: Delivery<'_>) -> Attempt {
         let event = delivery.event;
         let attempt = match self.message(event) {

@@ -644,10 +644,6 @@ fn rate_limit_wait(
 
 #[async_trait]
 impl Connector for HubspotConnector {
-    fn kind(&self) -> &'static str {
-        "hubspot"
-    }
-
     async fn deliver(&self, delivery: Delivery<'_>) -> Attempt {
         let attempt = match delivery.event.kind {
             EventType::BriefCreated => self.brief(&delivery).await,

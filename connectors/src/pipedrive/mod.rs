@@ -602,10 +602,6 @@ fn describe_progress(progress: &Progress) -> String {
 
 #[async_trait]
 impl Connector for PipedriveConnector {
-    fn kind(&self) -> &'static str {
-        "pipedrive"
-    }
-
     async fn deliver(&self, delivery: Delivery<'_>) -> Attempt {
         let attempt = match delivery.event.kind {
             EventType::BriefCreated => self.brief(&delivery).await,
