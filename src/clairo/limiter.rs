@@ -1,3 +1,4 @@
+// Over 500 lines: one idea, the pacing arithmetic and the headers it reads (tests: half).
 //! One request budget for the whole process: every Clairo request waits here for its slot.
 //!
 //! Two limits apply, and a request goes when both allow it:

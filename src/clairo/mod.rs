@@ -1,3 +1,4 @@
+// Over 500 lines: the request loop, and one short method per endpoint that shares it.
 //! The Clairo API client: authentication, the shared rate limiter, retries with backoff,
 //! tolerant parsing and typed errors. Every call to Clairo in the daemon goes through here.
 //!

@@ -1,3 +1,4 @@
+// Over 500 lines: one connector's config, SMTP transport and reply sorting.
 //! The email connector: renders each event into a text + HTML message from templates and
 //! hands it to an SMTP server with lettre, turning the server's answer into a [`Verdict`].
 //!

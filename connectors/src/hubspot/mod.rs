@@ -1,3 +1,4 @@
+// Over 500 lines: one connector's config, calls and answer sorting (fake, tests beside).
 //! The HubSpot connector: a brief upserts its contact by email and logs a note on it; a
 //! meeting logs a note. Progress is saved between calls, so a retry creates nothing twice.
 

@@ -1,3 +1,4 @@
+// Over 500 lines: one connector's config, calls and answer sorting (fake, tests beside).
 //! The Pipedrive connector: a brief finds its person by email (or creates one), attaches a
 //! note to the person, and optionally opens a lead. Progress is saved between calls, so a
 //! retry creates nothing twice.
