@@ -20,7 +20,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use clairo_connectors::retry;
-use rand::Rng;
 use reqwest::header::{HeaderMap, HeaderName};
 use tokio::sync::Notify;
 use tokio::time::Instant;
@@ -677,8 +676,7 @@ fn unix_now() -> f64 {
 }
 
 fn random_jitter() -> Duration {
-    let max = u64::try_from(RESET_JITTER_MAX.as_millis()).unwrap_or(u64::MAX);
-    Duration::from_millis(rand::rng().random_range(0..=max))
+    retry::full_jitter(RESET_JITTER_MAX)
 }
 
 #[cfg(test)]
