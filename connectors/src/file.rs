@@ -64,10 +64,6 @@ impl FileConnector {
 
 #[async_trait]
 impl Connector for FileConnector {
-    fn kind(&self) -> &'static str {
-        "file"
-    }
-
     async fn deliver(&self, delivery: Delivery<'_>) -> Attempt {
         let mut line = delivery.event.to_json();
         line.push('\n');

@@ -5,10 +5,10 @@
 use std::time::{Duration, SystemTime};
 
 use reqwest::StatusCode;
-use reqwest::header::{HeaderMap, RETRY_AFTER};
+use reqwest::header::HeaderMap;
 use url::Url;
 
-use crate::{USER_AGENT, root_cause};
+use crate::{USER_AGENT, retry, root_cause};
 
 /// The longest wait a receiver's answer can impose (`Retry-After`, a CRM's rate-limit
 /// reset). Beyond the retry schedule's longest step (24 hours), and beyond HubSpot's daily
@@ -75,18 +75,10 @@ pub(crate) fn describe(status: StatusCode) -> String {
     }
 }
 
-/// `Retry-After` (delay in seconds, or an HTTP date), capped at [`MAX_WAIT`]. A date
-/// already past asks for no wait at all.
+/// `Retry-After` (delay in seconds, or an HTTP date; see [`retry::parse_retry_after`]),
+/// capped at [`MAX_WAIT`]. A date already past asks for no wait at all.
 pub(crate) fn retry_after(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
-    let value = headers.get(RETRY_AFTER)?.to_str().ok()?.trim();
-    let wait = match value.parse::<u64>() {
-        Ok(seconds) => Duration::from_secs(seconds),
-        Err(_) => httpdate::parse_http_date(value)
-            .ok()?
-            .duration_since(now)
-            .ok()?,
-    };
-    Some(wait.min(MAX_WAIT))
+    retry::retry_after(headers, now).map(|wait| wait.min(MAX_WAIT))
 }
 
 /// The start of the response body, at most `limit` bytes, as text (invalid UTF-8
@@ -137,7 +129,7 @@ impl NoAnswer {
 
 #[cfg(test)]
 mod tests {
-    use reqwest::header::HeaderValue;
+    use reqwest::header::{HeaderValue, RETRY_AFTER};
 
     use super::*;
 

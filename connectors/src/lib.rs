@@ -11,6 +11,7 @@ mod event;
 mod http;
 pub mod json_template;
 pub mod lead;
+pub mod retry;
 mod secret;
 #[cfg(test)]
 mod testkit;
@@ -173,9 +174,6 @@ impl Delivery<'_> {
 /// One configured destination for events.
 #[async_trait]
 pub trait Connector: Send + Sync {
-    /// The kind, as written in the config's `type` (`"webhook"`, `"file"`, …).
-    fn kind(&self) -> &'static str;
-
     /// Makes one attempt at delivering `delivery.event`. Never panics on a receiver's
     /// answer; every failure becomes a [`Verdict`].
     async fn deliver(&self, delivery: Delivery<'_>) -> Attempt;

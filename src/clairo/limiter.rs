@@ -1,3 +1,4 @@
+// Over 500 lines: one idea, the pacing arithmetic and the headers it reads (tests: half).
 //! One request budget for the whole process: every Clairo request waits here for its slot.
 //!
 //! Two limits apply, and a request goes when both allow it:
@@ -18,7 +19,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use rand::Rng;
+use clairo_connectors::retry;
 use reqwest::header::{HeaderMap, HeaderName};
 use tokio::sync::Notify;
 use tokio::time::Instant;
@@ -251,10 +252,17 @@ impl RateLimitHeaders {
     pub fn from_headers(headers: &HeaderMap) -> Self {
         let text = |name: &HeaderName| headers.get(name).and_then(|value| value.to_str().ok());
         let date = text(&reqwest::header::DATE)
-            .and_then(|value| chrono::DateTime::parse_from_rfc2822(value).ok())
-            .map(|date| date.timestamp() as f64);
+            .and_then(retry::http_date)
+            .and_then(|date| date.duration_since(UNIX_EPOCH).ok())
+            .map(|since_epoch| since_epoch.as_secs_f64());
+        // A `Retry-After` date is read against the server's clock when it sent one, so a
+        // clock of ours that is off does not stretch or shorten the wait. Kept uncapped
+        // so that an absurd one can be reported; every use caps it.
+        let server_now = date.map_or_else(SystemTime::now, |date| {
+            UNIX_EPOCH + Duration::from_secs_f64(date)
+        });
         let retry_after = text(&reqwest::header::RETRY_AFTER)
-            .and_then(|value| parse_retry_after(value, date.unwrap_or_else(unix_now)));
+            .and_then(|value| retry::parse_retry_after(value, server_now));
         Self {
             limit: text(&LIMIT).and_then(header_number).map(whole_u32),
             remaining: text(&REMAINING).and_then(header_number).map(whole_u32),
@@ -363,31 +371,7 @@ fn whole_u32(value: f64) -> u32 {
 
 /// A wait of `seconds` (any f64) as a duration in `0..=MAX_RESET_WAIT`.
 fn capped_wait(seconds: f64) -> Duration {
-    if seconds.is_nan() || seconds <= 0.0 {
-        Duration::ZERO
-    } else if seconds >= MAX_RESET_WAIT.as_secs_f64() {
-        MAX_RESET_WAIT
-    } else {
-        Duration::from_secs_f64(seconds)
-    }
-}
-
-/// `Retry-After` as sent: delay-seconds, or an HTTP date read against `server_now` (the
-/// server's `Date` when it sent one). Kept uncapped (up to what a `Duration` holds) so
-/// that an absurd one can be reported; every use caps it.
-fn parse_retry_after(value: &str, server_now: f64) -> Option<Duration> {
-    let value = value.trim();
-    let seconds = match header_number(value) {
-        Some(seconds) => seconds,
-        None => {
-            let at = chrono::DateTime::parse_from_rfc2822(value)
-                .ok()?
-                .timestamp();
-            (at as f64 - server_now).max(0.0)
-        }
-    };
-    // `seconds` is finite and not negative here; a huge one saturates.
-    Some(Duration::try_from_secs_f64(seconds).unwrap_or(Duration::MAX))
+    retry::clamped_seconds(seconds, MAX_RESET_WAIT)
 }
 
 /// How long a 429 holds every request: `Retry-After` when sent, else until the reset
@@ -692,8 +676,7 @@ fn unix_now() -> f64 {
 }
 
 fn random_jitter() -> Duration {
-    let max = u64::try_from(RESET_JITTER_MAX.as_millis()).unwrap_or(u64::MAX);
-    Duration::from_millis(rand::rng().random_range(0..=max))
+    retry::full_jitter(RESET_JITTER_MAX)
 }
 
 #[cfg(test)]

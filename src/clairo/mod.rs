@@ -1,3 +1,4 @@
+// Over 500 lines: the request loop, and one short method per endpoint that shares it.
 //! The Clairo API client: authentication, the shared rate limiter, retries with backoff,
 //! tolerant parsing and typed errors. Every call to Clairo in the daemon goes through here.
 //!
@@ -16,9 +17,8 @@ mod types;
 use std::sync::Arc;
 use std::time::Duration;
 
-use backon::{BackoffBuilder, ExponentialBuilder};
 use clairo_connectors::Secret;
-use rand::Rng;
+use clairo_connectors::retry::Backoff;
 use reqwest::header::{AUTHORIZATION, HeaderValue, USER_AGENT};
 use reqwest::multipart::{Form, Part};
 use reqwest::{Method, StatusCode};
@@ -344,12 +344,7 @@ impl ClairoClient {
     async fn execute(&self, call: &Call<'_>) -> Result<bytes::Bytes, ClairoError> {
         let options = &self.inner.options;
         let max_attempts = options.max_attempts.max(1);
-        let mut backoff = ExponentialBuilder::new()
-            .with_min_delay(options.backoff_base)
-            .with_max_delay(options.backoff_cap)
-            .with_factor(2.0)
-            .without_max_times()
-            .build();
+        let backoff = Backoff::new(options.backoff_base, options.backoff_cap);
         let mut attempts = 0;
         let mut throttled = 0;
         loop {
@@ -382,8 +377,10 @@ impl ClairoClient {
                         warn!(endpoint = call.endpoint, attempts, %error, "Giving up on the request.");
                         return Err(error);
                     }
-                    let step = backoff.next().unwrap_or(options.backoff_cap);
-                    let delay = full_jitter(step).max(at_least.unwrap_or_default());
+                    // `attempts` counts this failure: the first retry waits the first step.
+                    let delay = backoff
+                        .full_jitter(attempts - 1)
+                        .max(at_least.unwrap_or_default());
                     warn!(
                         endpoint = call.endpoint,
                         attempt = attempts,
@@ -435,11 +432,11 @@ impl ClairoClient {
         inner.metrics.api_request(call.endpoint, status.as_str());
         if status == StatusCode::TOO_MANY_REQUESTS {
             inner.metrics.api_throttled.inc();
-            let fallback = full_jitter(exponential(
+            let fallback = Backoff::new(
                 options_base_for_throttle(&inner.options),
-                throttled_so_far,
                 inner.options.backoff_cap,
-            ));
+            )
+            .full_jitter(throttled_so_far);
             let waited = permit.throttled(&rate_limit, fallback);
             drop(permit);
             self.log_response(call, status, started);
@@ -732,18 +729,6 @@ fn options_base_for_throttle(options: &ClientOptions) -> Duration {
     options.backoff_base.max(Duration::from_secs(1))
 }
 
-fn exponential(base: Duration, step: u32, cap: Duration) -> Duration {
-    base.saturating_mul(2u32.saturating_pow(step.min(20)))
-        .min(cap.max(base))
-}
-
-/// "Full jitter": uniformly anywhere from zero to the backoff step, so that many clients
-/// failing together do not retry together.
-fn full_jitter(step: Duration) -> Duration {
-    let nanos = u64::try_from(step.as_nanos()).unwrap_or(u64::MAX);
-    Duration::from_nanos(rand::rng().random_range(0..=nanos))
-}
-
 /// Decodes `body` as the client decodes a successful answer (a list item by item from its
 /// text, an object from its JSON), as every list and every object the API returns, and
 /// says how many of those decodings succeeded. The fuzz target `clairo_response` drives
@@ -837,18 +822,6 @@ mod tests {
             br#"{"briefs": "#,
         ] {
             assert_eq!(decode_as_every_answer(body), 0);
-        }
-    }
-
-    #[test]
-    fn backoff_steps_double_up_to_the_cap_and_jitter_stays_below_the_step() {
-        let base = Duration::from_millis(500);
-        let cap = Duration::from_secs(30);
-        assert_eq!(exponential(base, 0, cap), base);
-        assert_eq!(exponential(base, 3, cap), Duration::from_secs(4));
-        assert_eq!(exponential(base, 30, cap), cap);
-        for _ in 0..100 {
-            assert!(full_jitter(base) <= base);
         }
     }
 }

@@ -16,7 +16,8 @@ use figment::Figment;
 use figment::providers::Serialized;
 use figment::value::Value;
 
-use super::{Config, Problem, figment_problems};
+use super::load::figment_problems;
+use super::{Config, Problem};
 
 /// Enough for any real file; a file that is not TOML at all would otherwise get a line
 /// per line.

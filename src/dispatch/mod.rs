@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use clairo_connectors::retry;
 use clairo_connectors::{Attempt, CheckpointSink, Connector, Delivery, Verdict};
 use rand::Rng;
 use tokio::sync::watch;
@@ -52,7 +53,7 @@ pub fn next_state(
             let Some(wait) = schedule.get(index) else {
                 return NextState::Dead;
             };
-            let jittered = wait.mul_f64(jitter_factor.clamp(1.0 - JITTER, 1.0 + JITTER));
+            let jittered = retry::scaled_within(*wait, jitter_factor, JITTER);
             let wait = match after {
                 Some(after) if *after > jittered => *after,
                 _ => jittered,
@@ -66,7 +67,7 @@ pub fn next_state(
 
 /// A random factor in [1 - JITTER, 1 + JITTER].
 pub fn jitter_factor() -> f64 {
-    rand::rng().random_range((1.0 - JITTER)..=(1.0 + JITTER))
+    retry::jitter_factor(JITTER)
 }
 
 struct StoreCheckpoints {
@@ -532,8 +533,9 @@ mod retry_properties {
             };
             let wait_ms = (at_ms - now) as f64;
             let step_ms = schedule[attempts].as_secs_f64() * 1000.0;
-            // Milliseconds are truncated, so allow one below the lower bound.
-            let jittered = wait_ms >= step_ms * (1.0 - JITTER) - 1.0 && wait_ms <= step_ms * (1.0 + JITTER);
+            // Milliseconds are truncated, so allow one below the lower bound; the f64 product
+            // can land a hair above the upper one (16658.405 s × 1.2), so one above it too.
+            let jittered = wait_ms >= step_ms * (1.0 - JITTER) - 1.0 && wait_ms <= step_ms * (1.0 + JITTER) + 1.0;
             match after {
                 Some(after) => {
                     let after_ms = after.as_millis() as f64;

@@ -5,27 +5,39 @@
 //! The outbox rule: an item, its event and one delivery per routed connector are written
 //! in ONE transaction, so a crash either loses nothing or repeats a delivery whose outcome
 //! was unknown.
+//!
+//! The SQL is kept per table, so a second backend can follow the same map: this file opens
+//! the database (pool, pragmas, migrations) and holds the errors and the `meta` table;
+//! `briefs.rs`, `conversations.rs` and `meetings.rs` the items; `outbox.rs` events,
+//! deliveries, attempts and leases; `runs.rs` the sources' runs; `retention.rs` pruning.
 
-use std::borrow::Cow;
-use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
 
-use clairo_connectors::Event;
-use serde::Serialize;
+use sqlx::migrate::MigrateError;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{Row, Sqlite, SqlitePool, Transaction};
+use sqlx::{Sqlite, SqlitePool, Transaction};
 
+mod briefs;
+mod conversations;
 pub mod meetings;
+mod outbox;
 mod retention;
+mod runs;
+
+pub use briefs::BriefRecord;
+pub use conversations::ConversationState;
+use outbox::insert_event;
+pub use outbox::{
+    AttemptRow, ClaimedDelivery, DeliveryFilter, DeliveryRow, Lease, NewEvent, NextState,
+    QueueStats,
+};
+pub use runs::SourceRun;
 
 /// How long a writer waits for another connection's write lock before failing. Writes are
 /// short (one small transaction), so a wait this long means something is wrong.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// Rows written per transaction when recording many items at once.
-const BATCH: usize = 500;
 
 /// Connections in the pool: the dispatcher's workers and the pollers read concurrently
 /// under WAL; SQLite serializes writers anyway. Each connection is a thread with its own
@@ -70,10 +82,37 @@ impl StoreError {
 
     /// The disk is full (or the file system read-only): new work must wait.
     pub fn is_disk_full(&self) -> bool {
-        let text = self.to_string().to_ascii_lowercase();
-        text.contains("database or disk is full")
-            || text.contains("readonly")
-            || text.contains("read-only")
+        let source = match self {
+            Self::Open { source, .. } | Self::Sql(source) => source,
+            Self::Migrate(
+                MigrateError::Execute(source) | MigrateError::ExecuteMigration(source, _),
+            ) => source,
+            _ => return false,
+        };
+        is_full_or_read_only(source)
+    }
+}
+
+/// SQLite's primary result codes for a full disk and a database it may not write
+/// (<https://www.sqlite.org/rescode.html>). An extended code (`SQLITE_READONLY_DBMOVED`,
+/// …) keeps its primary code in the low byte.
+const SQLITE_READONLY: i32 = 8;
+const SQLITE_FULL: i32 = 13;
+
+/// Whether `error` says the disk is full or the database cannot be written: by SQLite's
+/// result code (sqlx gives the extended code as text), or by the OS's error where sqlx met
+/// the file system itself.
+fn is_full_or_read_only(error: &sqlx::Error) -> bool {
+    match error {
+        sqlx::Error::Database(database) => database
+            .code()
+            .and_then(|code| code.parse::<i32>().ok())
+            .is_some_and(|code| matches!(code & 0xff, SQLITE_READONLY | SQLITE_FULL)),
+        sqlx::Error::Io(error) => matches!(
+            error.kind(),
+            std::io::ErrorKind::StorageFull | std::io::ErrorKind::ReadOnlyFilesystem
+        ),
+        _ => false,
     }
 }
 
@@ -87,124 +126,6 @@ pub fn now_ms() -> i64 {
 #[derive(Clone)]
 pub struct Store {
     pool: SqlitePool,
-}
-
-/// An event to record, with the connectors its routes send it to.
-#[derive(Debug, Clone)]
-pub struct NewEvent {
-    pub event: Event,
-    pub agent_id: Option<String>,
-    pub connectors: Vec<String>,
-}
-
-/// A brief seen in the list, merged with its detail.
-#[derive(Debug, Clone)]
-pub struct BriefRecord<'a> {
-    pub id: String,
-    pub agent_id: Option<String>,
-    pub conversation_id: Option<String>,
-    pub created_at: Option<String>,
-    /// The brief's JSON text, stored as it is. Borrowed when it is the list item's own
-    /// text (recording a whole list as seen copies none of it), owned when merged.
-    pub raw: Cow<'a, str>,
-}
-
-/// What the store remembers of a conversation.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConversationState {
-    pub id: String,
-    pub agent_id: Option<String>,
-    pub status: Option<String>,
-    pub message_count: i64,
-    pub updated_at: Option<String>,
-    pub last_checked_at: i64,
-}
-
-/// One claim of one delivery: the owner it was claimed by and the end of the lease it
-/// got. A later claim of the same delivery (after this lease ran out) has a later end,
-/// so the pair names one claim even when the same process claims the delivery twice.
-/// Every write about the delivery's outcome is made only while the row still holds it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Lease {
-    pub delivery_id: i64,
-    pub owner: String,
-    pub until: i64,
-}
-
-/// A delivery claimed by a dispatcher worker, under [`ClaimedDelivery::lease`].
-#[derive(Debug, Clone)]
-pub struct ClaimedDelivery {
-    pub id: i64,
-    pub lease: Lease,
-    pub connector: String,
-    pub event: Event,
-    pub event_created_at: i64,
-    /// Attempts made before this one.
-    pub attempts: i64,
-    pub checkpoint: Option<serde_json::Value>,
-}
-
-/// One attempt's record, as kept for `deliveries list`.
-#[derive(Debug, Clone, Serialize)]
-pub struct AttemptRow {
-    pub attempt: i64,
-    pub started_at: i64,
-    pub duration_ms: i64,
-    pub status_code: Option<i64>,
-    pub outcome: String,
-    pub reason: Option<String>,
-    pub response: Option<String>,
-}
-
-/// Where a delivery goes after an attempt.
-#[derive(Debug, Clone, PartialEq)]
-pub enum NextState {
-    Delivered,
-    Retry { at_ms: i64 },
-    Dead,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct DeliveryRow {
-    pub id: i64,
-    pub event_id: String,
-    pub event_type: String,
-    pub connector: String,
-    pub status: String,
-    pub attempts: i64,
-    pub next_attempt_at: i64,
-    pub last_error: Option<String>,
-    pub created_at: i64,
-    pub updated_at: i64,
-    pub delivered_at: Option<i64>,
-    pub last_attempt: Option<AttemptRow>,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct QueueStats {
-    pub connector: String,
-    pub pending: i64,
-    pub oldest_pending_at: Option<i64>,
-    pub dead: i64,
-    pub delivered: i64,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct SourceRun {
-    pub source: String,
-    pub last_started_at: i64,
-    pub last_finished_at: Option<i64>,
-    pub last_outcome: Option<String>,
-    pub last_error: Option<String>,
-    pub last_success_at: Option<i64>,
-    pub runs: i64,
-}
-
-#[derive(Debug, Clone, Default)]
-pub struct DeliveryFilter {
-    pub dead_only: bool,
-    pub connector: Option<String>,
-    pub limit: i64,
 }
 
 impl Store {
@@ -318,521 +239,6 @@ impl Store {
             .await?;
         Ok(())
     }
-
-    // ---- briefs ----
-
-    /// Which of `ids` are not recorded yet. An idle poll returns no row, however long
-    /// the history: the cost is one index lookup per listed id.
-    pub async fn unknown_briefs(&self, ids: &[String]) -> Result<HashSet<String>> {
-        let rows: Vec<String> = sqlx::query_scalar(
-            "SELECT value FROM json_each(?) WHERE value NOT IN (SELECT id FROM briefs)",
-        )
-        .bind(serde_json::to_string(ids).expect("strings serialize"))
-        .fetch_all(&self.pool)
-        .await?;
-        Ok(rows.into_iter().collect())
-    }
-
-    /// Records a brief and, in the same transaction, its event and deliveries.
-    /// A brief already recorded is left alone (and no event is made twice). Says whether
-    /// the brief was new and, when an event was given, whether it was written too.
-    pub async fn record_brief(
-        &self,
-        brief: &BriefRecord<'_>,
-        event: Option<&NewEvent>,
-    ) -> Result<bool> {
-        let mut tx = self.write_tx().await?;
-        let inserted = insert_brief(&mut tx, brief, now_ms()).await?;
-        let written = match event {
-            Some(event) if inserted => insert_event(&mut tx, event).await?,
-            _ => inserted,
-        };
-        tx.commit().await?;
-        Ok(written)
-    }
-
-    /// Records briefs as seen, without events (`start_from = "now"`), in transactions of
-    /// [`BATCH`] rows rather than one per brief.
-    pub async fn record_briefs_seen(&self, briefs: &[BriefRecord<'_>]) -> Result<()> {
-        let now = now_ms();
-        for chunk in briefs.chunks(BATCH) {
-            let mut tx = self.write_tx().await?;
-            for brief in chunk {
-                insert_brief(&mut tx, brief, now).await?;
-            }
-            tx.commit().await?;
-        }
-        Ok(())
-    }
-
-    pub async fn brief_count(&self) -> Result<i64> {
-        Ok(sqlx::query_scalar("SELECT COUNT(*) FROM briefs")
-            .fetch_one(&self.pool)
-            .await?)
-    }
-
-    // ---- conversations ----
-
-    pub async fn conversation_states(
-        &self,
-        ids: &[String],
-    ) -> Result<HashMap<String, ConversationState>> {
-        let rows = sqlx::query(
-            "SELECT id, agent_id, status, message_count, updated_at, last_checked_at FROM conversations WHERE id IN (SELECT value FROM json_each(?))",
-        )
-        .bind(serde_json::to_string(ids).expect("strings serialize"))
-        .fetch_all(&self.pool)
-        .await?;
-        Ok(rows
-            .into_iter()
-            .map(|row| {
-                let state = conversation_from_row(&row);
-                (state.id.clone(), state)
-            })
-            .collect())
-    }
-
-    /// ACTIVE conversations last checked before `checked_before` (ms), oldest first.
-    pub async fn active_conversations_due(
-        &self,
-        checked_before: i64,
-        agents: &[String],
-    ) -> Result<Vec<ConversationState>> {
-        let rows = sqlx::query(
-            "SELECT id, agent_id, status, message_count, updated_at, last_checked_at FROM conversations
-             WHERE status = 'ACTIVE' AND last_checked_at < ?
-               AND (json_array_length(?) = 0 OR agent_id IN (SELECT value FROM json_each(?)))
-             ORDER BY last_checked_at",
-        )
-        .bind(checked_before)
-        .bind(serde_json::to_string(agents).expect("strings serialize"))
-        .bind(serde_json::to_string(agents).expect("strings serialize"))
-        .fetch_all(&self.pool)
-        .await?;
-        Ok(rows.iter().map(conversation_from_row).collect())
-    }
-
-    /// Records what is now known of a conversation and, in the same transaction, its
-    /// event. `raw` is the conversation's JSON text, stored as it is. `previous_count`
-    /// guards against a concurrent writer: the row is updated only if it still holds the
-    /// count the caller diffed against. Says whether the event was written: an event
-    /// whose id is recorded already is not written again.
-    pub async fn record_conversation(
-        &self,
-        state: &ConversationState,
-        raw: Option<&str>,
-        previous_count: Option<i64>,
-        event: Option<&NewEvent>,
-    ) -> Result<bool> {
-        let mut tx = self.write_tx().await?;
-        let changed = match previous_count {
-            None => sqlx::query(
-                "INSERT INTO conversations (id, agent_id, status, message_count, updated_at, last_checked_at, raw)
-                 VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING",
-            )
-            .bind(&state.id)
-            .bind(&state.agent_id)
-            .bind(&state.status)
-            .bind(state.message_count)
-            .bind(&state.updated_at)
-            .bind(state.last_checked_at)
-            .bind(raw)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected(),
-            Some(previous) => sqlx::query(
-                "UPDATE conversations SET agent_id = COALESCE(?, agent_id), status = ?, message_count = ?, updated_at = ?,
-                        last_checked_at = ?, raw = COALESCE(?, raw)
-                 WHERE id = ? AND message_count = ?",
-            )
-            .bind(&state.agent_id)
-            .bind(&state.status)
-            .bind(state.message_count)
-            .bind(&state.updated_at)
-            .bind(state.last_checked_at)
-            .bind(raw)
-            .bind(&state.id)
-            .bind(previous)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected(),
-        } == 1;
-        let written = match event {
-            Some(event) if changed => insert_event(&mut tx, event).await?,
-            _ => false,
-        };
-        tx.commit().await?;
-        Ok(written)
-    }
-
-    // ---- events and deliveries ----
-
-    pub async fn event_count(&self) -> Result<i64> {
-        Ok(sqlx::query_scalar("SELECT COUNT(*) FROM events")
-            .fetch_one(&self.pool)
-            .await?)
-    }
-
-    /// Claims up to `limit` due deliveries of `connector` (pending, next attempt due,
-    /// lease free or expired) under a lease that ends at `lease_until`.
-    pub async fn claim_due(
-        &self,
-        connector: &str,
-        owner: &str,
-        now: i64,
-        lease_until: i64,
-        limit: i64,
-    ) -> Result<Vec<ClaimedDelivery>> {
-        let mut tx = self.write_tx().await?;
-        let rows = sqlx::query(
-            "UPDATE deliveries SET lease_owner = ?, lease_until = ?, updated_at = ?
-             WHERE id IN (
-                 SELECT id FROM deliveries
-                 WHERE connector = ? AND status = 'pending' AND next_attempt_at <= ?
-                   AND (lease_until IS NULL OR lease_until <= ?)
-                 ORDER BY next_attempt_at, id LIMIT ?)
-             RETURNING id, event_id, attempts, checkpoint",
-        )
-        .bind(owner)
-        .bind(lease_until)
-        .bind(now)
-        .bind(connector)
-        .bind(now)
-        .bind(now)
-        .bind(limit)
-        .fetch_all(&mut *tx)
-        .await?;
-        let mut claimed = Vec::with_capacity(rows.len());
-        for row in rows {
-            let event_id: String = row.get("event_id");
-            let event_row = sqlx::query("SELECT envelope, created_at FROM events WHERE id = ?")
-                .bind(&event_id)
-                .fetch_one(&mut *tx)
-                .await?;
-            let envelope: String = event_row.get("envelope");
-            let event: Event = serde_json::from_str(&envelope).map_err(|error| {
-                sqlx::Error::Decode(format!("event {event_id}: {error}").into())
-            })?;
-            let checkpoint: Option<String> = row.get("checkpoint");
-            let id: i64 = row.get("id");
-            claimed.push(ClaimedDelivery {
-                id,
-                lease: Lease {
-                    delivery_id: id,
-                    owner: owner.to_owned(),
-                    until: lease_until,
-                },
-                connector: connector.to_owned(),
-                event,
-                event_created_at: event_row.get("created_at"),
-                attempts: row.get("attempts"),
-                checkpoint: checkpoint.and_then(|text| serde_json::from_str(&text).ok()),
-            });
-        }
-        tx.commit().await?;
-        claimed.sort_by_key(|delivery| delivery.id);
-        Ok(claimed)
-    }
-
-    /// Saves a connector's progress on a delivery (kept across retries and crashes).
-    pub async fn save_checkpoint(
-        &self,
-        lease: &Lease,
-        checkpoint: &serde_json::Value,
-    ) -> Result<()> {
-        let saved = sqlx::query(
-            "UPDATE deliveries SET checkpoint = ?, updated_at = ?
-             WHERE id = ? AND lease_owner = ? AND lease_until = ?",
-        )
-        .bind(checkpoint.to_string())
-        .bind(now_ms())
-        .bind(lease.delivery_id)
-        .bind(&lease.owner)
-        .bind(lease.until)
-        .execute(&self.pool)
-        .await?
-        .rows_affected();
-        if saved == 0 {
-            return Err(StoreError::LeaseLost {
-                delivery_id: lease.delivery_id,
-            });
-        }
-        Ok(())
-    }
-
-    /// Records an attempt and moves the delivery to its next state, releasing the lease.
-    /// Only while `lease` still holds the row: a worker whose lease ran out (and was
-    /// claimed by another) gets [`StoreError::LeaseLost`], and nothing is written.
-    pub async fn finish_attempt(
-        &self,
-        lease: &Lease,
-        attempt: &AttemptRow,
-        next: &NextState,
-    ) -> Result<()> {
-        let delivery_id = lease.delivery_id;
-        let mut tx = self.write_tx().await?;
-        let now = now_ms();
-        let (status, next_at, delivered_at) = match next {
-            NextState::Delivered => ("delivered", now, Some(now)),
-            NextState::Retry { at_ms } => ("pending", *at_ms, None),
-            NextState::Dead => ("dead", now, None),
-        };
-        // The update goes first: when the lease is gone it changes nothing, and the
-        // transaction is dropped (rolled back) before the attempt is inserted.
-        let updated = sqlx::query(
-            "UPDATE deliveries SET status = ?, attempts = attempts + 1, next_attempt_at = ?, delivered_at = ?,
-                    last_error = ?, lease_owner = NULL, lease_until = NULL, updated_at = ?
-             WHERE id = ? AND lease_owner = ? AND lease_until = ?",
-        )
-        .bind(status)
-        .bind(next_at)
-        .bind(delivered_at)
-        .bind(if matches!(next, NextState::Delivered) { None } else { attempt.reason.clone() })
-        .bind(now)
-        .bind(delivery_id)
-        .bind(&lease.owner)
-        .bind(lease.until)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        if updated == 0 {
-            return Err(StoreError::LeaseLost { delivery_id });
-        }
-        sqlx::query(
-            "INSERT INTO attempts (delivery_id, attempt, started_at, duration_ms, status_code, outcome, reason, response)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-        )
-        .bind(delivery_id)
-        .bind(attempt.attempt)
-        .bind(attempt.started_at)
-        .bind(attempt.duration_ms)
-        .bind(attempt.status_code)
-        .bind(&attempt.outcome)
-        .bind(&attempt.reason)
-        .bind(&attempt.response)
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        Ok(())
-    }
-
-    /// Gives back leases this process holds (shutdown), so another run takes them at once.
-    pub async fn release_leases(&self, owner: &str) -> Result<u64> {
-        Ok(sqlx::query("UPDATE deliveries SET lease_owner = NULL, lease_until = NULL WHERE lease_owner = ? AND status = 'pending'")
-            .bind(owner)
-            .execute(&self.pool)
-            .await?
-            .rows_affected())
-    }
-
-    /// When the next pending delivery of `connector` is due (ms), if any, counting leases.
-    /// Two index lookups whatever the backlog: the earliest unleased row in due order, and
-    /// the few leased ones (the `deliveries_leased` partial index).
-    pub async fn next_due_at(&self, connector: &str) -> Result<Option<i64>> {
-        Ok(sqlx::query_scalar(
-            "SELECT MIN(due) FROM (
-                 SELECT MIN(next_attempt_at) AS due FROM deliveries
-                 WHERE connector = ? AND status = 'pending' AND lease_until IS NULL
-                 UNION ALL
-                 SELECT MIN(MAX(next_attempt_at, lease_until)) FROM deliveries
-                 WHERE connector = ? AND lease_until IS NOT NULL AND status = 'pending')",
-        )
-        .bind(connector)
-        .bind(connector)
-        .fetch_one(&self.pool)
-        .await?)
-    }
-
-    /// Pending deliveries of one connector (an index range, cheap however many rows the
-    /// outbox keeps).
-    pub async fn pending_count(&self, connector: &str) -> Result<i64> {
-        Ok(sqlx::query_scalar(
-            "SELECT COUNT(*) FROM deliveries WHERE connector = ? AND status = 'pending'",
-        )
-        .bind(connector)
-        .fetch_one(&self.pool)
-        .await?)
-    }
-
-    pub async fn queue_stats(&self) -> Result<Vec<QueueStats>> {
-        let rows = sqlx::query(
-            "SELECT connector,
-                    SUM(status = 'pending') AS pending,
-                    MIN(CASE WHEN status = 'pending' THEN created_at END) AS oldest,
-                    SUM(status = 'dead') AS dead,
-                    SUM(status = 'delivered') AS delivered
-             FROM deliveries GROUP BY connector ORDER BY connector",
-        )
-        .fetch_all(&self.pool)
-        .await?;
-        Ok(rows
-            .into_iter()
-            .map(|row| QueueStats {
-                connector: row.get("connector"),
-                pending: row.get("pending"),
-                oldest_pending_at: row.get("oldest"),
-                dead: row.get("dead"),
-                delivered: row.get("delivered"),
-            })
-            .collect())
-    }
-
-    /// Deliveries with their last attempt (one query, not one per row), most recent
-    /// activity first: what an operator just re-queued, or what just failed, is at the top
-    /// (docs/operations.md §8).
-    pub async fn list_deliveries(&self, filter: &DeliveryFilter) -> Result<Vec<DeliveryRow>> {
-        let rows = sqlx::query(
-            "SELECT d.id, d.event_id, e.type, d.connector, d.status, d.attempts, d.next_attempt_at, d.last_error,
-                    d.created_at, d.updated_at, d.delivered_at,
-                    a.attempt, a.started_at, a.duration_ms, a.status_code, a.outcome, a.reason, a.response
-             FROM deliveries d JOIN events e ON e.id = d.event_id
-             LEFT JOIN attempts a ON a.id = (SELECT MAX(id) FROM attempts WHERE delivery_id = d.id)
-             WHERE (? = 0 OR d.status = 'dead') AND (? IS NULL OR d.connector = ?)
-             ORDER BY d.updated_at DESC, d.id DESC LIMIT ?",
-        )
-        .bind(filter.dead_only)
-        .bind(&filter.connector)
-        .bind(&filter.connector)
-        .bind(if filter.limit > 0 { filter.limit } else { i64::MAX })
-        .fetch_all(&self.pool)
-        .await?;
-        Ok(rows
-            .iter()
-            .map(|row| DeliveryRow {
-                id: row.get("id"),
-                event_id: row.get("event_id"),
-                event_type: row.get("type"),
-                connector: row.get("connector"),
-                status: row.get("status"),
-                attempts: row.get("attempts"),
-                next_attempt_at: row.get("next_attempt_at"),
-                last_error: row.get("last_error"),
-                created_at: row.get("created_at"),
-                updated_at: row.get("updated_at"),
-                delivered_at: row.get("delivered_at"),
-                last_attempt: row
-                    .get::<Option<i64>, _>("attempt")
-                    .map(|_| attempt_from_row(row)),
-            })
-            .collect())
-    }
-
-    /// Re-queues deliveries (attempts reset, the event and its id unchanged). `ids` empty
-    /// with `all_dead` re-queues every dead delivery. Returns how many were re-queued.
-    pub async fn retry_deliveries(&self, ids: &[i64], all_dead: bool) -> Result<u64> {
-        let now = now_ms();
-        let affected = if all_dead {
-            sqlx::query(
-                "UPDATE deliveries SET status = 'pending', attempts = 0, next_attempt_at = ?, lease_owner = NULL,
-                        lease_until = NULL, updated_at = ? WHERE status = 'dead'",
-            )
-            .bind(now)
-            .bind(now)
-            .execute(&self.pool)
-            .await?
-            .rows_affected()
-        } else {
-            sqlx::query(
-                "UPDATE deliveries SET status = 'pending', attempts = 0, next_attempt_at = ?, lease_owner = NULL,
-                        lease_until = NULL, updated_at = ?
-                 WHERE id IN (SELECT value FROM json_each(?)) AND status <> 'pending'",
-            )
-            .bind(now)
-            .bind(now)
-            .bind(serde_json::to_string(ids).expect("ids serialize"))
-            .execute(&self.pool)
-            .await?
-            .rows_affected()
-        };
-        Ok(affected)
-    }
-
-    /// Connectors with pending deliveries (including ones no longer configured).
-    pub async fn pending_connectors(&self) -> Result<Vec<String>> {
-        Ok(sqlx::query_scalar(
-            "SELECT DISTINCT connector FROM deliveries WHERE status = 'pending' ORDER BY connector",
-        )
-        .fetch_all(&self.pool)
-        .await?)
-    }
-
-    // ---- source runs ----
-
-    pub async fn start_run(&self, source: &str) -> Result<()> {
-        sqlx::query(
-            "INSERT INTO source_runs (source, last_started_at, runs) VALUES (?, ?, 1)
-             ON CONFLICT (source) DO UPDATE SET last_started_at = excluded.last_started_at, runs = runs + 1",
-        )
-        .bind(source)
-        .bind(now_ms())
-        .execute(&self.pool)
-        .await?;
-        Ok(())
-    }
-
-    pub async fn finish_run(&self, source: &str, error: Option<&str>) -> Result<()> {
-        let now = now_ms();
-        sqlx::query(
-            "UPDATE source_runs SET last_finished_at = ?, last_outcome = ?, last_error = ?,
-                    last_success_at = CASE WHEN ? IS NULL THEN ? ELSE last_success_at END
-             WHERE source = ?",
-        )
-        .bind(now)
-        .bind(if error.is_none() {
-            "success"
-        } else {
-            "failure"
-        })
-        .bind(error)
-        .bind(error)
-        .bind(now)
-        .bind(source)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
-    }
-
-    pub async fn source_runs(&self) -> Result<Vec<SourceRun>> {
-        let rows = sqlx::query(
-            "SELECT source, last_started_at, last_finished_at, last_outcome, last_error, last_success_at, runs
-             FROM source_runs ORDER BY source",
-        )
-        .fetch_all(&self.pool)
-        .await?;
-        Ok(rows
-            .into_iter()
-            .map(|row| SourceRun {
-                source: row.get("source"),
-                last_started_at: row.get("last_started_at"),
-                last_finished_at: row.get("last_finished_at"),
-                last_outcome: row.get("last_outcome"),
-                last_error: row.get("last_error"),
-                last_success_at: row.get("last_success_at"),
-                runs: row.get("runs"),
-            })
-            .collect())
-    }
-}
-
-/// Inserts a brief unless it is recorded already; whether it was new.
-async fn insert_brief(
-    tx: &mut Transaction<'static, Sqlite>,
-    brief: &BriefRecord<'_>,
-    seen_at: i64,
-) -> Result<bool> {
-    Ok(sqlx::query(
-        "INSERT INTO briefs (id, agent_id, conversation_id, created_at, raw, seen_at) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING",
-    )
-    .bind(&brief.id)
-    .bind(&brief.agent_id)
-    .bind(&brief.conversation_id)
-    .bind(&brief.created_at)
-    .bind(brief.raw.as_ref())
-    .bind(seen_at)
-    .execute(&mut **tx)
-    .await?
-    .rows_affected()
-        == 1)
 }
 
 /// An exclusive advisory lock on the state file, held while migrations run.
@@ -858,60 +264,47 @@ async fn open_lock(path: &Path) -> Result<std::fs::File> {
     })
 }
 
-/// Inserts an event and its deliveries; whether it was new (an id recorded already is
-/// the same event, whose deliveries exist).
-async fn insert_event(tx: &mut Transaction<'static, Sqlite>, event: &NewEvent) -> Result<bool> {
-    let now = now_ms();
-    let inserted = sqlx::query(
-        "INSERT INTO events (id, type, agent_id, created_at, envelope) VALUES (?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING",
-    )
-    .bind(&event.event.id)
-    .bind(event.event.kind.as_str())
-    .bind(&event.agent_id)
-    .bind(now)
-    .bind(event.event.to_json())
-    .execute(&mut **tx)
-    .await?
-    .rows_affected();
-    if inserted == 0 {
-        // The same event (same stable id) was recorded before: its deliveries exist.
-        return Ok(false);
-    }
-    for connector in &event.connectors {
-        sqlx::query(
-            "INSERT INTO deliveries (event_id, connector, status, next_attempt_at, created_at, updated_at)
-             VALUES (?, ?, 'pending', ?, ?, ?) ON CONFLICT (event_id, connector) DO NOTHING",
-        )
-        .bind(&event.event.id)
-        .bind(connector)
-        .bind(now)
-        .bind(now)
-        .bind(now)
-        .execute(&mut **tx)
-        .await?;
-    }
-    Ok(true)
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-fn conversation_from_row(row: &sqlx::sqlite::SqliteRow) -> ConversationState {
-    ConversationState {
-        id: row.get("id"),
-        agent_id: row.get("agent_id"),
-        status: row.get("status"),
-        message_count: row.get("message_count"),
-        updated_at: row.get("updated_at"),
-        last_checked_at: row.get("last_checked_at"),
+    #[tokio::test]
+    async fn a_full_database_is_told_by_sqlites_code() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("state.db")).await.unwrap();
+        // Room for what is there and nothing more (a per-connection setting): the next
+        // page is SQLITE_FULL, as when the file system has no space left.
+        let mut connection = store.pool.acquire().await.unwrap();
+        sqlx::query("PRAGMA max_page_count = 1")
+            .execute(&mut *connection)
+            .await
+            .unwrap();
+        let full = sqlx::query("CREATE TABLE filler (text TEXT)")
+            .execute(&mut *connection)
+            .await
+            .map_err(StoreError::from)
+            .unwrap_err();
+        assert!(full.is_disk_full(), "{full}");
     }
-}
 
-fn attempt_from_row(row: &sqlx::sqlite::SqliteRow) -> AttemptRow {
-    AttemptRow {
-        attempt: row.get("attempt"),
-        started_at: row.get("started_at"),
-        duration_ms: row.get("duration_ms"),
-        status_code: row.get("status_code"),
-        outcome: row.get("outcome"),
-        reason: row.get("reason"),
-        response: row.get("response"),
+    #[tokio::test]
+    async fn a_read_only_database_is_told_by_sqlites_code_and_other_errors_are_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        Store::open(&path).await.unwrap().close().await;
+        let store = Store::open_existing(&path, false).await.unwrap();
+        let read_only = store
+            .set_meta("key", "value")
+            .await
+            .expect_err("a read-only store refuses a write");
+        assert!(read_only.is_disk_full(), "{read_only}");
+
+        let other = sqlx::query("SELECT * FROM no_such_table")
+            .execute(&store.pool)
+            .await
+            .map_err(StoreError::from)
+            .unwrap_err();
+        assert!(!other.is_disk_full(), "{other}");
+        assert!(!StoreError::LeaseLost { delivery_id: 1 }.is_disk_full());
     }
 }

@@ -1,3 +1,4 @@
+// Over 500 lines: one connector's config, SMTP transport and reply sorting.
 //! The email connector: renders each event into a text + HTML message from templates and
 //! hands it to an SMTP server with lettre, turning the server's answer into a [`Verdict`].
 //!
@@ -550,10 +551,6 @@ impl EmailConnector {
 
 #[async_trait]
 impl Connector for EmailConnector {
-    fn kind(&self) -> &'static str {
-        "email"
-    }
-
     async fn deliver(&self, delivery: Delivery<'_>) -> Attempt {
         let event = delivery.event;
         let attempt = match self.message(event) {

@@ -541,10 +541,6 @@ fn already_recorded(progress: &Progress) -> Attempt {
 
 #[async_trait]
 impl Connector for HubspotConnector {
-    fn kind(&self) -> &'static str {
-        "hubspot"
-    }
-
     async fn deliver(&self, delivery: Delivery<'_>) -> Attempt {
         let attempt = match delivery.event.kind {
             EventType::BriefCreated => self.brief(&delivery).await,

@@ -19,6 +19,7 @@ use serde_json::Value;
 use crate::crm::{self, Answer, Api, NOTE_LIMIT, Title};
 use crate::http::{self, MAX_WAIT};
 use crate::lead::Lead;
+use crate::retry;
 use crate::{Attempt, ConfigProblem, Connector, Delivery, EventType};
 
 pub use crate::crm::WithoutEmail;
@@ -405,7 +406,7 @@ fn has_email(emails: &[Value], email: &str) -> bool {
 /// `x-ratelimit-reset`: seconds until the window resets, capped like any wait.
 fn reset_after(headers: &HeaderMap) -> Option<Duration> {
     crm::header_number(headers, "x-ratelimit-reset")
-        .map(|seconds| Duration::from_secs_f64(seconds.min(MAX_WAIT.as_secs_f64())))
+        .map(|seconds| retry::clamped_seconds(seconds, MAX_WAIT))
 }
 
 /// When an answer says the window is used up, how long until it resets.
@@ -437,10 +438,6 @@ fn describe_progress(progress: &Progress) -> String {
 
 #[async_trait]
 impl Connector for PipedriveConnector {
-    fn kind(&self) -> &'static str {
-        "pipedrive"
-    }
-
     async fn deliver(&self, delivery: Delivery<'_>) -> Attempt {
         let attempt = match delivery.event.kind {
             EventType::BriefCreated => self.brief(&delivery).await,

@@ -48,10 +48,6 @@ impl SlackConnector {
 
 #[async_trait]
 impl Connector for SlackConnector {
-    fn kind(&self) -> &'static str {
-        "slack"
-    }
-
     async fn deliver(&self, delivery: Delivery<'_>) -> Attempt {
         let event = delivery.event;
         let key = self.email_answer_key.as_deref();

@@ -49,10 +49,6 @@ impl TeamsConnector {
 
 #[async_trait]
 impl Connector for TeamsConnector {
-    fn kind(&self) -> &'static str {
-        "teams"
-    }
-
     async fn deliver(&self, delivery: Delivery<'_>) -> Attempt {
         let event = delivery.event;
         let key = self.email_answer_key.as_deref();

@@ -26,8 +26,8 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
+use clairo_connectors::retry::{self, Backoff};
 use notify::RecommendedWatcher;
-use rand::Rng as _;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
@@ -49,9 +49,10 @@ pub const SAFETY_RESCAN: Duration = Duration::from_secs(60);
 pub const OPEN_WRITER_GRACE: Duration = Duration::from_secs(5 * 60);
 
 /// The first wait after a failed attempt (5xx, transport); it doubles up to [`RETRY_CAP`],
-/// with jitter, so a Clairo outage is not hammered by every file at once.
+/// ±[`RETRY_JITTER`], so a Clairo outage is not hammered by every file at once.
 const RETRY_FIRST: Duration = Duration::from_secs(30);
 const RETRY_CAP: Duration = Duration::from_secs(30 * 60);
+const RETRY_JITTER: f64 = 0.2;
 
 /// A folder that takes nothing (its processed/ or failed/ cannot be used) looks again this
 /// often, so fixing it takes effect soon without an event to say so.
@@ -731,9 +732,7 @@ impl FolderLoop {
                 // Checks back soon, then less and less often (the other copy may be stuck).
                 let failures = self.failures.entry(path.clone()).or_insert(0);
                 *failures += 1;
-                let wait = BUSY_RECHECK
-                    .saturating_mul(2u32.saturating_pow((*failures - 1).min(16)))
-                    .min(RETRY_CAP);
+                let wait = Backoff::new(BUSY_RECHECK, RETRY_CAP).step(*failures - 1);
                 self.files
                     .insert(path, FileState::Waiting { until: now + wait });
             }
@@ -796,10 +795,8 @@ fn is_listed(path: &Path, kind: EntryKind) -> bool {
 
 /// `RETRY_FIRST`, doubling, capped, ±20% so failed files do not all retry together.
 fn backoff(failures: u32) -> Duration {
-    let step = RETRY_FIRST
-        .saturating_mul(2u32.saturating_pow(failures.saturating_sub(1).min(16)))
-        .min(RETRY_CAP);
-    step.mul_f64(rand::rng().random_range(0.8..=1.2))
+    let step = Backoff::new(RETRY_FIRST, RETRY_CAP).step(failures.saturating_sub(1));
+    retry::jittered(step, RETRY_JITTER)
 }
 
 /// One recording: prepare (checks, sidecar, sha256), then claim, send, record, move.
