@@ -19,6 +19,9 @@ use sqlx::{Row, Sqlite, SqlitePool, Transaction};
 
 pub mod meetings;
 mod retention;
+mod wakers;
+
+pub use wakers::Wakers;
 
 /// How long a writer waits for another connection's write lock before failing. Writes are
 /// short (one small transaction), so a wait this long means something is wrong.

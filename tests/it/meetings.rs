@@ -13,11 +13,11 @@ use clairo_sandbox::Sandbox;
 use clairo_sync::config::{self, Need, SecretSources};
 use clairo_sync::daemon::Runtime;
 use clairo_sync::metrics::{Metrics, OutcomeLabels};
+use clairo_sync::shutdown::CancellationToken;
 use clairo_sync::sources::meetings;
 use clairo_sync::store::Store;
 use clairo_sync::store::meetings::{Claim, MeetingClaim};
 use sha2::{Digest, Sha256};
-use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tracing_subscriber::filter::Targets;
 use tracing_subscriber::layer::SubscriberExt as _;
@@ -122,7 +122,7 @@ retry_schedule = ["1s", "1s", "1s"]
 
 /// The drop-folder watcher and the dispatcher, in this process, as the daemon runs them.
 struct Watching {
-    stop: watch::Sender<bool>,
+    stop: CancellationToken,
     tasks: Vec<JoinHandle<()>>,
     metrics: Metrics,
 }
@@ -140,15 +140,15 @@ impl Watching {
         let runtime = Runtime::start(&loaded, None)
             .await
             .expect("the runtime starts");
-        let (stop, stopped) = watch::channel(false);
+        let stop = CancellationToken::new();
         let dispatcher = runtime.dispatcher();
         let connectors = runtime.connectors.clone();
-        let dispatch_stop = stopped.clone();
+        let dispatch_stop = stop.clone();
         let dispatch = tokio::spawn(async move { dispatcher.run(connectors, dispatch_stop).await });
         let watch = tokio::spawn(meetings::run(
             runtime.source_context(),
             runtime.config.clone(),
-            stopped,
+            stop.clone(),
         ));
         Self {
             stop,
@@ -167,7 +167,7 @@ impl Watching {
     }
 
     async fn stop(self) {
-        let _ = self.stop.send(true);
+        self.stop.cancel();
         for task in self.tasks {
             tokio::time::timeout(PATIENCE, task)
                 .await
