@@ -23,7 +23,7 @@ use tracing_subscriber::filter::Targets;
 use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::util::SubscriberInitExt as _;
 
-use crate::support::{Daemon, Receiver, SECRET, bin, sandbox, write};
+use crate::support::{Daemon, LoggedDaemon, Receiver, SECRET, bin, sandbox, write};
 
 /// Long enough for anything here on a loaded two-core machine; waits end as soon as the
 /// condition holds.
@@ -652,6 +652,63 @@ async fn an_upload_interrupted_by_a_crash_is_sent_again_at_start_up_and_announce
     assert!(row.meeting_id.is_some());
     assert!(store.interrupted_meetings().await.unwrap().is_empty());
     store.close().await;
+}
+
+/// `/readyz` of a daemon at `address`: its status and its JSON body.
+async fn readyz(address: &str) -> (u16, serde_json::Value) {
+    let response = crate::support::get(format!("http://{address}/readyz"))
+        .await
+        .expect("/readyz answers");
+    let status = response.status().as_u16();
+    (status, response.json().await.expect("/readyz answers JSON"))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_key_rejected_during_an_upload_turns_readyz_false_until_a_reload() {
+    let sandbox = sandbox(0, 0).await;
+    let receiver = Receiver::start().await;
+    let dirs = Dirs::new();
+    let config = meetings_config(&dirs, &sandbox, &receiver, "off");
+    let text = std::fs::read_to_string(&config).unwrap().replace(
+        "[http]\nenabled = false",
+        "[http]\nlisten = \"127.0.0.1:0\"",
+    );
+    std::fs::write(&config, text).unwrap();
+    let daemon = LoggedDaemon::start(&config, &[]);
+    let address = daemon.http_address().await;
+    // No poller is configured: only an upload can meet the rejected key.
+    let (status, body) = readyz(&address).await;
+    assert_eq!(status, 200, "ready before any upload: {body}");
+
+    sandbox.remove_api_key("clr_sandbox_key");
+    let content = wav(1.0, 8_000);
+    let path = dirs.inbox.join("standup.wav");
+    std::fs::write(&path, &content).unwrap();
+    daemon
+        .wait_for_line("uploads pause", PATIENCE)
+        .await
+        .expect("the upload meets the rejected key");
+    let (status, body) = readyz(&address).await;
+    assert_eq!(status, 503, "{body}");
+    assert!(
+        body["failing"]["api_key"]
+            .as_str()
+            .is_some_and(|reason| reason.contains("rejected the API key")),
+        "{body}"
+    );
+    assert!(path.exists(), "the recording stays in the drop folder");
+    assert!(sandbox.stats().uploads.is_empty());
+
+    sandbox.add_api_key("clr_sandbox_key");
+    daemon.signal("HUP");
+    eventually("the recording is uploaded after the reload", || {
+        dirs.processed().join("standup.wav").exists()
+    })
+    .await;
+    let (status, body) = readyz(&address).await;
+    assert_eq!(status, 200, "ready again after the reload: {body}");
+    assert_eq!(sandbox.stats().uploads.len(), 1);
+    assert_eq!(sandbox.stats().uploads[0].sha256, sha256_hex(&content));
 }
 
 #[tokio::test(flavor = "multi_thread")]
