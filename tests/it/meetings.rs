@@ -23,7 +23,7 @@ use tracing_subscriber::filter::Targets;
 use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::util::SubscriberInitExt as _;
 
-use crate::support::{Daemon, LoggedDaemon, Receiver, SECRET, bin, sandbox, write};
+use crate::support::{Daemon, LoggedDaemon, Receiver, SECRET, bin, enable_http, sandbox, write};
 
 /// Long enough for anything here on a loaded two-core machine; waits end as soon as the
 /// condition holds.
@@ -669,11 +669,7 @@ async fn a_key_rejected_during_an_upload_turns_readyz_false_until_a_reload() {
     let receiver = Receiver::start().await;
     let dirs = Dirs::new();
     let config = meetings_config(&dirs, &sandbox, &receiver, "off");
-    let text = std::fs::read_to_string(&config).unwrap().replace(
-        "[http]\nenabled = false",
-        "[http]\nlisten = \"127.0.0.1:0\"",
-    );
-    std::fs::write(&config, text).unwrap();
+    enable_http(&config);
     let daemon = LoggedDaemon::start(&config, &[]);
     let address = daemon.http_address().await;
     // No poller is configured: only an upload can meet the rejected key.
