@@ -16,11 +16,10 @@ use crate::config::{FolderConfig, WatchMode};
 use crate::shutdown::{self, CancellationToken};
 
 use super::Shared;
-use super::checks;
 use super::files;
 use super::handle::{Verdict, handle};
 use super::state::{
-    BUSY_RECHECK, FileState, OPEN_WRITER_GRACE, RETRY_CAP, Stamp, backoff, is_listed,
+    BUSY_RECHECK, FileState, OPEN_WRITER_GRACE, RETRY_CAP, Stamp, backoff, is_listed, list,
 };
 use super::watcher;
 
@@ -505,27 +504,4 @@ impl FolderLoop {
             .insert(path, FileState::settling(stamp, now, false));
         true
     }
-}
-
-/// The candidate entries of a folder with their stamps: every kind, so that links, FIFOs
-/// and devices are refused with a reason (dot files, temporaries, sidecars, error files,
-/// `targets` and subfolders not named like a recording are left out).
-fn list(folder: &Path, targets: &[PathBuf]) -> std::io::Result<Vec<(PathBuf, Stamp)>> {
-    let mut files = Vec::new();
-    for entry in std::fs::read_dir(folder)? {
-        let entry = entry?;
-        if !checks::is_candidate_name(&entry.file_name()) {
-            continue;
-        }
-        let path = entry.path();
-        if targets.contains(&path) {
-            continue;
-        }
-        if let Some(stamp) = Stamp::of(&path)
-            && is_listed(&path, stamp.kind)
-        {
-            files.push((path, stamp));
-        }
-    }
-    Ok(files)
 }

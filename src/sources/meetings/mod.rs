@@ -19,6 +19,7 @@ pub mod checks;
 pub mod files;
 mod folder;
 mod handle;
+mod sidecar;
 mod state;
 pub mod transcode;
 pub mod upload;

@@ -1,8 +1,9 @@
 //! Where one file of a drop folder stands, from first sight to done: its stamp (unchanged
 //! for `settle` means its writer is done), its state, and how long it waits after a
-//! failed attempt. Pure bookkeeping; the folder loop (folder.rs) does the I/O.
+//! failed attempt. Bookkeeping and `lstat`s only: the folder loop (folder.rs) watches,
+//! waits and starts the uploads.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
 
 use rand::Rng as _;
@@ -94,6 +95,29 @@ pub(super) fn backoff(failures: u32) -> Duration {
         .saturating_mul(2u32.saturating_pow(failures.saturating_sub(1).min(16)))
         .min(RETRY_CAP);
     step.mul_f64(rand::rng().random_range(0.8..=1.2))
+}
+
+/// The candidate entries of a folder with their stamps: every kind, so that links, FIFOs
+/// and devices are refused with a reason (dot files, temporaries, sidecars, error files,
+/// `targets` and subfolders not named like a recording are left out).
+pub(super) fn list(folder: &Path, targets: &[PathBuf]) -> std::io::Result<Vec<(PathBuf, Stamp)>> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(folder)? {
+        let entry = entry?;
+        if !checks::is_candidate_name(&entry.file_name()) {
+            continue;
+        }
+        let path = entry.path();
+        if targets.contains(&path) {
+            continue;
+        }
+        if let Some(stamp) = Stamp::of(&path)
+            && is_listed(&path, stamp.kind)
+        {
+            files.push((path, stamp));
+        }
+    }
+    Ok(files)
 }
 
 #[cfg(test)]
