@@ -14,8 +14,10 @@ use serde_json::json;
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 
-use crate::daemon::{AuthGate, Generation, Runtime};
+use crate::auth::AuthGate;
+use crate::daemon::{Generation, Runtime};
 use crate::metrics::Metrics;
+use crate::shutdown::{self, CancellationToken};
 use crate::store::{Store, now_ms};
 
 #[derive(Clone)]
@@ -60,14 +62,10 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 /// the error would repeat at once, and the loop would spin.
 const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
 
-/// Serves until `stop` turns true, then stops accepting, lets requests in progress finish
+/// Serves until `stop` is cancelled, then stops accepting, lets requests in progress finish
 /// for a short grace, and cuts the connections still open: a slow or stuck client never
 /// holds the daemon's exit past `delivery.shutdown_timeout`.
-pub async fn serve(
-    listener: tokio::net::TcpListener,
-    state: HealthState,
-    mut stop: watch::Receiver<bool>,
-) {
+pub async fn serve(listener: tokio::net::TcpListener, state: HealthState, stop: CancellationToken) {
     let grace = SHUTDOWN_GRACE.min(state.generations.borrow().config.delivery.shutdown_timeout);
     let app = Router::new()
         .route("/metrics", get(metrics))
@@ -78,13 +76,14 @@ pub async fn serve(
     http.timer(TokioTimer::new())
         .header_read_timeout(HEADER_READ_TIMEOUT);
     let permits = Arc::new(Semaphore::new(MAX_CONNECTIONS));
-    let (closing_tx, closing) = watch::channel(false);
+    // Tells the open connections to finish: cancelled when the listener stops.
+    let closing = CancellationToken::new();
     let mut connections = JoinSet::new();
     let mut refused = 0u64;
     loop {
         let stream = tokio::select! {
             accepted = listener.accept() => accepted,
-            _ = stop.wait_for(|stop| *stop) => break,
+            _ = stop.cancelled() => break,
             Some(_) = connections.join_next(), if !connections.is_empty() => continue,
         };
         let stream = match stream {
@@ -110,7 +109,7 @@ pub async fn serve(
         };
         let connection =
             http.serve_connection(TokioIo::new(stream), TowerToHyperService::new(app.clone()));
-        let mut closing = closing.clone();
+        let closing = closing.clone();
         connections.spawn(async move {
             let _permit = permit;
             let mut connection = std::pin::pin!(connection);
@@ -118,7 +117,7 @@ pub async fn serve(
             tokio::pin!(age);
             tokio::select! {
                 _ = connection.as_mut() => return,
-                _ = closing.wait_for(|closing| *closing) => {}
+                _ = closing.cancelled() => {}
                 _ = &mut age => {}
             }
             // Closes an idle connection at once, and one in the middle of a request
@@ -128,18 +127,13 @@ pub async fn serve(
         });
     }
     drop(listener);
-    let _ = closing_tx.send(true);
-    let finished = tokio::time::timeout(grace, async {
-        while connections.join_next().await.is_some() {}
-    })
-    .await;
-    if finished.is_err() {
+    closing.cancel();
+    let open = shutdown::drain(&mut connections, grace).await;
+    if open > 0 {
         tracing::info!(
-            open = connections.len(),
+            open,
             "Closed the metrics and health connections still open at shutdown."
         );
-        connections.abort_all();
-        while connections.join_next().await.is_some() {}
     }
 }
 

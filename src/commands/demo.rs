@@ -13,7 +13,6 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
 use clairo_connectors::Secret;
 use clairo_sandbox::{BriefSpec, SandboxConfig};
-use tokio::sync::watch;
 
 use crate::cli::DemoArgs;
 use crate::config::{self, Need, SecretSources};
@@ -131,7 +130,7 @@ retry_schedule = ["1s", "5s", "30s"]
     let runtime = Runtime::start(&loaded, None)
         .await
         .map_err(CommandError::Other)?;
-    let (stop_tx, stop_rx) = watch::channel(false);
+    let stop = crate::shutdown::CancellationToken::new();
     let traffic = {
         let sandbox = sandbox.clone();
         let inbox = inbox.clone();
@@ -167,7 +166,7 @@ retry_schedule = ["1s", "5s", "30s"]
         })
     };
     let (_reload_tx, reload_rx) = tokio::sync::mpsc::channel(1);
-    let serving = tokio::spawn(super::daemon::serve(runtime, reload_rx, stop_rx));
+    let serving = tokio::spawn(crate::daemon::serve(runtime, reload_rx, stop.clone()));
     match args.duration {
         Some(duration) => tokio::time::sleep(duration).await,
         None => {
@@ -175,7 +174,7 @@ retry_schedule = ["1s", "5s", "30s"]
         }
     }
     traffic.abort();
-    let _ = stop_tx.send(true);
+    stop.cancel();
     let _ = serving.await;
     sandbox.stop();
     let lines = std::fs::read_to_string(&events_file)

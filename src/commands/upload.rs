@@ -15,13 +15,13 @@ use serde_json::{Value, json};
 use crate::cli::UploadArgs;
 use crate::commands::{CommandError, CommandResult, load_api_config, shown};
 use crate::metrics::Metrics;
+use crate::sources::SourceContext;
 use crate::sources::meetings::upload::{
     self, Outcome, PrepareError, Prepared, SendError, Uploader, Wanted,
 };
 use crate::sources::meetings::{self as meetings};
-use crate::sources::{SourceContext, Wakers};
-use crate::store::Store;
 use crate::store::meetings::{MeetingResult, MeetingRow};
+use crate::store::{Store, Wakers};
 
 pub async fn upload(path: Option<&Path>, args: &UploadArgs) -> CommandResult {
     let loaded = load_api_config(path)?;
@@ -93,6 +93,8 @@ pub async fn upload(path: Option<&Path>, args: &UploadArgs) -> CommandResult {
         store.clone(),
         metrics,
         Wakers::default(),
+        // One upload: no other task to pause after a refusal.
+        Default::default(),
     );
     let outcome = upload::process(&context, &uploader, &prepared).await;
     store.close().await;

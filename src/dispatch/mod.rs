@@ -13,13 +13,12 @@ use async_trait::async_trait;
 use clairo_connectors::retry;
 use clairo_connectors::{Attempt, CheckpointSink, Connector, Delivery, Verdict};
 use rand::Rng;
-use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use crate::config::DeliveryConfig;
 use crate::metrics::{ConnectorLabels, DeliveryLabels, Metrics};
-use crate::sources::Wakers;
-use crate::store::{AttemptRow, ClaimedDelivery, Lease, NextState, Store, now_ms};
+use crate::shutdown::{self, CancellationToken};
+use crate::store::{AttemptRow, ClaimedDelivery, Lease, NextState, Store, Wakers, now_ms};
 
 /// ±20% around each wait of the retry schedule, so deliveries that failed together do
 /// not all come back at the same instant.
@@ -108,12 +107,12 @@ impl Dispatcher {
         }
     }
 
-    /// Runs one worker per connector until `shutdown` turns true; then stops claiming,
+    /// Runs one worker per connector until `shutdown` is cancelled; then stops claiming,
     /// lets in-flight deliveries finish within `shutdown_timeout`, and releases the rest.
     pub async fn run(
         &self,
         connectors: BTreeMap<String, Arc<dyn Connector>>,
-        shutdown: watch::Receiver<bool>,
+        shutdown: CancellationToken,
     ) {
         let mut workers = JoinSet::new();
         for (name, connector) in connectors {
@@ -190,13 +189,13 @@ impl Dispatcher {
         &self,
         name: String,
         connector: Arc<dyn Connector>,
-        mut shutdown: watch::Receiver<bool>,
+        shutdown: CancellationToken,
     ) {
         let wake = self.wakers.for_connector(&name);
         let mut in_flight: JoinSet<()> = JoinSet::new();
         let mut depth_updated = Instant::now() - QUEUE_DEPTH_INTERVAL;
         loop {
-            if *shutdown.borrow() {
+            if shutdown.is_cancelled() {
                 break;
             }
             let free = self.settings.concurrency.saturating_sub(in_flight.len());
@@ -231,20 +230,12 @@ impl Dispatcher {
                 _ = wake.notified() => {}
                 Some(_) = in_flight.join_next(), if !in_flight.is_empty() => {}
                 _ = tokio::time::sleep(wait) => {}
-                _ = shutdown.changed() => {}
+                _ = shutdown.cancelled() => {}
             }
         }
-        if !in_flight.is_empty() {
-            let grace = self.settings.shutdown_timeout;
-            let finished = tokio::time::timeout(grace, async {
-                while in_flight.join_next().await.is_some() {}
-            })
-            .await;
-            if finished.is_err() {
-                tracing::warn!(connector = %name, pending = in_flight.len(), "Deliveries still in flight at the shutdown timeout were stopped; they will be retried.");
-                in_flight.abort_all();
-                while in_flight.join_next().await.is_some() {}
-            }
+        let stopped = shutdown::drain(&mut in_flight, self.settings.shutdown_timeout).await;
+        if stopped > 0 {
+            tracing::warn!(connector = %name, pending = stopped, "Deliveries still in flight at the shutdown timeout were stopped; they will be retried.");
         }
     }
 

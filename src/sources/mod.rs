@@ -6,16 +6,16 @@ pub mod briefs;
 pub mod conversations;
 pub mod meetings;
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeSet, HashSet};
 use std::sync::Arc;
 
 use clairo_connectors::{Event, EventType, event_id};
-use tokio::sync::Notify;
 
+use crate::auth::AuthGate;
 use crate::clairo::{ClairoClient, ClairoError, Listing};
 use crate::config::{Config, Route, StartFrom};
 use crate::metrics::{Metrics, SourceLabels};
-use crate::store::{NewEvent, Store, StoreError};
+use crate::store::{NewEvent, Store, StoreError, Wakers};
 
 /// Decides which connectors an event goes to, from the config's `[[routes]]`.
 #[derive(Debug, Clone, Default)]
@@ -42,26 +42,6 @@ impl Router {
     }
 }
 
-/// Wakes the dispatcher's worker for a connector as soon as a delivery is queued for it,
-/// so a new event goes out at once rather than on the next tick.
-#[derive(Clone, Default)]
-pub struct Wakers {
-    inner: Arc<std::sync::Mutex<HashMap<String, Arc<Notify>>>>,
-}
-
-impl Wakers {
-    pub fn for_connector(&self, connector: &str) -> Arc<Notify> {
-        let mut map = self.inner.lock().expect("wakers lock");
-        map.entry(connector.to_owned()).or_default().clone()
-    }
-
-    pub fn wake(&self, connectors: &[String]) {
-        for connector in connectors {
-            self.for_connector(connector).notify_one();
-        }
-    }
-}
-
 /// What every source needs.
 #[derive(Clone)]
 pub struct SourceContext {
@@ -70,6 +50,8 @@ pub struct SourceContext {
     pub router: Router,
     pub metrics: Metrics,
     pub wakers: Wakers,
+    /// Shared by every source of the process and `/readyz`: a refusal pauses them all.
+    pub auth: Arc<AuthGate>,
     pub start_from: StartFrom,
     /// Briefs of the last listing known to be recorded (see [`briefs::poll`]).
     pub recorded_briefs: Arc<std::sync::Mutex<HashSet<String>>>,
@@ -82,6 +64,7 @@ impl SourceContext {
         store: Store,
         metrics: Metrics,
         wakers: Wakers,
+        auth: Arc<AuthGate>,
     ) -> Self {
         Self {
             client,
@@ -89,6 +72,7 @@ impl SourceContext {
             router: Router::new(&config.routes),
             metrics,
             wakers,
+            auth,
             start_from: config.sync.start_from,
             recorded_briefs: Arc::default(),
         }

@@ -25,6 +25,7 @@ pub mod meetings;
 mod outbox;
 mod retention;
 mod runs;
+mod wakers;
 
 pub use briefs::BriefRecord;
 pub use conversations::ConversationState;
@@ -34,6 +35,7 @@ pub use outbox::{
     QueueStats,
 };
 pub use runs::SourceRun;
+pub use wakers::Wakers;
 
 /// How long a writer waits for another connection's write lock before failing. Writes are
 /// short (one small transaction), so a wait this long means something is wrong.

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::support::{LoggedDaemon, Receiver, daemon_config, sandbox, write};
+use crate::support::{LoggedDaemon, Receiver, daemon_config, enable_http, sandbox, write};
 
 fn dashboard() -> Value {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/grafana/clairo-sync.json");
@@ -124,11 +124,7 @@ async fn every_metric_the_dashboard_reads_is_served_by_a_running_daemon() {
     let receiver = Receiver::start().await;
     let dir = tempfile::tempdir().unwrap();
     let config = daemon_config(dir.path(), &sandbox, &receiver, "");
-    let text = std::fs::read_to_string(&config).unwrap().replace(
-        "[http]\nenabled = false",
-        "[http]\nlisten = \"127.0.0.1:0\"",
-    );
-    std::fs::write(&config, text).unwrap();
+    enable_http(&config);
     let daemon = LoggedDaemon::start(&config, &[]);
     let address = daemon.http_address().await;
     receiver

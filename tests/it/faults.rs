@@ -12,7 +12,8 @@ use clairo_sandbox::Faults;
 use rand::Rng as _;
 
 use crate::support::{
-    ClosableReceiver, Daemon, LoggedDaemon, Received, Receiver, daemon_config, run_cli, sandbox,
+    ClosableReceiver, Daemon, LoggedDaemon, Received, Receiver, daemon_config, enable_http,
+    run_cli, sandbox,
 };
 
 /// The event ids the daemon must deliver for these briefs (ids are derived, so a test can
@@ -73,15 +74,6 @@ fn dead_deliveries(config: &Path) -> Vec<serde_json::Value> {
         .as_array()
         .expect("a list")
         .clone()
-}
-
-/// Serves /metrics on a free port instead of not at all.
-fn enable_http(config: &Path) {
-    let text = std::fs::read_to_string(config).unwrap().replace(
-        "[http]\nenabled = false",
-        "[http]\nlisten = \"127.0.0.1:0\"",
-    );
-    std::fs::write(config, text).unwrap();
 }
 
 /// One sample of the daemon's /metrics, e.g. `clairo_sync_items_skipped_total{source="briefs"}`.

@@ -4,7 +4,7 @@ use std::os::unix::net::UnixDatagram;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use crate::support::{LoggedDaemon, Receiver, daemon_config, sandbox, write};
+use crate::support::{LoggedDaemon, Receiver, daemon_config, enable_http, sandbox, write};
 
 const CONTRACT_METRICS: [&str; 12] = [
     "clairo_sync_api_requests_total",
@@ -45,14 +45,6 @@ async fn wait_for_status(url: &str, want: u16, within: Duration) -> (u16, String
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-}
-
-fn enable_http(config: &std::path::Path) {
-    let text = std::fs::read_to_string(config).unwrap().replace(
-        "[http]\nenabled = false",
-        "[http]\nlisten = \"127.0.0.1:0\"",
-    );
-    std::fs::write(config, text).unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -13,17 +13,17 @@ use clairo_sandbox::Sandbox;
 use clairo_sync::config::{self, Need, SecretSources};
 use clairo_sync::daemon::Runtime;
 use clairo_sync::metrics::{Metrics, OutcomeLabels};
+use clairo_sync::shutdown::CancellationToken;
 use clairo_sync::sources::meetings;
 use clairo_sync::store::Store;
 use clairo_sync::store::meetings::{Claim, MeetingClaim};
 use sha2::{Digest, Sha256};
-use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tracing_subscriber::filter::Targets;
 use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::util::SubscriberInitExt as _;
 
-use crate::support::{Daemon, Receiver, SECRET, bin, sandbox, write};
+use crate::support::{Daemon, LoggedDaemon, Receiver, SECRET, bin, enable_http, sandbox, write};
 
 /// Long enough for anything here on a loaded two-core machine; waits end as soon as the
 /// condition holds.
@@ -122,7 +122,7 @@ retry_schedule = ["1s", "1s", "1s"]
 
 /// The drop-folder watcher and the dispatcher, in this process, as the daemon runs them.
 struct Watching {
-    stop: watch::Sender<bool>,
+    stop: CancellationToken,
     tasks: Vec<JoinHandle<()>>,
     metrics: Metrics,
 }
@@ -140,15 +140,15 @@ impl Watching {
         let runtime = Runtime::start(&loaded, None)
             .await
             .expect("the runtime starts");
-        let (stop, stopped) = watch::channel(false);
+        let stop = CancellationToken::new();
         let dispatcher = runtime.dispatcher();
         let connectors = runtime.connectors.clone();
-        let dispatch_stop = stopped.clone();
+        let dispatch_stop = stop.clone();
         let dispatch = tokio::spawn(async move { dispatcher.run(connectors, dispatch_stop).await });
         let watch = tokio::spawn(meetings::run(
             runtime.source_context(),
             runtime.config.clone(),
-            stopped,
+            stop.clone(),
         ));
         Self {
             stop,
@@ -167,7 +167,7 @@ impl Watching {
     }
 
     async fn stop(self) {
-        let _ = self.stop.send(true);
+        self.stop.cancel();
         for task in self.tasks {
             tokio::time::timeout(PATIENCE, task)
                 .await
@@ -652,6 +652,59 @@ async fn an_upload_interrupted_by_a_crash_is_sent_again_at_start_up_and_announce
     assert!(row.meeting_id.is_some());
     assert!(store.interrupted_meetings().await.unwrap().is_empty());
     store.close().await;
+}
+
+/// `/readyz` of a daemon at `address`: its status and its JSON body.
+async fn readyz(address: &str) -> (u16, serde_json::Value) {
+    let response = crate::support::get(format!("http://{address}/readyz"))
+        .await
+        .expect("/readyz answers");
+    let status = response.status().as_u16();
+    (status, response.json().await.expect("/readyz answers JSON"))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_key_rejected_during_an_upload_turns_readyz_false_until_a_reload() {
+    let sandbox = sandbox(0, 0).await;
+    let receiver = Receiver::start().await;
+    let dirs = Dirs::new();
+    let config = meetings_config(&dirs, &sandbox, &receiver, "off");
+    enable_http(&config);
+    let daemon = LoggedDaemon::start(&config, &[]);
+    let address = daemon.http_address().await;
+    // No poller is configured: only an upload can meet the rejected key.
+    let (status, body) = readyz(&address).await;
+    assert_eq!(status, 200, "ready before any upload: {body}");
+
+    sandbox.remove_api_key("clr_sandbox_key");
+    let content = wav(1.0, 8_000);
+    let path = dirs.inbox.join("standup.wav");
+    std::fs::write(&path, &content).unwrap();
+    daemon
+        .wait_for_line("uploads pause", PATIENCE)
+        .await
+        .expect("the upload meets the rejected key");
+    let (status, body) = readyz(&address).await;
+    assert_eq!(status, 503, "{body}");
+    assert!(
+        body["failing"]["api_key"]
+            .as_str()
+            .is_some_and(|reason| reason.contains("rejected the API key")),
+        "{body}"
+    );
+    assert!(path.exists(), "the recording stays in the drop folder");
+    assert!(sandbox.stats().uploads.is_empty());
+
+    sandbox.add_api_key("clr_sandbox_key");
+    daemon.signal("HUP");
+    eventually("the recording is uploaded after the reload", || {
+        dirs.processed().join("standup.wav").exists()
+    })
+    .await;
+    let (status, body) = readyz(&address).await;
+    assert_eq!(status, 200, "ready again after the reload: {body}");
+    assert_eq!(sandbox.stats().uploads.len(), 1);
+    assert_eq!(sandbox.stats().uploads[0].sha256, sha256_hex(&content));
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -19,6 +19,16 @@ pub async fn get(url: impl reqwest::IntoUrl) -> reqwest::Result<reqwest::Respons
     http().get(url).send().await
 }
 
+/// Serves /metrics, /healthz and /readyz on a free port instead of not at all (the test
+/// configs say `[http] enabled = false`).
+pub fn enable_http(config: &Path) {
+    let text = std::fs::read_to_string(config).unwrap().replace(
+        "[http]\nenabled = false",
+        "[http]\nlisten = \"127.0.0.1:0\"",
+    );
+    std::fs::write(config, text).unwrap();
+}
+
 /// Writes `text` to `dir/name` and returns the path.
 pub fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
     let path = dir.join(name);

@@ -12,21 +12,17 @@
 use std::ffi::OsStr;
 use std::fmt;
 use std::fs::File;
-use std::io::Read as _;
 use std::os::unix::fs::{FileExt as _, FileTypeExt as _};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use rustix::fs::{Mode, OFlags};
 
-use serde::Deserialize;
+pub use super::sidecar::{Sidecar, read_sidecar, sidecar_path};
 
 /// The largest recording sent as is. The docs say "Max size: 25MB"; 25,000,000 bytes is
 /// the conservative reading, so nothing the daemon sends is too large
 /// under either reading.
 pub const MAX_UPLOAD_BYTES: u64 = 25_000_000;
-
-/// A sidecar larger than this is not a sidecar (it holds a title and an agent id).
-const MAX_SIDECAR_BYTES: u64 = 64 * 1024;
 
 /// Bytes read from a file's start to recognise its format.
 const HEAD_BYTES: usize = 16;
@@ -451,107 +447,6 @@ fn describe_head(head: &[u8]) -> &'static str {
 /// `26.2 MB` (decimal megabytes, as the limit is stated).
 pub fn megabytes(size: u64) -> String {
     format!("{:.1} MB", size as f64 / 1_000_000.0)
-}
-
-/// The optional `<name>.json` beside a recording. Unknown keys are ignored.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Sidecar {
-    pub title: Option<String>,
-    /// Overrides the folder's agent.
-    pub agent_id: Option<String>,
-}
-
-/// The sidecar's path: `call.wav.json`, else `call.json`, if either exists (as any kind
-/// of entry: a link named so is found, then refused by [`read_sidecar`], and moved along).
-pub fn sidecar_path(path: &Path) -> Option<PathBuf> {
-    let name = path.file_name()?;
-    let mut full = name.to_os_string();
-    full.push(".json");
-    let beside = path.with_file_name(full);
-    let exists = |path: &Path| path.symlink_metadata().is_ok();
-    if exists(&beside) {
-        return Some(beside);
-    }
-    let stem = path.with_extension("json");
-    (stem != path && exists(&stem)).then_some(stem)
-}
-
-/// Reads a sidecar; a malformed one is a rejection (the recording would otherwise go to
-/// the wrong agent or under the wrong title).
-pub fn read_sidecar(path: &Path) -> Result<Sidecar, Rejection> {
-    let fix = "it must be a JSON object such as {\"title\": \"Weekly standup\", \"agentId\": \"cm1…\"} (both keys optional); \
-               fix it, then move the recording and its sidecar back into the drop folder";
-    let name = path
-        .file_name()
-        .map(|name| name.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let cannot_read = |error: &dyn fmt::Display| {
-        Rejection::new(format!("its sidecar {name} cannot be read ({error})"), fix)
-    };
-    // Opened as a recording is: a link could make the title (sent to Clairo) or an error
-    // text carry a file the person who dropped it cannot read.
-    let file = match open_recording(path) {
-        Ok(file) => file,
-        Err(InspectError::NotAFile(kind)) => {
-            return Err(Rejection::new(
-                format!(
-                    "its sidecar {name} is {}, not a regular file, and was not read",
-                    kind.describe()
-                ),
-                fix,
-            ));
-        }
-        Err(InspectError::Rejected(rejection)) => return Err(rejection),
-        Err(InspectError::Gone) => return Err(cannot_read(&"it disappeared")),
-        Err(InspectError::Io(error)) => return Err(cannot_read(&error)),
-    };
-    let metadata = file.metadata().map_err(|error| cannot_read(&error))?;
-    if metadata.len() > MAX_SIDECAR_BYTES {
-        return Err(Rejection::new(
-            format!(
-                "its sidecar {name} is {} bytes, too large for a title and an agent id",
-                metadata.len()
-            ),
-            fix,
-        ));
-    }
-    let mut text = Vec::new();
-    file.take(MAX_SIDECAR_BYTES)
-        .read_to_end(&mut text)
-        .map_err(|error| cannot_read(&error))?;
-    let sidecar: Sidecar = serde_json::from_slice(&text).map_err(|error| {
-        Rejection::new(
-            format!("its sidecar {name} is not valid ({})", json_problem(&error)),
-            fix,
-        )
-    })?;
-    if sidecar
-        .agent_id
-        .as_deref()
-        .is_some_and(|agent| agent.trim().is_empty())
-    {
-        return Err(Rejection::new(
-            format!("its sidecar {name} has an empty agentId"),
-            fix,
-        ));
-    }
-    Ok(sidecar)
-}
-
-/// What is wrong with a sidecar's JSON, with its place but without quoting it: serde's
-/// own messages quote the values they did not expect.
-fn json_problem(error: &serde_json::Error) -> String {
-    let place = format!("line {}, column {}", error.line(), error.column());
-    match error.classify() {
-        serde_json::error::Category::Data => {
-            format!("a value has the wrong type at {place}: title and agentId must be strings")
-        }
-        serde_json::error::Category::Eof => format!("the JSON ends too early, at {place}"),
-        serde_json::error::Category::Syntax | serde_json::error::Category::Io => {
-            format!("not JSON: a syntax error at {place}")
-        }
-    }
 }
 
 /// A title from a file name: the stem, `_` and `-` as spaces (`weekly_standup-2026.wav` →

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use tokio::io::AsyncWriteExt as _;
 use tokio::net::TcpStream;
 
-use crate::support::{LoggedDaemon, Receiver, bin, daemon_config, get, sandbox};
+use crate::support::{LoggedDaemon, Receiver, bin, daemon_config, enable_http, get, sandbox};
 
 /// The daemon's own descriptor limit in the flood test: low enough that a few hundred
 /// sockets reproduce the exhaustion the issue saw with 1,100 (the unit's `LimitNOFILE=`
@@ -16,15 +16,6 @@ const DAEMON_NOFILE: u32 = 256;
 
 /// More half-sent requests than the daemon has descriptors.
 const FLOOD: usize = 400;
-
-/// Turns on the listener on a free loopback port.
-fn enable_http(config: &std::path::Path) {
-    let text = std::fs::read_to_string(config).unwrap().replace(
-        "[http]\nenabled = false",
-        "[http]\nlisten = \"127.0.0.1:0\"",
-    );
-    std::fs::write(config, text).unwrap();
-}
 
 /// Opens a connection and sends the start of a request line, never finishing it.
 async fn half_sent_request(address: &str) -> Option<TcpStream> {

@@ -1,0 +1,218 @@
+//! The daemon's life: [`run`] holds it from start to exit. A [`Runtime`] (what lives as
+//! long as the process) and a [`Generation`] (what one config produces, replaced on
+//! reload) are built here; the supervisor runs every task on them, the signals stop or
+//! reload it (docs/architecture.md, section 5).
+//!
+//! - `supervisor.rs`: spawns and joins the tasks, swaps generations on reload
+//! - `signals.rs`: SIGTERM/SIGINT stop, SIGHUP reloads; `reload.rs`: what a reload does
+//! - `schedule.rs`: the pollers on their schedules; `stale.rs`: readiness staleness
+//! - `systemd.rs`: readiness notifications and the watchdog
+
+mod reload;
+mod schedule;
+mod signals;
+mod stale;
+mod supervisor;
+mod systemd;
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clairo_connectors::Connector;
+use tokio::sync::mpsc;
+
+use crate::auth::AuthGate;
+use crate::clairo::{ClairoClient, ClientOptions, RateLimiter};
+use crate::config::{Config, ConfigErrors, LoadedConfig, Schedule};
+use crate::dispatch::Dispatcher;
+use crate::metrics::Metrics;
+use crate::shutdown::CancellationToken;
+use crate::sources::{SourceContext, SourceKind};
+use crate::store::{Store, Wakers};
+
+pub use schedule::{run_source, sleep_until_next, source_loop};
+pub use stale::{STALE_AFTER_FIRINGS, STALE_MARGIN, stale_loop, stale_reason};
+pub use supervisor::serve;
+
+/// Runs the daemon until SIGTERM or SIGINT (then stops as docs/architecture.md section 5
+/// says and returns), reloading on SIGHUP with the config `load` reads then.
+pub async fn run(
+    runtime: Runtime,
+    load: impl Fn() -> Result<LoadedConfig, ConfigErrors>,
+) -> anyhow::Result<()> {
+    let stop = CancellationToken::new();
+    let (reload_tx, reload_rx) = mpsc::channel(1);
+    let serving = supervisor::serve(runtime, reload_rx, stop.clone());
+    tokio::pin!(serving);
+    let mut signals = signals::Signals::install()?;
+    loop {
+        tokio::select! {
+            result = &mut serving => return result,
+            signal = signals.next() => match signal {
+                signals::Signal::Stop => break,
+                signals::Signal::Reload => reload::read_config(&load, &reload_tx).await,
+            },
+        }
+    }
+    tracing::info!("Stopping: no new polls; in-flight deliveries finish or are released.");
+    systemd::notify(&[sd_notify::NotifyState::Stopping]);
+    stop.cancel();
+    serving.await
+}
+
+/// Runs `work` at once and then every `period` until `stop` is cancelled; a run in
+/// progress is not interrupted. Ticks missed while `work` ran are skipped, not burst: after
+/// a stall one run says as much as many.
+pub(crate) async fn every<F, W>(period: Duration, stop: &CancellationToken, mut work: W)
+where
+    W: FnMut() -> F,
+    F: Future<Output = ()>,
+{
+    let mut ticker = tokio::time::interval(period);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {}
+            _ = stop.cancelled() => return,
+        }
+        work().await;
+    }
+}
+
+/// Everything a running daemon holds. The store, metrics, wakers, auth state and rate
+/// limiter live as long as the process; the rest is a [`Generation`], replaced on reload.
+pub struct Runtime {
+    pub config: Arc<Config>,
+    pub store: Store,
+    pub metrics: Metrics,
+    pub client: ClairoClient,
+    pub wakers: Wakers,
+    pub auth: Arc<AuthGate>,
+    pub connectors: BTreeMap<String, Arc<dyn Connector>>,
+    pub limiter: Arc<RateLimiter>,
+}
+
+/// What one config produces: replaced whole on SIGHUP, so every part sees one config.
+pub struct Generation {
+    pub config: Arc<Config>,
+    pub context: SourceContext,
+    pub connectors: BTreeMap<String, Arc<dyn Connector>>,
+}
+
+impl Generation {
+    pub fn schedule(&self, kind: SourceKind) -> Option<Schedule> {
+        match kind {
+            SourceKind::Briefs => self.config.sync.briefs.as_ref().map(|s| s.schedule.clone()),
+            SourceKind::Conversations => self
+                .config
+                .sync
+                .conversations
+                .as_ref()
+                .map(|s| s.schedule.clone()),
+        }
+    }
+}
+
+impl Runtime {
+    pub async fn start(
+        loaded: &LoadedConfig,
+        limiter: Option<Arc<RateLimiter>>,
+    ) -> anyhow::Result<Self> {
+        let config = Arc::new(loaded.config.clone());
+        if let Some(parent) = config.state.path.parent()
+            && !parent.as_os_str().is_empty()
+            && !parent.exists()
+        {
+            std::fs::create_dir_all(parent).with_context(|| {
+                format!("cannot create the state directory {}", parent.display())
+            })?;
+        }
+        let store = Store::open(&config.state.path).await?;
+        let metrics = Metrics::new();
+        let limiter = limiter
+            .unwrap_or_else(|| Arc::new(RateLimiter::new(config.clairo.max_requests_per_minute)));
+        let client = build_client(loaded, Some(limiter.clone()), metrics.clone())?;
+        let connectors = build_connectors(&config)?;
+        let sources: Vec<&str> = SourceKind::enabled(&config)
+            .iter()
+            .map(|kind| kind.name())
+            .collect();
+        metrics.init_labels(&sources, connectors.keys());
+        Ok(Self {
+            config,
+            store,
+            metrics,
+            client,
+            wakers: Wakers::default(),
+            auth: Arc::default(),
+            connectors,
+            limiter,
+        })
+    }
+
+    /// The generation of the config the daemon started with.
+    pub fn first_generation(&self) -> Generation {
+        Generation {
+            config: self.config.clone(),
+            context: self.source_context(),
+            connectors: self.connectors.clone(),
+        }
+    }
+
+    pub fn source_context(&self) -> SourceContext {
+        SourceContext::new(
+            &self.config,
+            self.client.clone(),
+            self.store.clone(),
+            self.metrics.clone(),
+            self.wakers.clone(),
+            self.auth.clone(),
+        )
+    }
+
+    pub fn dispatcher(&self) -> Dispatcher {
+        Dispatcher::new(
+            self.store.clone(),
+            self.metrics.clone(),
+            self.wakers.clone(),
+            self.config.delivery.clone(),
+        )
+    }
+}
+
+pub fn build_client(
+    loaded: &LoadedConfig,
+    limiter: Option<Arc<RateLimiter>>,
+    metrics: Metrics,
+) -> anyhow::Result<ClairoClient> {
+    let clairo = &loaded.config.clairo;
+    let api_key = loaded.api_key.clone().context("no Clairo API key")?;
+    let limiter =
+        limiter.unwrap_or_else(|| Arc::new(RateLimiter::new(clairo.max_requests_per_minute)));
+    limiter.set_budget(clairo.max_requests_per_minute);
+    let options = ClientOptions {
+        base_url: url::Url::parse(&clairo.base_url).context("clairo.base_url")?,
+        api_key,
+        max_requests_per_minute: clairo.max_requests_per_minute,
+        timeout: clairo.timeout,
+        max_attempts: clairo.max_attempts,
+        backoff_base: Duration::from_millis(500),
+        backoff_cap: Duration::from_secs(30),
+        max_response_size: clairo.max_response_size.bytes(),
+    };
+    Ok(ClairoClient::new(options, limiter, metrics)?)
+}
+
+pub fn build_connectors(config: &Config) -> anyhow::Result<BTreeMap<String, Arc<dyn Connector>>> {
+    let mut connectors = BTreeMap::new();
+    for (name, connector) in &config.connectors {
+        let built = connector
+            .build(name)
+            .map_err(|error| anyhow::anyhow!("connectors.{name}: {error}"))?;
+        connectors.insert(name.clone(), built);
+    }
+    Ok(connectors)
+}
