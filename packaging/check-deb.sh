@@ -33,12 +33,16 @@ for path in \
     exit 1
   fi
 done
-# Where docs/operations.md and the unit's own comment say it is.
+# Where docs/operations.md and the units' own comments say they are: the main unit and
+# the per-account template (docs/operations.md, "Several accounts on one host").
 unit=/usr/lib/systemd/system/clairo-sync.service
-if ! grep -q " \.$unit\$" <<<"$contents"; then
-  echo "the package lacks $unit" >&2
-  exit 1
-fi
+template=/usr/lib/systemd/system/clairo-sync@.service
+for path in "$unit" "$template"; do
+  if ! grep -q " \.$path\$" <<<"$contents"; then
+    echo "the package lacks $path" >&2
+    exit 1
+  fi
+done
 dpkg-deb --info "$deb" conffiles | grep -qx /etc/clairo-sync/clairo-sync.toml || {
   echo "the example config is not a conffile" >&2
   exit 1
@@ -99,6 +103,12 @@ systemd-analyze verify "$unit"
 exposure=$(systemd-analyze security --offline=true --no-pager "$unit" | sed -n 's/.*Overall exposure level for clairo-sync.service: \([0-9.]*\).*/\1/p')
 echo "systemd-analyze security exposure: $exposure"
 awk -v e="$exposure" 'BEGIN { exit !(e != "" && e <= 1.5) }' || { echo "exposure $exposure > 1.5" >&2; exit 1; }
+# The template, as an instance (systemd-analyze reads clairo-sync@acme from clairo-sync@.service).
+systemd-analyze verify /usr/lib/systemd/system/clairo-sync@acme.service
+exposure=$(systemd-analyze security --offline=true --no-pager /usr/lib/systemd/system/clairo-sync@acme.service |
+  sed -n 's/.*Overall exposure level for clairo-sync@acme.service: \([0-9.]*\).*/\1/p')
+echo "systemd-analyze security exposure of clairo-sync@acme: $exposure"
+awk -v e="$exposure" 'BEGIN { exit !(e != "" && e <= 1.5) }' || { echo "template exposure $exposure > 1.5" >&2; exit 1; }
 # Without a key the shipped config is refused with EX_CONFIG and advice, not a crash.
 set +e
 /usr/bin/clairo-sync check -c /etc/clairo-sync/clairo-sync.toml 2>/tmp/clairo-sync-check.err

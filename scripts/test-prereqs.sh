@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Installs what the test suite needs besides Rust, when it is missing: a real SMTP server
 # for the email tests (aiosmtpd, from PyPI), ffmpeg for the transcoding tests, promtool
-# for the metrics and alert-rule tests, systemd-analyze and man for the unit's tests.
+# for the metrics and alert-rule tests, systemd-analyze and man for the unit's tests, and
+# PostgreSQL's server programs for the store's tests against PostgreSQL (each test starts
+# its own throwaway cluster: tests/it/pg.rs).
 #
 # `cargo nextest run --workspace` runs it first (.config/nextest.toml, a setup script), so
 # a fresh clone needs no other step. It changes nothing when everything is there. As
@@ -14,6 +16,7 @@ command -v systemd-analyze >/dev/null || missing_debs+=(systemd)
 command -v promtool >/dev/null || missing_debs+=(prometheus)
 command -v man >/dev/null || missing_debs+=(man-db)
 command -v ffmpeg >/dev/null || missing_debs+=(ffmpeg)
+compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || missing_debs+=(postgresql)
 has_aiosmtpd() { python3 -c 'import aiosmtpd' >/dev/null 2>&1; }
 
 if [ ${#missing_debs[@]} -eq 0 ] && has_aiosmtpd; then
@@ -34,7 +37,8 @@ flock 9
 if [ ${#missing_debs[@]} -gt 0 ]; then
   echo "test-prereqs: installing ${missing_debs[*]} (apt-get)" >&2
   # Only the tools are wanted: policy-rc.d keeps apt from starting the Prometheus server
-  # that comes with promtool.
+  # that comes with promtool, and the PostgreSQL cluster the package makes (the tests
+  # run their own, unprivileged, on free ports).
   created_policy=
   if [ ! -e /usr/sbin/policy-rc.d ]; then
     printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d && chmod 755 /usr/sbin/policy-rc.d && created_policy=1

@@ -302,7 +302,7 @@ pub async fn check_online(loaded: &LoadedConfig, send_test: bool) -> CommandResu
     // Outside the service, judge paths as its unit will let it use them.
     let unit = std::env::var_os("CREDENTIALS_DIRECTORY")
         .is_none()
-        .then(crate::config::Unit::installed)
+        .then(|| crate::config::Unit::for_config(loaded.path.as_deref()))
         .filter(|unit| unit.path.is_some());
     for (name, connector_config) in &config.connectors {
         let connector = connector_config

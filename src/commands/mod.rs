@@ -65,13 +65,17 @@ pub(crate) fn load_daemon_config(path: Option<&Path>) -> Result<LoadedConfig, Co
     let path = path
         .map(Path::to_path_buf)
         .unwrap_or_else(|| PathBuf::from(config::DEFAULT_CONFIG_PATH));
-    config::load(Some(&path), Need::Daemon, &SecretSources::from_env())
+    config::load(
+        Some(&path),
+        Need::Daemon,
+        &SecretSources::from_env(Some(&path)),
+    )
 }
 
 /// Operator commands: a named file must exist; with none named, the default file is used
 /// if present, else env alone (`CLAIRO_API_KEY`, `CLAIRO_SYNC_CLAIRO__BASE_URL`).
 pub(crate) fn load_api_config(path: Option<&Path>) -> Result<LoadedConfig, ConfigErrors> {
-    let sources = SecretSources::from_env();
+    let sources = SecretSources::from_env(path);
     match path {
         Some(path) => config::load(Some(path), Need::Daemon, &sources),
         None => {

@@ -31,9 +31,11 @@ enum Found {
 }
 
 impl SecretSources {
-    pub fn from_env() -> Self {
+    /// `config`: the config file about to be loaded, which says which unit runs it (the
+    /// main one, or an instance of the per-account template).
+    pub fn from_env(config: Option<&Path>) -> Self {
         let credentials_dir = std::env::var_os("CREDENTIALS_DIRECTORY").map(PathBuf::from);
-        let unit = credentials_dir.is_none().then(Unit::installed);
+        let unit = credentials_dir.is_none().then(|| Unit::for_config(config));
         Self {
             credentials_dir,
             unit,
@@ -69,6 +71,15 @@ impl SecretSources {
                 path: path.clone(),
                 from_unit: true,
             })
+    }
+
+    /// What `systemctl` calls the service's unit, for advice.
+    fn unit_name(&self) -> &str {
+        self.unit
+            .as_ref()
+            .map(|unit| unit.name.as_str())
+            .filter(|name| !name.is_empty())
+            .unwrap_or("clairo-sync")
     }
 
     /// Where a new secret goes so that the unit loads it without a drop-in.
@@ -261,9 +272,10 @@ pub(super) fn resolve_connector_secrets(
                         .find(|path| path.is_file());
                     let message = match stray {
                         Some(stray) if sources.credentials_dir.is_none() => format!(
-                            "is required, and {stray} holds it, but the service's unit does not load that file; move it to {home} (the unit loads that directory whole), or add `LoadCredential={credential}:{stray}` in a drop-in (sudo systemctl edit clairo-sync), then restart",
+                            "is required, and {stray} holds it, but the service's unit does not load that file; move it to {home} (the unit loads that directory whole), or add `LoadCredential={credential}:{stray}` in a drop-in (sudo systemctl edit {unit}), then restart",
                             stray = stray.display(),
-                            home = home.display()
+                            home = home.display(),
+                            unit = sources.unit_name()
                         ),
                         _ => format!(
                             "is required; put it in {home} (sudo install -m 0600 /dev/null {home}, then the secret; the unit loads it as the credential {credential}) and restart, or set {key}_file to a file the service may read",

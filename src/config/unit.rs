@@ -4,13 +4,18 @@
 //! config with exactly the secrets and paths the service will have (docs/operations.md §3).
 //!
 //! Only what those questions need is read: the `[Service]` lines of `clairo-sync.service`
-//! and of its `clairo-sync.service.d/*.conf` drop-ins, in systemd's order.
+//! and of its `clairo-sync.service.d/*.conf` drop-ins, in systemd's order. A config that an
+//! instance of the per-account template `clairo-sync@.service` runs (`-c
+//! /etc/clairo-sync/NAME.toml`) is judged by that instance, `%i` read as NAME.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 /// The unit's file name.
 pub const UNIT_NAME: &str = "clairo-sync.service";
+
+/// The per-account template's file name (systemd/clairo-sync@.service).
+pub const TEMPLATE_NAME: &str = "clairo-sync@.service";
 
 /// Where systemd looks for system units, most important first (systemd.unit(5)), unless
 /// `$SYSTEMD_UNIT_PATH` says otherwise, as it does for systemd itself.
@@ -41,6 +46,8 @@ pub const PACKAGED_CREDENTIALS_DIR: &str = "/etc/clairo-sync/credentials";
 pub struct Unit {
     /// The unit file found; `None`: none is installed, the packaged unit's lines are assumed.
     pub path: Option<PathBuf>,
+    /// What `systemctl` calls it: `clairo-sync`, or `clairo-sync@NAME` for an instance.
+    pub name: String,
     /// `LoadCredential=ID:PATH`, in order, after resets by an empty assignment.
     pub load_credentials: Vec<(String, PathBuf)>,
     /// `ReadWritePaths=`, `StateDirectory=` & co, as absolute paths.
@@ -49,32 +56,58 @@ pub struct Unit {
     pub state_directories: Vec<PathBuf>,
     pub protect_system_strict: bool,
     pub private_tmp: bool,
+    /// The last `ExecStart=` command line.
+    exec_start: Option<String>,
 }
 
 impl Unit {
     /// The unit systemd would start: the first `clairo-sync.service` on the search path,
     /// with its drop-ins.
     pub fn installed() -> Self {
+        Self::read_installed(&[UNIT_NAME], None).unwrap_or_else(Self::packaged)
+    }
+
+    /// The unit that runs the config at `config`: the instance NAME of the per-account
+    /// template when the config is `NAME.toml` and the installed template, with `%i` read
+    /// as NAME, runs exactly that file (`-c /etc/clairo-sync/NAME.toml`); otherwise
+    /// [`Unit::installed`]. `clairo-sync.toml` is always the main unit's.
+    pub fn for_config(config: Option<&Path>) -> Self {
+        config
+            .and_then(|config| {
+                let name = config.file_stem()?.to_str()?;
+                if config.extension()? != "toml" || name == "clairo-sync" || name.is_empty() {
+                    return None;
+                }
+                let instance_file = format!("clairo-sync@{name}.service");
+                let unit = Self::read_installed(&[&instance_file, TEMPLATE_NAME], Some(name))?;
+                unit.runs_config(config).then_some(unit)
+            })
+            .unwrap_or_else(Self::installed)
+    }
+
+    /// The first of `files` on the search path with its drop-ins, `%i` read as `instance`;
+    /// `None` when none is installed.
+    fn read_installed(files: &[&str], instance: Option<&str>) -> Option<Self> {
         let dirs = search_path();
-        let Some(main) = dirs
+        let main = files
             .iter()
-            .map(|dir| dir.join(UNIT_NAME))
-            .find(|path| path.is_file())
-        else {
-            return Self::packaged();
-        };
+            .flat_map(|file| dirs.iter().map(move |dir| dir.join(file)))
+            .find(|path| path.is_file())?;
         let mut texts = vec![std::fs::read_to_string(&main).unwrap_or_default()];
         // Drop-ins by file name across the directories; a name in an earlier directory
-        // hides the same name in later ones.
+        // hides the same name in later ones, and an instance's own directory hides the
+        // template's (systemd.unit(5)).
         let mut dropins: BTreeMap<std::ffi::OsString, PathBuf> = BTreeMap::new();
-        for dir in &dirs {
-            let Ok(entries) = std::fs::read_dir(dir.join(format!("{UNIT_NAME}.d"))) else {
-                continue;
-            };
-            for entry in entries.flatten() {
-                let path = entry.path();
-                if path.extension().is_some_and(|ext| ext == "conf") {
-                    dropins.entry(entry.file_name()).or_insert(path);
+        for file in files {
+            for dir in &dirs {
+                let Ok(entries) = std::fs::read_dir(dir.join(format!("{file}.d"))) else {
+                    continue;
+                };
+                for entry in entries.flatten() {
+                    let path = entry.path();
+                    if path.extension().is_some_and(|ext| ext == "conf") {
+                        dropins.entry(entry.file_name()).or_insert(path);
+                    }
                 }
             }
         }
@@ -83,18 +116,44 @@ impl Unit {
                 .values()
                 .map(|path| std::fs::read_to_string(path).unwrap_or_default()),
         );
+        if let Some(instance) = instance {
+            for text in &mut texts {
+                *text = expand_instance(text, instance);
+            }
+        }
         let mut unit = Self::parse(&texts);
         unit.path = Some(main);
-        unit
+        unit.name = instance.map_or_else(
+            || UNIT_NAME.trim_end_matches(".service").to_owned(),
+            |instance| format!("clairo-sync@{instance}"),
+        );
+        Some(unit)
+    }
+
+    /// Whether the unit's `ExecStart=` runs the daemon with `-c config`.
+    fn runs_config(&self, config: &Path) -> bool {
+        let Some(command) = &self.exec_start else {
+            return false;
+        };
+        let words: Vec<&str> = command.split_whitespace().collect();
+        words
+            .windows(2)
+            .any(|pair| matches!(pair[0], "-c" | "--config") && Path::new(pair[1]) == config)
+            || words.iter().any(|word| {
+                word.strip_prefix("--config=")
+                    .is_some_and(|path| Path::new(path) == config)
+            })
     }
 
     /// The lines of systemd/clairo-sync.service that matter here.
     fn packaged() -> Self {
-        Self::parse(&[format!(
+        let mut unit = Self::parse(&[format!(
             "[Service]\nLoadCredential=clairo-api-key:{PACKAGED_API_KEY}\n\
              LoadCredential={CREDENTIALS_DIR_ID}:{PACKAGED_CREDENTIALS_DIR}\n\
              StateDirectory=clairo-sync\nProtectSystem=strict\nPrivateTmp=yes\n"
-        )])
+        )]);
+        unit.name = UNIT_NAME.trim_end_matches(".service").to_owned();
+        unit
     }
 
     fn parse(texts: &[String]) -> Self {
@@ -152,6 +211,15 @@ impl Unit {
                     }
                     self.writable.push(path);
                 }
+            }
+            "ExecStart" if value.is_empty() => self.exec_start = None,
+            // Prefixes such as `-` or `!` (systemd.service(5)) are not part of the program.
+            "ExecStart" => {
+                self.exec_start = Some(
+                    value
+                        .trim_start_matches(['-', '@', ':', '+', '!'])
+                        .to_owned(),
+                );
             }
             "ProtectSystem" => self.protect_system_strict = value == "strict",
             "PrivateTmp" => self.private_tmp = matches!(value, "yes" | "true" | "on" | "1"),
@@ -215,7 +283,7 @@ impl Unit {
             return None;
         }
         Some(format!(
-            "the service cannot write {}: its unit (ProtectSystem=strict) lets it write only {}; add `ReadWritePaths={}` in a drop-in (sudo systemctl edit clairo-sync), or move `path` there",
+            "the service cannot write {}: its unit (ProtectSystem=strict) lets it write only {}; add `ReadWritePaths={}` in a drop-in (sudo systemctl edit {}), or move `path` there",
             path.display(),
             if self.writable.is_empty() {
                 "no directory".to_owned()
@@ -226,7 +294,8 @@ impl Unit {
                     .collect::<Vec<_>>()
                     .join(", ")
             },
-            directory.display()
+            directory.display(),
+            self.name
         ))
     }
 }
@@ -247,6 +316,29 @@ fn search_path() -> Vec<PathBuf> {
         }
         _ => UNIT_DIRS.iter().map(PathBuf::from).collect(),
     }
+}
+
+/// The unit text with the instance specifiers replaced: `%i` and `%I` by `instance` (a
+/// plain account name needs no unescaping), `%%` by `%`; others are left as they are.
+fn expand_instance(text: &str, instance: &str) -> String {
+    let mut expanded = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c != '%' {
+            expanded.push(c);
+            continue;
+        }
+        match chars.next() {
+            Some('i' | 'I') => expanded.push_str(instance),
+            Some('%') => expanded.push('%'),
+            Some(other) => {
+                expanded.push('%');
+                expanded.push(other);
+            }
+            None => expanded.push('%'),
+        }
+    }
+    expanded
 }
 
 fn credstore(name: &str) -> PathBuf {

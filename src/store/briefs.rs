@@ -4,9 +4,7 @@
 use std::borrow::Cow;
 use std::collections::HashSet;
 
-use sqlx::{Sqlite, Transaction};
-
-use super::{NewEvent, Result, Store, insert_event, now_ms};
+use super::{NewEvent, Result, Store, Tx, insert_event, now_ms};
 
 /// Rows written per transaction when recording many items at once.
 const BATCH: usize = 500;
@@ -27,12 +25,16 @@ impl Store {
     /// Which of `ids` are not recorded yet. An idle poll returns no row, however long
     /// the history: the cost is one index lookup per listed id.
     pub async fn unknown_briefs(&self, ids: &[String]) -> Result<HashSet<String>> {
-        let rows: Vec<String> = sqlx::query_scalar(
-            "SELECT value FROM json_each(?) WHERE value NOT IN (SELECT id FROM briefs)",
-        )
-        .bind(serde_json::to_string(ids).expect("strings serialize"))
-        .fetch_all(&self.pool)
-        .await?;
+        let ids = serde_json::to_string(ids).expect("strings serialize");
+        let rows: Vec<String> = on_pool!(
+            self,
+            (
+                "SELECT value FROM json_each(?) WHERE value NOT IN (SELECT id FROM briefs)",
+                "SELECT value FROM jsonb_array_elements_text($1::text::jsonb) AS ids (value)
+                 WHERE value NOT IN (SELECT id FROM briefs)"
+            ),
+            |sql, ex| sqlx::query_scalar(sql).bind(&ids).fetch_all(ex).await?
+        );
         Ok(rows.into_iter().collect())
     }
 
@@ -69,29 +71,30 @@ impl Store {
     }
 
     pub async fn brief_count(&self) -> Result<i64> {
-        Ok(sqlx::query_scalar("SELECT COUNT(*) FROM briefs")
-            .fetch_one(&self.pool)
-            .await?)
+        let portable = "SELECT COUNT(*) FROM briefs";
+        Ok(on_pool!(self, (portable, portable), |sql, ex| {
+            sqlx::query_scalar(sql).fetch_one(ex).await?
+        }))
     }
 }
 
 /// Inserts a brief unless it is recorded already; whether it was new.
-async fn insert_brief(
-    tx: &mut Transaction<'static, Sqlite>,
-    brief: &BriefRecord<'_>,
-    seen_at: i64,
-) -> Result<bool> {
-    Ok(sqlx::query(
-        "INSERT INTO briefs (id, agent_id, conversation_id, created_at, raw, seen_at) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING",
-    )
-    .bind(&brief.id)
-    .bind(&brief.agent_id)
-    .bind(&brief.conversation_id)
-    .bind(&brief.created_at)
-    .bind(brief.raw.as_ref())
-    .bind(seen_at)
-    .execute(&mut **tx)
-    .await?
-    .rows_affected()
-        == 1)
+async fn insert_brief(tx: &mut Tx, brief: &BriefRecord<'_>, seen_at: i64) -> Result<bool> {
+    Ok(on_tx!(
+        tx,
+        (
+            "INSERT INTO briefs (id, agent_id, conversation_id, created_at, raw, seen_at) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING",
+            "INSERT INTO briefs (id, agent_id, conversation_id, created_at, raw, seen_at) VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (id) DO NOTHING"
+        ),
+        |sql, ex| sqlx::query(sql)
+            .bind(&brief.id)
+            .bind(&brief.agent_id)
+            .bind(&brief.conversation_id)
+            .bind(&brief.created_at)
+            .bind(brief.raw.as_ref())
+            .bind(seen_at)
+            .execute(ex)
+            .await?
+            .rows_affected()
+    ) == 1)
 }

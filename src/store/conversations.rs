@@ -23,19 +23,25 @@ impl Store {
         &self,
         ids: &[String],
     ) -> Result<HashMap<String, ConversationState>> {
-        let rows = sqlx::query(
-            "SELECT id, agent_id, status, message_count, updated_at, last_checked_at FROM conversations WHERE id IN (SELECT value FROM json_each(?))",
-        )
-        .bind(serde_json::to_string(ids).expect("strings serialize"))
-        .fetch_all(&self.pool)
-        .await?;
-        Ok(rows
-            .into_iter()
-            .map(|row| {
-                let state = conversation_from_row(&row);
-                (state.id.clone(), state)
-            })
-            .collect())
+        let ids = serde_json::to_string(ids).expect("strings serialize");
+        Ok(on_pool!(
+            self,
+            (
+                "SELECT id, agent_id, status, message_count, updated_at, last_checked_at FROM conversations WHERE id IN (SELECT value FROM json_each(?))",
+                "SELECT id, agent_id, status, message_count, updated_at, last_checked_at FROM conversations
+                 WHERE id IN (SELECT value FROM jsonb_array_elements_text($1::text::jsonb) AS ids (value))"
+            ),
+            |sql, ex| sqlx::query(sql)
+                .bind(&ids)
+                .fetch_all(ex)
+                .await?
+                .into_iter()
+                .map(|row| {
+                    let state = conversation_from_row!(row);
+                    (state.id.clone(), state)
+                })
+                .collect()
+        ))
     }
 
     /// ACTIVE conversations last checked before `checked_before` (ms), oldest first.
@@ -44,18 +50,30 @@ impl Store {
         checked_before: i64,
         agents: &[String],
     ) -> Result<Vec<ConversationState>> {
-        let rows = sqlx::query(
-            "SELECT id, agent_id, status, message_count, updated_at, last_checked_at FROM conversations
-             WHERE status = 'ACTIVE' AND last_checked_at < ?
-               AND (json_array_length(?) = 0 OR agent_id IN (SELECT value FROM json_each(?)))
-             ORDER BY last_checked_at",
-        )
-        .bind(checked_before)
-        .bind(serde_json::to_string(agents).expect("strings serialize"))
-        .bind(serde_json::to_string(agents).expect("strings serialize"))
-        .fetch_all(&self.pool)
-        .await?;
-        Ok(rows.iter().map(conversation_from_row).collect())
+        let agents = serde_json::to_string(agents).expect("strings serialize");
+        Ok(on_pool!(
+            self,
+            (
+                "SELECT id, agent_id, status, message_count, updated_at, last_checked_at FROM conversations
+                 WHERE status = 'ACTIVE' AND last_checked_at < ?
+                   AND (json_array_length(?) = 0 OR agent_id IN (SELECT value FROM json_each(?)))
+                 ORDER BY last_checked_at",
+                "SELECT id, agent_id, status, message_count, updated_at, last_checked_at FROM conversations
+                 WHERE status = 'ACTIVE' AND last_checked_at < $1
+                   AND (jsonb_array_length($2::text::jsonb) = 0
+                        OR agent_id IN (SELECT value FROM jsonb_array_elements_text($3::text::jsonb) AS ids (value)))
+                 ORDER BY last_checked_at"
+            ),
+            |sql, ex| sqlx::query(sql)
+                .bind(checked_before)
+                .bind(&agents)
+                .bind(&agents)
+                .fetch_all(ex)
+                .await?
+                .into_iter()
+                .map(|row| conversation_from_row!(row))
+                .collect()
+        ))
     }
 
     /// Records what is now known of a conversation and, in the same transaction, its
@@ -72,36 +90,49 @@ impl Store {
     ) -> Result<bool> {
         let mut tx = self.write_tx().await?;
         let changed = match previous_count {
-            None => sqlx::query(
-                "INSERT INTO conversations (id, agent_id, status, message_count, updated_at, last_checked_at, raw)
-                 VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING",
-            )
-            .bind(&state.id)
-            .bind(&state.agent_id)
-            .bind(&state.status)
-            .bind(state.message_count)
-            .bind(&state.updated_at)
-            .bind(state.last_checked_at)
-            .bind(raw)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected(),
-            Some(previous) => sqlx::query(
-                "UPDATE conversations SET agent_id = COALESCE(?, agent_id), status = ?, message_count = ?, updated_at = ?,
-                        last_checked_at = ?, raw = COALESCE(?, raw)
-                 WHERE id = ? AND message_count = ?",
-            )
-            .bind(&state.agent_id)
-            .bind(&state.status)
-            .bind(state.message_count)
-            .bind(&state.updated_at)
-            .bind(state.last_checked_at)
-            .bind(raw)
-            .bind(&state.id)
-            .bind(previous)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected(),
+            None => on_tx!(
+                &mut tx,
+                (
+                    "INSERT INTO conversations (id, agent_id, status, message_count, updated_at, last_checked_at, raw)
+                     VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING",
+                    "INSERT INTO conversations (id, agent_id, status, message_count, updated_at, last_checked_at, raw)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (id) DO NOTHING"
+                ),
+                |sql, ex| sqlx::query(sql)
+                    .bind(&state.id)
+                    .bind(&state.agent_id)
+                    .bind(&state.status)
+                    .bind(state.message_count)
+                    .bind(&state.updated_at)
+                    .bind(state.last_checked_at)
+                    .bind(raw)
+                    .execute(ex)
+                    .await?
+                    .rows_affected()
+            ),
+            Some(previous) => on_tx!(
+                &mut tx,
+                (
+                    "UPDATE conversations SET agent_id = COALESCE(?, agent_id), status = ?, message_count = ?, updated_at = ?,
+                            last_checked_at = ?, raw = COALESCE(?, raw)
+                     WHERE id = ? AND message_count = ?",
+                    "UPDATE conversations SET agent_id = COALESCE($1, agent_id), status = $2, message_count = $3, updated_at = $4,
+                            last_checked_at = $5, raw = COALESCE($6, raw)
+                     WHERE id = $7 AND message_count = $8"
+                ),
+                |sql, ex| sqlx::query(sql)
+                    .bind(&state.agent_id)
+                    .bind(&state.status)
+                    .bind(state.message_count)
+                    .bind(&state.updated_at)
+                    .bind(state.last_checked_at)
+                    .bind(raw)
+                    .bind(&state.id)
+                    .bind(previous)
+                    .execute(ex)
+                    .await?
+                    .rows_affected()
+            ),
         } == 1;
         let written = match event {
             Some(event) if changed => insert_event(&mut tx, event).await?,
@@ -112,13 +143,17 @@ impl Store {
     }
 }
 
-fn conversation_from_row(row: &sqlx::sqlite::SqliteRow) -> ConversationState {
-    ConversationState {
-        id: row.get("id"),
-        agent_id: row.get("agent_id"),
-        status: row.get("status"),
-        message_count: row.get("message_count"),
-        updated_at: row.get("updated_at"),
-        last_checked_at: row.get("last_checked_at"),
-    }
+/// A conversation from a row, on either backend.
+macro_rules! conversation_from_row {
+    ($row:expr) => {
+        ConversationState {
+            id: $row.get("id"),
+            agent_id: $row.get("agent_id"),
+            status: $row.get("status"),
+            message_count: $row.get("message_count"),
+            updated_at: $row.get("updated_at"),
+            last_checked_at: $row.get("last_checked_at"),
+        }
+    };
 }
+use conversation_from_row;

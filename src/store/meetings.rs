@@ -103,6 +103,35 @@ macro_rules! select_meetings {
     };
 }
 
+/// A meeting from a row with every column, on either backend.
+macro_rules! meeting_from_row {
+    ($row:expr) => {{
+        let row = $row;
+        let raw: Option<String> = row.get("raw");
+        let status: String = row.get("status");
+        MeetingRow {
+            sha256: row.get("sha256"),
+            file_name: row.get("file_name"),
+            source_path: row.get("source_path"),
+            agent_id: row.get("agent_id"),
+            title: row.get("title"),
+            size: row.get("size"),
+            status: MeetingStatus::parse(&status),
+            attempts: row.get("attempts"),
+            meeting_id: row.get("meeting_id"),
+            transcript: row.get("transcript"),
+            summary: row.get("summary"),
+            duration_sec: row.get("duration_sec"),
+            uploaded_as: row.get("uploaded_as"),
+            moved_to: row.get("moved_to"),
+            error: row.get("error"),
+            raw: raw.and_then(|text| serde_json::from_str(&text).ok()),
+            created_at: row.get("created_at"),
+            updated_at: row.get("updated_at"),
+        }
+    }};
+}
+
 impl Store {
     /// Claims the upload of `claim.sha256` for `claim.source_path`, in one transaction:
     /// a new content is recorded as `uploading`; a `failed` one is claimed again (the
@@ -110,29 +139,43 @@ impl Store {
     /// taken over when `take_over` says its file is gone, and reported otherwise.
     pub async fn claim_meeting(&self, claim: &MeetingClaim, take_over: bool) -> Result<Claim> {
         let mut tx = self.write_tx().await?;
-        let existing = sqlx::query(select_meetings!("WHERE sha256 = ?"))
-            .bind(&claim.sha256)
-            .fetch_optional(&mut *tx)
-            .await?
-            .map(|row| meeting_from_row(&row));
+        let existing = on_tx!(
+            &mut tx,
+            (
+                select_meetings!("WHERE sha256 = ?"),
+                select_meetings!("WHERE sha256 = $1")
+            ),
+            |sql, ex| sqlx::query(sql)
+                .bind(&claim.sha256)
+                .fetch_optional(ex)
+                .await?
+                .map(|row| meeting_from_row!(row))
+        );
         let now = now_ms();
         let size = i64::try_from(claim.size).unwrap_or(i64::MAX);
         let claimed = match existing {
             None => {
-                sqlx::query(
-                    "INSERT INTO meetings (sha256, file_name, source_path, agent_id, title, size, status, attempts, created_at, updated_at)
-                     VALUES (?, ?, ?, ?, ?, ?, 'uploading', 0, ?, ?)",
-                )
-                .bind(&claim.sha256)
-                .bind(&claim.file_name)
-                .bind(&claim.source_path)
-                .bind(&claim.agent_id)
-                .bind(&claim.title)
-                .bind(size)
-                .bind(now)
-                .bind(now)
-                .execute(&mut *tx)
-                .await?;
+                on_tx!(
+                    &mut tx,
+                    (
+                        "INSERT INTO meetings (sha256, file_name, source_path, agent_id, title, size, status, attempts, created_at, updated_at)
+                         VALUES (?, ?, ?, ?, ?, ?, 'uploading', 0, ?, ?)",
+                        "INSERT INTO meetings (sha256, file_name, source_path, agent_id, title, size, status, attempts, created_at, updated_at)
+                         VALUES ($1, $2, $3, $4, $5, $6, 'uploading', 0, $7, $8)"
+                    ),
+                    |sql, ex| sqlx::query(sql)
+                        .bind(&claim.sha256)
+                        .bind(&claim.file_name)
+                        .bind(&claim.source_path)
+                        .bind(&claim.agent_id)
+                        .bind(&claim.title)
+                        .bind(size)
+                        .bind(now)
+                        .bind(now)
+                        .execute(ex)
+                        .await?
+                        .rows_affected()
+                );
                 Claim::Upload { interrupted: false }
             }
             Some(row) if row.status == MeetingStatus::Done => Claim::Done(row),
@@ -145,20 +188,28 @@ impl Store {
                 let interrupted = row.status == MeetingStatus::Uploading
                     && row.attempts > 0
                     && row.error.is_none();
-                sqlx::query(
-                    "UPDATE meetings SET status = 'uploading', file_name = ?, source_path = ?, agent_id = ?, title = ?, size = ?,
-                            error = CASE WHEN status = 'failed' THEN NULL ELSE error END, updated_at = ?
-                     WHERE sha256 = ?",
-                )
-                .bind(&claim.file_name)
-                .bind(&claim.source_path)
-                .bind(&claim.agent_id)
-                .bind(&claim.title)
-                .bind(size)
-                .bind(now)
-                .bind(&claim.sha256)
-                .execute(&mut *tx)
-                .await?;
+                on_tx!(
+                    &mut tx,
+                    (
+                        "UPDATE meetings SET status = 'uploading', file_name = ?, source_path = ?, agent_id = ?, title = ?, size = ?,
+                                error = CASE WHEN status = 'failed' THEN NULL ELSE error END, updated_at = ?
+                         WHERE sha256 = ?",
+                        "UPDATE meetings SET status = 'uploading', file_name = $1, source_path = $2, agent_id = $3, title = $4, size = $5,
+                                error = CASE WHEN status = 'failed' THEN NULL ELSE error END, updated_at = $6
+                         WHERE sha256 = $7"
+                    ),
+                    |sql, ex| sqlx::query(sql)
+                        .bind(&claim.file_name)
+                        .bind(&claim.source_path)
+                        .bind(&claim.agent_id)
+                        .bind(&claim.title)
+                        .bind(size)
+                        .bind(now)
+                        .bind(&claim.sha256)
+                        .execute(ex)
+                        .await?
+                        .rows_affected()
+                );
                 Claim::Upload { interrupted }
             }
             Some(row) => Claim::InProgress(row),
@@ -170,11 +221,19 @@ impl Store {
     /// Notes that a request is about to be sent: from now until an answer is recorded,
     /// a crash leaves the row looking interrupted.
     pub async fn meeting_attempt(&self, sha256: &str) -> Result<()> {
-        sqlx::query("UPDATE meetings SET attempts = attempts + 1, error = NULL, updated_at = ? WHERE sha256 = ? AND status = 'uploading'")
-            .bind(now_ms())
-            .bind(sha256)
-            .execute(&self.pool)
-            .await?;
+        on_pool!(
+            self,
+            (
+                "UPDATE meetings SET attempts = attempts + 1, error = NULL, updated_at = ? WHERE sha256 = ? AND status = 'uploading'",
+                "UPDATE meetings SET attempts = attempts + 1, error = NULL, updated_at = $1 WHERE sha256 = $2 AND status = 'uploading'"
+            ),
+            |sql, ex| sqlx::query(sql)
+                .bind(now_ms())
+                .bind(sha256)
+                .execute(ex)
+                .await?
+                .rows_affected()
+        );
         Ok(())
     }
 
@@ -187,24 +246,30 @@ impl Store {
         event: Option<&NewEvent>,
     ) -> Result<bool> {
         let mut tx = self.write_tx().await?;
-        let updated = sqlx::query(
-            "UPDATE meetings SET status = 'done', meeting_id = ?, title = ?, transcript = ?, summary = ?, duration_sec = ?,
-                    uploaded_as = ?, raw = ?, error = NULL, updated_at = ?
-             WHERE sha256 = ? AND status = 'uploading'",
-        )
-        .bind(&result.meeting_id)
-        .bind(&result.title)
-        .bind(&result.transcript)
-        .bind(&result.summary)
-        .bind(result.duration_sec)
-        .bind(&result.uploaded_as)
-        .bind(result.raw.to_string())
-        .bind(now_ms())
-        .bind(sha256)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected()
-            == 1;
+        let updated = on_tx!(
+            &mut tx,
+            (
+                "UPDATE meetings SET status = 'done', meeting_id = ?, title = ?, transcript = ?, summary = ?, duration_sec = ?,
+                        uploaded_as = ?, raw = ?, error = NULL, updated_at = ?
+                 WHERE sha256 = ? AND status = 'uploading'",
+                "UPDATE meetings SET status = 'done', meeting_id = $1, title = $2, transcript = $3, summary = $4, duration_sec = $5,
+                        uploaded_as = $6, raw = $7, error = NULL, updated_at = $8
+                 WHERE sha256 = $9 AND status = 'uploading'"
+            ),
+            |sql, ex| sqlx::query(sql)
+                .bind(&result.meeting_id)
+                .bind(&result.title)
+                .bind(&result.transcript)
+                .bind(&result.summary)
+                .bind(result.duration_sec)
+                .bind(&result.uploaded_as)
+                .bind(result.raw.to_string())
+                .bind(now_ms())
+                .bind(sha256)
+                .execute(ex)
+                .await?
+                .rows_affected()
+        ) == 1;
         if updated && let Some(event) = event {
             insert_event(&mut tx, event).await?;
         }
@@ -225,67 +290,70 @@ impl Store {
     }
 
     async fn set_meeting_error(&self, sha256: &str, status: &str, error: &str) -> Result<()> {
-        sqlx::query("UPDATE meetings SET status = ?, error = ?, updated_at = ? WHERE sha256 = ? AND status <> 'done'")
-            .bind(status)
-            .bind(error)
-            .bind(now_ms())
-            .bind(sha256)
-            .execute(&self.pool)
-            .await?;
+        on_pool!(
+            self,
+            (
+                "UPDATE meetings SET status = ?, error = ?, updated_at = ? WHERE sha256 = ? AND status <> 'done'",
+                "UPDATE meetings SET status = $1, error = $2, updated_at = $3 WHERE sha256 = $4 AND status <> 'done'"
+            ),
+            |sql, ex| sqlx::query(sql)
+                .bind(status)
+                .bind(error)
+                .bind(now_ms())
+                .bind(sha256)
+                .execute(ex)
+                .await?
+                .rows_affected()
+        );
         Ok(())
     }
 
     /// Where the file went after the upload.
     pub async fn meeting_moved(&self, sha256: &str, moved_to: &str) -> Result<()> {
-        sqlx::query("UPDATE meetings SET moved_to = ?, updated_at = ? WHERE sha256 = ?")
-            .bind(moved_to)
-            .bind(now_ms())
-            .bind(sha256)
-            .execute(&self.pool)
-            .await?;
+        on_pool!(
+            self,
+            (
+                "UPDATE meetings SET moved_to = ?, updated_at = ? WHERE sha256 = ?",
+                "UPDATE meetings SET moved_to = $1, updated_at = $2 WHERE sha256 = $3"
+            ),
+            |sql, ex| sqlx::query(sql)
+                .bind(moved_to)
+                .bind(now_ms())
+                .bind(sha256)
+                .execute(ex)
+                .await?
+                .rows_affected()
+        );
         Ok(())
     }
 
     pub async fn meeting(&self, sha256: &str) -> Result<Option<MeetingRow>> {
-        Ok(sqlx::query(select_meetings!("WHERE sha256 = ?"))
-            .bind(sha256)
-            .fetch_optional(&self.pool)
-            .await?
-            .map(|row| meeting_from_row(&row)))
+        Ok(on_pool!(
+            self,
+            (
+                select_meetings!("WHERE sha256 = ?"),
+                select_meetings!("WHERE sha256 = $1")
+            ),
+            |sql, ex| sqlx::query(sql)
+                .bind(sha256)
+                .fetch_optional(ex)
+                .await?
+                .map(|row| meeting_from_row!(row))
+        ))
     }
 
     /// Uploads whose request was sent and never answered (the process stopped mid-upload).
     pub async fn interrupted_meetings(&self) -> Result<Vec<MeetingRow>> {
-        let rows = sqlx::query(select_meetings!(
+        let portable = select_meetings!(
             "WHERE status = 'uploading' AND attempts > 0 AND error IS NULL ORDER BY updated_at"
-        ))
-        .fetch_all(&self.pool)
-        .await?;
-        Ok(rows.iter().map(meeting_from_row).collect())
-    }
-}
-
-fn meeting_from_row(row: &sqlx::sqlite::SqliteRow) -> MeetingRow {
-    let raw: Option<String> = row.get("raw");
-    let status: String = row.get("status");
-    MeetingRow {
-        sha256: row.get("sha256"),
-        file_name: row.get("file_name"),
-        source_path: row.get("source_path"),
-        agent_id: row.get("agent_id"),
-        title: row.get("title"),
-        size: row.get("size"),
-        status: MeetingStatus::parse(&status),
-        attempts: row.get("attempts"),
-        meeting_id: row.get("meeting_id"),
-        transcript: row.get("transcript"),
-        summary: row.get("summary"),
-        duration_sec: row.get("duration_sec"),
-        uploaded_as: row.get("uploaded_as"),
-        moved_to: row.get("moved_to"),
-        error: row.get("error"),
-        raw: raw.and_then(|text| serde_json::from_str(&text).ok()),
-        created_at: row.get("created_at"),
-        updated_at: row.get("updated_at"),
+        );
+        Ok(on_pool!(self, (portable, portable), |sql, ex| sqlx::query(
+            sql
+        )
+        .fetch_all(ex)
+        .await?
+        .into_iter()
+        .map(|row| meeting_from_row!(row))
+        .collect()))
     }
 }

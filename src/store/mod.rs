@@ -1,6 +1,12 @@
-//! The state database (SQLite, WAL): what has been seen, the events made from it and the
-//! outbox of deliveries. Every SQL statement of clairo-sync lives in this module, so that
-//! another backend can be added without touching sources, dispatch or connectors.
+//! The state database (SQLite with WAL by default, or PostgreSQL when `state.url` names
+//! one): what has been seen, the events made from it and the outbox of deliveries. Every
+//! SQL statement of clairo-sync lives in this module, so sources, dispatch and connectors
+//! never know which backend holds their state (docs/architecture.md, section 2).
+//!
+//! One `Store`, two pools: each method runs its statement in the dialect of the pool it
+//! has ([`on_pool!`], [`on_tx!`]), with the same binds and the same row mapping. The
+//! SQLite statements are exactly those of the SQLite-only store, so SQLite pays nothing for
+//! the second backend but a `match`.
 //!
 //! The outbox rule: an item, its event and one delivery per routed connector are written
 //! in ONE transaction, so a crash either loses nothing or repeats a delivery whose outcome
@@ -16,8 +22,51 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use sqlx::migrate::MigrateError;
+#[cfg(feature = "postgres")]
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, Postgres};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Sqlite, SqlitePool, Transaction};
+
+/// Runs `$body` on the store's pool with `$sql` bound to the statement in that pool's
+/// dialect and `$ex` to the pool (the body is compiled once per backend).
+macro_rules! on_pool {
+    ($store:expr, ($sqlite:expr, $pg:expr), |$sql:ident, $ex:ident| $body:expr) => {
+        match &$store.pool {
+            $crate::store::Pool::Sqlite($ex) => {
+                let $sql = $sqlite;
+                #[cfg(not(feature = "postgres"))]
+                let _ = $pg;
+                $body
+            }
+            #[cfg(feature = "postgres")]
+            $crate::store::Pool::Postgres($ex) => {
+                let $sql = $pg;
+                $body
+            }
+        }
+    };
+}
+
+/// [`on_pool!`] inside a write transaction: `$ex` is the transaction's connection.
+macro_rules! on_tx {
+    ($tx:expr, ($sqlite:expr, $pg:expr), |$sql:ident, $ex:ident| $body:expr) => {
+        match $tx {
+            $crate::store::Tx::Sqlite(tx) => {
+                let $sql = $sqlite;
+                #[cfg(not(feature = "postgres"))]
+                let _ = $pg;
+                let $ex = &mut **tx;
+                $body
+            }
+            #[cfg(feature = "postgres")]
+            $crate::store::Tx::Postgres(tx) => {
+                let $sql = $pg;
+                let $ex = &mut **tx;
+                $body
+            }
+        }
+    };
+}
 
 mod briefs;
 mod conversations;
@@ -106,6 +155,16 @@ const SQLITE_FULL: i32 = 13;
 /// the file system itself.
 fn is_full_or_read_only(error: &sqlx::Error) -> bool {
     match error {
+        #[cfg(feature = "postgres")]
+        sqlx::Error::Database(database)
+            if database
+                .try_downcast_ref::<sqlx::postgres::PgDatabaseError>()
+                .is_some() =>
+        {
+            database
+                .code()
+                .is_some_and(|code| PG_FULL_OR_READ_ONLY.contains(&code.as_ref()))
+        }
         sqlx::Error::Database(database) => database
             .code()
             .and_then(|code| code.parse::<i32>().ok())
@@ -125,9 +184,54 @@ pub fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
 }
 
+/// Connections to PostgreSQL: a server serves many clients at once, unlike SQLite's one
+/// writer, and each instance's workers and pollers may write concurrently; four keep a
+/// small instance's share of the server's `max_connections` (100 by default) small.
+#[cfg(feature = "postgres")]
+const PG_MAX_CONNECTIONS: u32 = 4;
+
+/// PostgreSQL's SQLSTATEs for a full disk and a read-only server (a hot standby, or
+/// `default_transaction_read_only`): new work waits, as on SQLite.
+#[cfg(feature = "postgres")]
+const PG_FULL_OR_READ_ONLY: [&str; 2] = ["53100", "25006"];
+
+#[derive(Clone)]
+pub(crate) enum Pool {
+    Sqlite(SqlitePool),
+    #[cfg(feature = "postgres")]
+    Postgres(PgPool),
+}
+
+/// A write transaction on either backend.
+pub(crate) enum Tx {
+    Sqlite(Transaction<'static, Sqlite>),
+    #[cfg(feature = "postgres")]
+    Postgres(Transaction<'static, Postgres>),
+}
+
+impl Tx {
+    async fn commit(self) -> Result<()> {
+        match self {
+            Self::Sqlite(tx) => tx.commit().await?,
+            #[cfg(feature = "postgres")]
+            Self::Postgres(tx) => tx.commit().await?,
+        }
+        Ok(())
+    }
+
+    async fn rollback(self) -> Result<()> {
+        match self {
+            Self::Sqlite(tx) => tx.rollback().await?,
+            #[cfg(feature = "postgres")]
+            Self::Postgres(tx) => tx.rollback().await?,
+        }
+        Ok(())
+    }
+}
+
 #[derive(Clone)]
 pub struct Store {
-    pool: SqlitePool,
+    pool: Pool,
 }
 
 impl Store {
@@ -169,10 +273,51 @@ impl Store {
                 path: path.display().to_string(),
                 source,
             })?;
-        let migrated = sqlx::migrate!("./migrations").run(&pool).await;
+        let migrated = sqlx::migrate!("./migrations/sqlite").run(&pool).await;
         drop(guard);
         migrated?;
-        Ok(Self { pool })
+        Ok(Self {
+            pool: Pool::Sqlite(pool),
+        })
+    }
+
+    /// Connects to the PostgreSQL database at `url` (which holds no password: it comes
+    /// apart, from `state.password_file` or the credential `state-password`) and applies
+    /// pending migrations. Several instances may start at once: sqlx's migrator takes an
+    /// advisory lock, so they take turns.
+    #[cfg(feature = "postgres")]
+    pub async fn connect(url: &str, password: Option<&str>) -> Result<Self> {
+        let store = Self::connect_pool(url, password, PG_MAX_CONNECTIONS).await?;
+        if let Pool::Postgres(pool) = &store.pool {
+            sqlx::migrate!("./migrations/postgres").run(pool).await?;
+        }
+        Ok(store)
+    }
+
+    /// [`Store::connect`] for an operator's command: never migrates (the daemon's job).
+    #[cfg(feature = "postgres")]
+    pub async fn connect_existing(url: &str, password: Option<&str>) -> Result<Self> {
+        Self::connect_pool(url, password, 1).await
+    }
+
+    #[cfg(feature = "postgres")]
+    async fn connect_pool(url: &str, password: Option<&str>, connections: u32) -> Result<Self> {
+        let open_error = |source| StoreError::Open {
+            path: redact_url(url),
+            source,
+        };
+        let mut options = PgConnectOptions::from_str(url).map_err(open_error)?;
+        if let Some(password) = password {
+            options = options.password(password);
+        }
+        let pool = PgPoolOptions::new()
+            .max_connections(connections)
+            .connect_with(options)
+            .await
+            .map_err(open_error)?;
+        Ok(Self {
+            pool: Pool::Postgres(pool),
+        })
     }
 
     /// Opens the daemon's existing state for an operator's command (`status`,
@@ -202,44 +347,89 @@ impl Store {
             .connect_with(options)
             .await
             .map_err(open_error)?;
-        Ok(Self { pool })
+        Ok(Self {
+            pool: Pool::Sqlite(pool),
+        })
     }
 
     pub async fn close(&self) {
-        self.pool.close().await;
+        match &self.pool {
+            Pool::Sqlite(pool) => pool.close().await,
+            #[cfg(feature = "postgres")]
+            Pool::Postgres(pool) => pool.close().await,
+        }
     }
 
-    /// Writers take the lock at BEGIN, so two writers queue on the busy timeout instead
-    /// of one failing at once when it upgrades a read transaction.
-    async fn write_tx(&self) -> Result<Transaction<'static, Sqlite>> {
-        Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?)
+    /// SQLite: writers take the lock at BEGIN, so two writers queue on the busy timeout
+    /// instead of one failing at once when it upgrades a read transaction. PostgreSQL
+    /// locks rows, not the database: a plain BEGIN (read committed), with the claims that
+    /// race made safe by their own statements (`FOR UPDATE SKIP LOCKED`, guarded updates).
+    async fn write_tx(&self) -> Result<Tx> {
+        Ok(match &self.pool {
+            Pool::Sqlite(pool) => Tx::Sqlite(pool.begin_with("BEGIN IMMEDIATE").await?),
+            #[cfg(feature = "postgres")]
+            Pool::Postgres(pool) => Tx::Postgres(pool.begin().await?),
+        })
     }
 
     /// Checks that the database accepts a write (readiness).
     pub async fn check_writable(&self) -> Result<()> {
         let mut tx = self.write_tx().await?;
-        sqlx::query("INSERT INTO meta (key, value) VALUES ('last_write_check', ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value")
-            .bind(now_ms().to_string())
-            .execute(&mut *tx)
-            .await?;
+        on_tx!(
+            &mut tx,
+            (
+                "INSERT INTO meta (key, value) VALUES ('last_write_check', ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                "INSERT INTO meta (key, value) VALUES ('last_write_check', $1) ON CONFLICT (key) DO UPDATE SET value = excluded.value"
+            ),
+            |sql, ex| sqlx::query(sql)
+                .bind(now_ms().to_string())
+                .execute(ex)
+                .await?
+                .rows_affected()
+        );
         tx.commit().await?;
         Ok(())
     }
 
     pub async fn meta(&self, key: &str) -> Result<Option<String>> {
-        Ok(sqlx::query_scalar("SELECT value FROM meta WHERE key = ?")
-            .bind(key)
-            .fetch_optional(&self.pool)
-            .await?)
+        Ok(on_pool!(
+            self,
+            (
+                "SELECT value FROM meta WHERE key = ?",
+                "SELECT value FROM meta WHERE key = $1"
+            ),
+            |sql, ex| sqlx::query_scalar(sql).bind(key).fetch_optional(ex).await?
+        ))
     }
 
     pub async fn set_meta(&self, key: &str, value: &str) -> Result<()> {
-        sqlx::query("INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value")
-            .bind(key)
-            .bind(value)
-            .execute(&self.pool)
-            .await?;
+        on_pool!(
+            self,
+            (
+                "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                "INSERT INTO meta (key, value) VALUES ($1, $2) ON CONFLICT (key) DO UPDATE SET value = excluded.value"
+            ),
+            |sql, ex| sqlx::query(sql)
+                .bind(key)
+                .bind(value)
+                .execute(ex)
+                .await?
+                .rows_affected()
+        );
         Ok(())
+    }
+}
+
+/// `url` without its password, if it has one, for error texts and logs.
+#[cfg(feature = "postgres")]
+pub fn redact_url(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut parsed) if parsed.password().is_some() => {
+            let _ = parsed.set_password(Some("REDACTED"));
+            parsed.to_string()
+        }
+        Ok(_) => url.to_owned(),
+        Err(_) => "the configured state.url".to_owned(),
     }
 }
 
@@ -276,7 +466,10 @@ mod tests {
         let store = Store::open(&dir.path().join("state.db")).await.unwrap();
         // Room for what is there and nothing more (a per-connection setting): the next
         // page is SQLITE_FULL, as when the file system has no space left.
-        let mut connection = store.pool.acquire().await.unwrap();
+        let Pool::Sqlite(pool) = &store.pool else {
+            unreachable!("a file is SQLite")
+        };
+        let mut connection = pool.acquire().await.unwrap();
         sqlx::query("PRAGMA max_page_count = 1")
             .execute(&mut *connection)
             .await
@@ -301,8 +494,11 @@ mod tests {
             .expect_err("a read-only store refuses a write");
         assert!(read_only.is_disk_full(), "{read_only}");
 
+        let Pool::Sqlite(pool) = &store.pool else {
+            unreachable!("a file is SQLite")
+        };
         let other = sqlx::query("SELECT * FROM no_such_table")
-            .execute(&store.pool)
+            .execute(pool)
             .await
             .map_err(StoreError::from)
             .unwrap_err();

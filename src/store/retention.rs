@@ -20,32 +20,55 @@ impl Store {
             let mut tx = self.write_tx().await?;
             // Chosen inside the write transaction: a delivery requeued meanwhile (by
             // `deliveries retry`) keeps its event.
-            let ids: Vec<String> = sqlx::query_scalar(
-                "SELECT id FROM events e
-                 WHERE created_at < ?
-                   AND NOT EXISTS (SELECT 1 FROM deliveries d
-                                   WHERE d.event_id = e.id AND d.status != 'delivered')
-                 ORDER BY created_at LIMIT ?",
-            )
-            .bind(before_ms)
-            .bind(BATCH)
-            .fetch_all(&mut *tx)
-            .await?;
+            let ids: Vec<String> = on_tx!(
+                &mut tx,
+                (
+                    "SELECT id FROM events e
+                     WHERE created_at < ?
+                       AND NOT EXISTS (SELECT 1 FROM deliveries d
+                                       WHERE d.event_id = e.id AND d.status != 'delivered')
+                     ORDER BY created_at LIMIT ?",
+                    "SELECT id FROM events e
+                     WHERE created_at < $1
+                       AND NOT EXISTS (SELECT 1 FROM deliveries d
+                                       WHERE d.event_id = e.id AND d.status != 'delivered')
+                     ORDER BY created_at LIMIT $2"
+                ),
+                |sql, ex| sqlx::query_scalar(sql)
+                    .bind(before_ms)
+                    .bind(BATCH)
+                    .fetch_all(ex)
+                    .await?
+            );
             if ids.is_empty() {
                 tx.rollback().await?;
                 return Ok(pruned);
             }
             let ids_json = serde_json::to_string(&ids).expect("strings serialize");
-            for statement in [
-                "DELETE FROM attempts WHERE delivery_id IN
-                     (SELECT id FROM deliveries WHERE event_id IN (SELECT value FROM json_each(?)))",
-                "DELETE FROM deliveries WHERE event_id IN (SELECT value FROM json_each(?))",
-                "DELETE FROM events WHERE id IN (SELECT value FROM json_each(?))",
+            for (sqlite, postgres) in [
+                (
+                    "DELETE FROM attempts WHERE delivery_id IN
+                         (SELECT id FROM deliveries WHERE event_id IN (SELECT value FROM json_each(?)))",
+                    "DELETE FROM attempts WHERE delivery_id IN
+                         (SELECT id FROM deliveries WHERE event_id IN
+                             (SELECT value FROM jsonb_array_elements_text($1::text::jsonb) AS ids (value)))",
+                ),
+                (
+                    "DELETE FROM deliveries WHERE event_id IN (SELECT value FROM json_each(?))",
+                    "DELETE FROM deliveries WHERE event_id IN
+                         (SELECT value FROM jsonb_array_elements_text($1::text::jsonb) AS ids (value))",
+                ),
+                (
+                    "DELETE FROM events WHERE id IN (SELECT value FROM json_each(?))",
+                    "DELETE FROM events WHERE id IN
+                         (SELECT value FROM jsonb_array_elements_text($1::text::jsonb) AS ids (value))",
+                ),
             ] {
-                sqlx::query(statement)
+                on_tx!(&mut tx, (sqlite, postgres), |sql, ex| sqlx::query(sql)
                     .bind(&ids_json)
-                    .execute(&mut *tx)
-                    .await?;
+                    .execute(ex)
+                    .await?
+                    .rows_affected());
             }
             tx.commit().await?;
             pruned += ids.len() as u64;

@@ -602,6 +602,54 @@ fn outside_the_service_check_reads_the_secrets_the_unit_hands_over() {
 }
 
 #[test]
+fn check_of_an_account_config_judges_secrets_as_that_accounts_template_instance_would() {
+    // The per-account template as shipped, its paths moved into a temporary "/etc".
+    let dir = tempfile::tempdir().unwrap();
+    let etc = dir.path();
+    let units = etc.join("units");
+    std::fs::create_dir(&units).unwrap();
+    let shipped = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("systemd/clairo-sync@.service"),
+    )
+    .unwrap();
+    write(
+        &units,
+        "clairo-sync@.service",
+        &shipped.replace("/etc/clairo-sync/", &format!("{}/", etc.display())),
+    );
+    let units = units.to_str().unwrap();
+    // The main unit's key is there, the account's is not: the instance would not start.
+    std::fs::create_dir(etc.join("acme-credentials")).unwrap();
+    write(etc, "api-key", "clr_main_account\n");
+    let path = write(etc, "acme.toml", &needs_secrets());
+    let (code, _, stderr) = check(&path, &[("SYSTEMD_UNIT_PATH", units)]);
+    assert_eq!(code, EX_CONFIG, "{stderr}");
+    assert!(
+        stderr.contains(&etc.join("acme-api-key").display().to_string()),
+        "{stderr}"
+    );
+    // The account's key and its webhook secret in its own credentials directory.
+    write(etc, "acme-api-key", "clr_acme_account\n");
+    write(
+        &etc.join("acme-credentials"),
+        "hook-secret",
+        "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\n",
+    );
+    let (code, stdout, stderr) = check(&path, &[("SYSTEMD_UNIT_PATH", units)]);
+    assert_eq!((code, stdout.trim()), (0, "ok"), "{stderr}");
+
+    // A config the template does not run is judged by the main unit, as before.
+    let other = write(etc, "elsewhere.toml", &needs_secrets());
+    std::fs::rename(&other, etc.join("units/elsewhere.toml")).unwrap();
+    let (code, _, stderr) = check(
+        &etc.join("units/elsewhere.toml"),
+        &[("SYSTEMD_UNIT_PATH", units)],
+    );
+    assert_eq!(code, EX_CONFIG, "{stderr}");
+    assert!(!stderr.contains("acme"), "{stderr}");
+}
+
+#[test]
 fn a_secret_file_the_unit_does_not_load_is_named_with_the_line_to_add() {
     // The old advice put connector secrets beside the config; the unit never loaded them,
     // so root's check said ok and the service exited 78.

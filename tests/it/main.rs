@@ -12,5 +12,6 @@ mod health;
 mod hostile;
 mod meetings;
 mod ops;
+mod pg;
 mod store;
 mod support;

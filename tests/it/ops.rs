@@ -50,37 +50,34 @@ fn read(path: &Path) -> String {
         .unwrap_or_else(|error| panic!("reading {}: {error}", path.display()))
 }
 
-/// The unit as shipped, except that its commands run the binary cargo built:
-/// `systemd-analyze verify` insists that every Exec*= program exists.
-fn unit_with_built_binary(dir: &Path) -> PathBuf {
-    let shipped = read(&repo("systemd/clairo-sync.service"));
+/// The unit as shipped (`file` under systemd/), except that its commands run the binary
+/// cargo built: `systemd-analyze verify` insists that every Exec*= program exists. Returns
+/// the path to give systemd-analyze: for the template, the instance `acme` of it, which
+/// systemd-analyze loads from the template beside it.
+fn unit_with_built_binary(dir: &Path, file: &str) -> PathBuf {
+    let shipped = read(&repo(&format!("systemd/{file}")));
+    let config = if file.contains('@') {
+        "/etc/clairo-sync/%i.toml"
+    } else {
+        "/etc/clairo-sync/clairo-sync.toml"
+    };
     assert!(
-        shipped.contains("ExecStart=/usr/bin/clairo-sync run -c /etc/clairo-sync/clairo-sync.toml"),
+        shipped.contains(&format!("ExecStart=/usr/bin/clairo-sync run -c {config}")),
         "the unit runs the packaged binary with the packaged config"
     );
     let built = bin();
-    let unit = dir.join("clairo-sync.service");
     std::fs::write(
-        &unit,
+        dir.join(file),
         shipped.replace("/usr/bin/clairo-sync", &built.to_string_lossy()),
     )
     .expect("write the unit");
-    unit
+    dir.join(file.replace("@.", "@acme."))
 }
 
-/// The unit's `Key=` values, in order, from uncommented lines.
-fn unit_values(unit: &str, key: &str) -> Vec<String> {
-    let prefix = format!("{key}=");
-    unit.lines()
-        .filter_map(|line| line.trim().strip_prefix(&prefix))
-        .map(str::to_owned)
-        .collect()
-}
-
-#[test]
-fn the_unit_passes_systemd_analyze_verify() {
+/// `systemd-analyze verify` passes `file` with nothing to say about it.
+fn assert_unit_verifies(file: &str) {
     let dir = tempfile::tempdir().expect("temp dir");
-    let unit = unit_with_built_binary(dir.path());
+    let unit = unit_with_built_binary(dir.path(), file);
     // Documentation=man:clairo-sync(1) makes verify run `man`; give it the generated pages.
     let man = dir.path().join("man");
     let (output, text) = run(Command::new(bin())
@@ -105,25 +102,112 @@ fn the_unit_passes_systemd_analyze_verify() {
     );
 }
 
-#[test]
-fn the_unit_is_hardened_to_an_exposure_of_at_most_1_5() {
+/// `systemd-analyze security` scores `file` at most [`MAX_EXPOSURE`].
+fn assert_unit_exposure_is_low(file: &str) {
     let dir = tempfile::tempdir().expect("temp dir");
-    let unit = unit_with_built_binary(dir.path());
+    let unit = unit_with_built_binary(dir.path(), file);
     let (output, text) = run(tool("systemd-analyze", "systemd")
         .args(["security", "--offline=true", "--no-pager"])
         .arg(&unit));
     assert!(output.status.success(), "{text}");
     // "→ Overall exposure level for clairo-sync.service: 1.1 OK 🙂"
     let stdout = String::from_utf8_lossy(&output.stdout);
+    let name = unit.file_name().unwrap_or_default().to_string_lossy();
     let exposure: f64 = stdout
         .lines()
-        .find_map(|line| line.split_once("Overall exposure level for clairo-sync.service:"))
+        .find_map(|line| line.split_once(&format!("Overall exposure level for {name}:")))
         .and_then(|(_, rest)| rest.split_whitespace().next())
         .and_then(|number| number.parse().ok())
         .unwrap_or_else(|| panic!("no overall exposure level in the output\n{text}"));
     assert!(
         exposure <= MAX_EXPOSURE,
         "exposure {exposure} > {MAX_EXPOSURE}\n{text}"
+    );
+}
+
+/// The unit's `Key=` values, in order, from uncommented lines.
+fn unit_values(unit: &str, key: &str) -> Vec<String> {
+    let prefix = format!("{key}=");
+    unit.lines()
+        .filter_map(|line| line.trim().strip_prefix(&prefix))
+        .map(str::to_owned)
+        .collect()
+}
+
+#[test]
+fn the_unit_passes_systemd_analyze_verify() {
+    assert_unit_verifies("clairo-sync.service");
+}
+
+#[test]
+fn the_unit_is_hardened_to_an_exposure_of_at_most_1_5() {
+    assert_unit_exposure_is_low("clairo-sync.service");
+}
+
+#[test]
+fn the_per_account_template_unit_passes_systemd_analyze_verify() {
+    assert_unit_verifies("clairo-sync@.service");
+}
+
+#[test]
+fn the_per_account_template_unit_is_hardened_to_an_exposure_of_at_most_1_5() {
+    assert_unit_exposure_is_low("clairo-sync@.service");
+}
+
+/// The unit's `[Service]` and `[Install]` settings as `Key=value` lines, comments dropped.
+fn settings(unit: &str) -> Vec<String> {
+    unit.lines()
+        .map(str::trim)
+        .filter(|line| !line.is_empty() && !line.starts_with('#') && !line.starts_with('['))
+        .map(str::to_owned)
+        .collect()
+}
+
+#[test]
+fn the_per_account_template_differs_from_the_main_unit_only_in_its_account_paths() {
+    let main = read(&repo("systemd/clairo-sync.service"));
+    let template = read(&repo("systemd/clairo-sync@.service"));
+    // Hardening, limits, restart policy and user are the same, line for line: a change to
+    // one unit that the other lacks fails here.
+    let per_account = [
+        "Description",
+        "ExecStart",
+        "ExecReload",
+        "StateDirectory",
+        "LoadCredential",
+    ];
+    let shared = |unit: &str| -> Vec<String> {
+        settings(unit)
+            .into_iter()
+            .filter(|line| {
+                !per_account
+                    .iter()
+                    .any(|key| line.starts_with(&format!("{key}=")))
+            })
+            .collect()
+    };
+    assert_eq!(shared(&template), shared(&main));
+
+    // Each account its own config, key, secrets and state.
+    assert_eq!(
+        unit_values(&template, "ExecStart"),
+        ["/usr/bin/clairo-sync run -c /etc/clairo-sync/%i.toml"]
+    );
+    assert_eq!(
+        unit_values(&template, "ExecReload"),
+        [
+            "/usr/bin/clairo-sync check -c /etc/clairo-sync/%i.toml",
+            "/bin/kill -HUP $MAINPID"
+        ]
+    );
+    assert_eq!(unit_values(&template, "StateDirectory"), ["clairo-sync/%i"]);
+    // The daemon finds the key under the credential name it always uses.
+    assert_eq!(
+        unit_values(&template, "LoadCredential"),
+        [
+            "clairo-api-key:/etc/clairo-sync/%i-api-key",
+            "credentials:/etc/clairo-sync/%i-credentials"
+        ]
     );
 }
 
@@ -505,6 +589,7 @@ fn the_docs_name_the_paths_the_package_installs() {
         "README.md",
         "docs/operations.md",
         "systemd/clairo-sync.service",
+        "systemd/clairo-sync@.service",
     ] {
         let text = read(&repo(file));
         for (number, line) in text.lines().enumerate() {
@@ -518,6 +603,7 @@ fn the_docs_name_the_paths_the_package_installs() {
     let operations = read(&repo("docs/operations.md"));
     for needle in [
         "/usr/lib/systemd/system/clairo-sync.service",
+        "/usr/lib/systemd/system/clairo-sync@.service",
         "/etc/clairo-sync/credentials/",
         "/usr/share/clairo-sync/clairo-sync.rules.test.yml",
         "/usr/lib/tmpfiles.d/clairo-sync.conf",

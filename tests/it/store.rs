@@ -1,7 +1,60 @@
-//! The state database on a real file: migrations, durability, the outbox.
+//! The state database through its public API, on both backends: a real SQLite file and a
+//! real PostgreSQL (a throwaway cluster, tests/it/pg.rs). Each test written with
+//! [`store_tests!`] runs as `<name>::on_sqlite` and `<name>::on_postgres`.
 
 use clairo_connectors::{Event, EventType, event_id};
 use clairo_sync::store::{AttemptRow, BriefRecord, NewEvent, NextState, Store, now_ms};
+
+use crate::pg::{PASSWORD, PgCluster};
+
+/// Where a test's store lives; dropped (file removed, cluster stopped) with the test.
+pub enum Backend {
+    Sqlite(tempfile::TempDir),
+    Postgres(PgCluster),
+}
+
+impl Backend {
+    pub fn sqlite() -> Self {
+        Self::Sqlite(tempfile::tempdir().unwrap())
+    }
+
+    pub fn postgres() -> Self {
+        Self::Postgres(PgCluster::start())
+    }
+
+    /// Opens (the first time: creates and migrates) the store, as the daemon does.
+    pub async fn open(&self) -> Store {
+        match self {
+            Self::Sqlite(dir) => Store::open(&dir.path().join("state.db")).await.unwrap(),
+            Self::Postgres(cluster) => Store::connect(&cluster.url(), Some(PASSWORD))
+                .await
+                .unwrap(),
+        }
+    }
+}
+
+/// Each test body once per backend; `$new` names a `fn() -> Backend` for the body to make
+/// its stores with (a body that needs two fresh stores calls it twice).
+macro_rules! store_tests {
+    ($(async fn $name:ident($new:ident) $body:block)*) => {$(
+        mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+
+            #[tokio::test]
+            async fn on_sqlite() {
+                let $new: fn() -> Backend = Backend::sqlite;
+                $body
+            }
+
+            #[tokio::test]
+            async fn on_postgres() {
+                let $new: fn() -> Backend = Backend::postgres;
+                $body
+            }
+        }
+    )*};
+}
 
 fn brief_event(id: &str) -> NewEvent {
     NewEvent {
@@ -39,11 +92,10 @@ async fn migrations_apply_to_a_fresh_file_and_rerun_cleanly() {
     assert!(path.exists());
 }
 
-#[tokio::test]
-async fn rows_survive_closing_and_reopening_the_file() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("state.db");
-    let store = Store::open(&path).await.unwrap();
+store_tests! {
+    async fn rows_survive_closing_and_reopening_the_store(new_backend) {
+    let backend = new_backend();
+    let store = backend.open().await;
     assert!(
         store
             .record_brief(&brief("b1"), Some(&brief_event("b1")))
@@ -51,7 +103,7 @@ async fn rows_survive_closing_and_reopening_the_file() {
             .unwrap()
     );
     store.close().await;
-    let store = Store::open(&path).await.unwrap();
+    let store = backend.open().await;
     assert_eq!(store.brief_count().await.unwrap(), 1);
     assert_eq!(store.event_count().await.unwrap(), 1);
     let unknown = store
@@ -65,12 +117,13 @@ async fn rows_survive_closing_and_reopening_the_file() {
         2,
         "one delivery per routed connector"
     );
+    }
 }
 
-#[tokio::test]
-async fn a_brief_recorded_twice_makes_one_event_and_one_delivery_per_connector() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(&dir.path().join("state.db")).await.unwrap();
+store_tests! {
+    async fn a_brief_recorded_twice_makes_one_event_and_one_delivery_per_connector(new_backend) {
+    let backend = new_backend();
+    let store = backend.open().await;
     assert!(
         store
             .record_brief(&brief("b1"), Some(&brief_event("b1")))
@@ -86,12 +139,13 @@ async fn a_brief_recorded_twice_makes_one_event_and_one_delivery_per_connector()
     assert_eq!(store.event_count().await.unwrap(), 1);
     let rows = store.list_deliveries(&Default::default()).await.unwrap();
     assert_eq!(rows.len(), 2);
+    }
 }
 
-#[tokio::test]
-async fn a_claimed_delivery_is_not_claimed_again_until_its_lease_ends() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(&dir.path().join("state.db")).await.unwrap();
+store_tests! {
+    async fn a_claimed_delivery_is_not_claimed_again_until_its_lease_ends(new_backend) {
+    let backend = new_backend();
+    let store = backend.open().await;
     store
         .record_brief(&brief("b1"), Some(&brief_event("b1")))
         .await
@@ -117,6 +171,7 @@ async fn a_claimed_delivery_is_not_claimed_again_until_its_lease_ends() {
         .unwrap();
     assert_eq!(again.len(), 1);
     assert_eq!(again[0].event.id, first[0].event.id);
+    }
 }
 
 fn attempt_row(outcome: &str, reason: &str) -> AttemptRow {
@@ -131,14 +186,14 @@ fn attempt_row(outcome: &str, reason: &str) -> AttemptRow {
     }
 }
 
-/// Worker A's lease runs out mid-attempt and worker B claims the delivery: whatever A
-/// learns afterwards is stale and must not overwrite B's record. Run for two owners and
-/// for one owner claiming twice (two workers of one process).
-#[tokio::test]
-async fn a_worker_whose_lease_ran_out_cannot_overwrite_the_newer_claims_outcome_or_checkpoint() {
+// Worker A's lease runs out mid-attempt and worker B claims the delivery: whatever A
+// learns afterwards is stale and must not overwrite B's record. Run for two owners and
+// for one owner claiming twice (two workers of one process).
+store_tests! {
+    async fn a_worker_whose_lease_ran_out_cannot_overwrite_the_newer_claims_outcome_or_checkpoint(new_backend) {
     for (owner_a, owner_b) in [("a", "b"), ("same", "same")] {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("state.db")).await.unwrap();
+        let backend = new_backend();
+        let store = backend.open().await;
         store
             .record_brief(&brief("b1"), Some(&brief_event("b1")))
             .await
@@ -218,12 +273,13 @@ async fn a_worker_whose_lease_ran_out_cannot_overwrite_the_newer_claims_outcome_
                 .is_err_and(|e| e.is_lease_lost())
         );
     }
+    }
 }
 
-#[tokio::test]
-async fn a_dead_delivery_keeps_its_attempts_and_can_be_requeued() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(&dir.path().join("state.db")).await.unwrap();
+store_tests! {
+    async fn a_dead_delivery_keeps_its_attempts_and_can_be_requeued(new_backend) {
+    let backend = new_backend();
+    let store = backend.open().await;
     store
         .record_brief(&brief("b1"), Some(&brief_event("b1")))
         .await
@@ -266,6 +322,7 @@ async fn a_dead_delivery_keeps_its_attempts_and_can_be_requeued() {
     assert_eq!(again.len(), 1);
     assert_eq!(again[0].attempts, 0, "attempts reset");
     assert_eq!(again[0].event.id, claimed[0].event.id, "event id kept");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -313,10 +370,10 @@ async fn finish_all(store: &Store, connector: &str, next: &NextState) {
     }
 }
 
-#[tokio::test]
-async fn only_events_delivered_everywhere_and_older_than_the_cutoff_are_pruned() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(&dir.path().join("state.db")).await.unwrap();
+store_tests! {
+    async fn only_events_delivered_everywhere_and_older_than_the_cutoff_are_pruned(new_backend) {
+    let backend = new_backend();
+    let store = backend.open().await;
     // Each brief's event goes to "hook" and "archive".
     for id in ["done", "half-dead", "pending"] {
         store
@@ -397,4 +454,38 @@ async fn only_events_delivered_everywhere_and_older_than_the_cutoff_are_pruned()
         .await
         .unwrap();
     assert!(unknown.is_empty(), "{unknown:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn instances_starting_at_once_on_a_new_postgres_database_take_turns_migrating_it() {
+    // Two hosts' daemons started together against one empty database.
+    let cluster = PgCluster::start();
+    let url = cluster.url();
+    let opens: Vec<_> = (0..4)
+        .map(|_| {
+            let url = url.clone();
+            tokio::spawn(async move {
+                Store::connect(&url, Some(PASSWORD))
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| e.to_string())
+            })
+        })
+        .collect();
+    for open in opens {
+        assert_eq!(open.await.unwrap(), Ok(()));
+    }
+}
+
+#[tokio::test]
+async fn a_wrong_postgres_password_is_an_open_error_that_does_not_show_it() {
+    let cluster = PgCluster::start();
+    let error = Store::connect(&cluster.url(), Some("not-the-password-9c1"))
+        .await
+        .err()
+        .expect("refused");
+    let text = error.to_string();
+    assert!(!text.contains("not-the-password-9c1"), "{text}");
+    assert!(text.contains("127.0.0.1"), "names the server: {text}");
 }
