@@ -39,7 +39,7 @@ impl MemoryCheckpoints {
 
 #[async_trait]
 impl CheckpointSink for MemoryCheckpoints {
-    async fn save(&self, checkpoint: Value) -> Result<(), String> {
+    async fn save(&self, checkpoint: Value) -> Result<(), crate::CheckpointError> {
         *self.saved.lock().unwrap() = Some(checkpoint);
         *self.saves.lock().unwrap() += 1;
         Ok(())

@@ -9,7 +9,7 @@ use minijinja::{Environment, UndefinedBehavior};
 use serde_json::{Value, json};
 
 use crate::lead::Lead;
-use crate::{Event, EventType};
+use crate::{Event, EventType, TemplateError};
 
 /// The three parts of a message, each its own template file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -105,7 +105,7 @@ impl Templates {
     /// Every override is parsed and rendered once against a sample event of its type, so a
     /// template that cannot render fails here, at start-up, not at a delivery. The errors
     /// name the file and say what to do.
-    pub fn load(dir: Option<&Path>) -> Result<Self, Vec<String>> {
+    pub fn load(dir: Option<&Path>) -> Result<Self, Vec<TemplateError>> {
         let mut env = Environment::new();
         // Event data is loosely shaped: a missing field (even a nested one) renders as
         // nothing instead of failing the whole email.
@@ -122,8 +122,8 @@ impl Templates {
                         text
                     }
                     Ok(None) => source.to_owned(),
-                    Err(message) => {
-                        errors.push(message);
+                    Err(error) => {
+                        errors.push(error);
                         continue;
                     }
                 },
@@ -133,10 +133,10 @@ impl Templates {
                 Ok(()) => {}
                 Err(error) => {
                     overridden.retain(|overridden| *overridden != name);
-                    errors.push(format!(
-                        "`{name}` does not parse ({error}); fix the template, or remove the \
-                         file to use the built-in"
-                    ));
+                    errors.push(TemplateError::Parse {
+                        name: name.to_owned(),
+                        error,
+                    });
                 }
             }
         }
@@ -148,10 +148,11 @@ impl Templates {
                 .expect("every built-in name starts with its event type");
             let context = context(&sample_event(kind), "sample", "Sample subject");
             if let Err(error) = templates.render_one(name, &context) {
-                errors.push(format!(
-                    "`{name}` fails to render a sample {kind} event ({error}); fix the \
-                     template, or remove the file to use the built-in"
-                ));
+                errors.push(TemplateError::EmailSample {
+                    name: name.to_owned(),
+                    kind,
+                    error: Box::new(error),
+                });
             }
         }
         if errors.is_empty() {
@@ -163,7 +164,7 @@ impl Templates {
 
     /// Subject, text and HTML for `event`; `connector` is the connector's name, which
     /// templates may show. An error names the template that failed.
-    pub fn render(&self, event: &Event, connector: &str) -> Result<Rendered, String> {
+    pub fn render(&self, event: &Event, connector: &str) -> Result<Rendered, TemplateError> {
         let subject_context = context(event, connector, "");
         let subject =
             self.render_one(&template_name(event.kind, Part::Subject), &subject_context)?;
@@ -181,26 +182,32 @@ impl Templates {
         })
     }
 
-    fn render_one(&self, name: &str, context: &Value) -> Result<String, String> {
+    fn render_one(&self, name: &str, context: &Value) -> Result<String, TemplateError> {
         self.env
             .get_template(name)
             .and_then(|template| template.render(context))
-            .map_err(|error| format!("template `{name}`: {error}"))
+            .map_err(|error| TemplateError::Render {
+                name: name.to_owned(),
+                error,
+            })
     }
 }
 
 /// The override named `name` in `dir`, if the file exists.
-fn read_override(dir: &Path, name: &str) -> Result<Option<String>, String> {
+fn read_override(dir: &Path, name: &str) -> Result<Option<String>, TemplateError> {
     let path = dir.join(name);
     match std::fs::read(&path) {
         Ok(bytes) => String::from_utf8(bytes)
             .map(Some)
-            .map_err(|_| format!("`{name}` is not UTF-8 text; save the template as UTF-8")),
+            .map_err(|_| TemplateError::NotUtf8 {
+                name: name.to_owned(),
+            }),
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(error) => Err(format!(
-            "`{name}` cannot be read ({error}); make it readable by the clairo-sync user, \
-             or remove it to use the built-in"
-        )),
+        Err(error) => Err(TemplateError::Unreadable {
+            name: name.to_owned(),
+            error,
+            built_in: "the built-in",
+        }),
     }
 }
 

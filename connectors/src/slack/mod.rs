@@ -15,7 +15,7 @@ use reqwest::StatusCode;
 
 use crate::chat::{self, Answer, ChatConfig, Medium, Overrides, Poster};
 use crate::json_template::JsonTemplateError;
-use crate::{Attempt, ConfigProblem, Connector, Delivery, Verdict};
+use crate::{Attempt, BuildError, ConfigProblem, Connector, Delivery, ProbeError, Verdict};
 
 /// `[connectors.NAME] type = "slack"`.
 pub type SlackConfig = ChatConfig;
@@ -33,10 +33,10 @@ pub struct SlackConnector {
 }
 
 impl SlackConnector {
-    pub fn new(name: &str, config: &SlackConfig) -> Result<Self, String> {
+    pub fn new(name: &str, config: &SlackConfig) -> Result<Self, BuildError> {
         let poster = Poster::new(config, Medium::Slack)?;
         let overrides = Overrides::load(config.templates_dir.as_deref(), Medium::Slack)
-            .map_err(|messages| format!("templates_dir: {}", messages.join("; ")))?;
+            .map_err(BuildError::Templates)?;
         Ok(Self {
             name: name.to_owned(),
             poster,
@@ -72,12 +72,12 @@ impl Connector for SlackConnector {
     /// Posts an empty message, which Slack refuses with `no_text` when the webhook exists
     /// (and with `no_service`, `invalid_token`, … when it does not): the channel gets
     /// nothing.
-    async fn probe(&self) -> Result<String, String> {
+    async fn probe(&self) -> Result<String, ProbeError> {
         let answer = self
             .poster
             .post(&serde_json::json!({}))
             .await
-            .map_err(|attempt| attempt.reason())?;
+            .map_err(ProbeError::from)?;
         let word = chat::code_word(&answer.body);
         match (answer.status.as_u16(), word) {
             (400, Some("no_text" | "missing_text_or_fallback_or_attachments")) => Ok(format!(
@@ -90,7 +90,8 @@ impl Connector for SlackConnector {
                     "{} accepted an empty message",
                     self.poster.endpoint()
                 )),
-                Verdict::Retry { reason, .. } | Verdict::Permanent { reason } => Err(reason),
+                Verdict::Retry { reason, .. } => Err(ProbeError::Passing(reason)),
+                Verdict::Permanent { reason } => Err(ProbeError::Lasting(reason)),
             },
         }
     }

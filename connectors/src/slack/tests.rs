@@ -435,6 +435,8 @@ async fn probing_a_live_webhook_posts_nothing_and_a_removed_one_fails() {
 
     let description = live.probe().await.unwrap();
     let error = removed.probe().await.unwrap_err();
+    assert!(matches!(error, ProbeError::Lasting(_)), "{error:?}");
+    let error = error.to_string();
 
     assert!(description.contains("nothing was posted"), "{description}");
     assert!(error.contains("`no_service`"), "{error}");

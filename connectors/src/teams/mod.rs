@@ -16,7 +16,7 @@ use serde_json::Value;
 
 use crate::chat::{self, Answer, ChatConfig, Medium, Overrides, Poster};
 use crate::json_template::JsonTemplateError;
-use crate::{Attempt, ConfigProblem, Connector, Delivery, Verdict};
+use crate::{Attempt, BuildError, ConfigProblem, Connector, Delivery, ProbeError, Verdict};
 
 /// `[connectors.NAME] type = "teams"`.
 pub type TeamsConfig = ChatConfig;
@@ -34,10 +34,10 @@ pub struct TeamsConnector {
 }
 
 impl TeamsConnector {
-    pub fn new(name: &str, config: &TeamsConfig) -> Result<Self, String> {
+    pub fn new(name: &str, config: &TeamsConfig) -> Result<Self, BuildError> {
         let poster = Poster::new(config, Medium::Teams)?;
         let overrides = Overrides::load(config.templates_dir.as_deref(), Medium::Teams)
-            .map_err(|messages| format!("templates_dir: {}", messages.join("; ")))?;
+            .map_err(BuildError::Templates)?;
         Ok(Self {
             name: name.to_owned(),
             poster,
@@ -72,12 +72,8 @@ impl Connector for TeamsConnector {
 
     /// A HEAD request: any answer means the host is reachable. A POST would start the
     /// workflow, and an empty one would make it fail in the flow's run history.
-    async fn probe(&self) -> Result<String, String> {
-        let answer = self
-            .poster
-            .head()
-            .await
-            .map_err(|attempt| attempt.reason())?;
+    async fn probe(&self) -> Result<String, ProbeError> {
+        let answer = self.poster.head().await.map_err(ProbeError::from)?;
         Ok(format!(
             "{} is reachable (answered {} to a HEAD request; the workflow itself is only \
              tried by a delivery or `--send-test`)",
