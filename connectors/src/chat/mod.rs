@@ -2,6 +2,7 @@
 //! the rule that a chat URL is https unless it points at this machine, the
 //! `templates_dir` overrides checked on sample events, and the POST of one JSON message.
 
+mod connector;
 pub(crate) mod digest;
 pub(crate) mod text;
 
@@ -17,6 +18,9 @@ use url::{Host, Url};
 
 use crate::http::{self, NoAnswer};
 use crate::json_template::{self, JsonTemplateError, JsonTemplates};
+pub use connector::ChatConnector;
+pub use connector::Service;
+
 use crate::{
     Attempt, BuildError, ConfigProblem, Event, EventType, MAX_RESPONSE_CHARS, Secret, SecretSlot,
     TemplateError, UrlError, truncate_response,
@@ -66,7 +70,7 @@ impl fmt::Debug for ChatConfig {
 
 /// Which chat a message is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Medium {
+pub enum Medium {
     Slack,
     Teams,
 }
@@ -281,7 +285,7 @@ fn read_template(dir: &Path, name: &str) -> Result<Option<String>, TemplateError
 }
 
 /// What the chat service answered.
-pub(crate) struct Answer {
+pub struct Answer {
     pub status: StatusCode,
     /// Its `Retry-After`, capped.
     pub wait: Option<Duration>,
@@ -301,7 +305,7 @@ impl Answer {
 }
 
 /// Posts JSON messages to one webhook URL, reusing one HTTP client.
-pub(crate) struct Poster {
+pub struct Poster {
     medium: Medium,
     url: Url,
     timeout: Duration,

@@ -7,7 +7,7 @@ use super::fake::{FakeSlack, Fault};
 use super::*;
 use crate::chat::text::DEFUSE;
 use crate::testkit::*;
-use crate::{ConnectorConfig, Event, EventType, Secret};
+use crate::{Connector, ConnectorConfig, Event, EventType, Secret};
 
 fn config(url: &str) -> SlackConfig {
     SlackConfig {

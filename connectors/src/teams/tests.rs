@@ -7,7 +7,7 @@ use super::fake::{FakeTeams, Fault};
 use super::*;
 use crate::chat::text::DEFUSE;
 use crate::testkit::*;
-use crate::{ConnectorConfig, EventType, Secret};
+use crate::{Connector, ConnectorConfig, EventType, Secret};
 
 fn config(url: &str) -> TeamsConfig {
     TeamsConfig {
