@@ -4,6 +4,8 @@
 
 mod connector;
 pub(crate) mod digest;
+#[cfg(any(test, feature = "fakes"))]
+pub(crate) mod fake;
 pub(crate) mod text;
 
 use std::fmt;
@@ -417,17 +419,7 @@ pub(crate) fn code_word(body: &str) -> Option<&str> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testkit::keys;
-
-    fn config(url: &str) -> ChatConfig {
-        ChatConfig {
-            url: Some(Secret::new(url)),
-            url_file: None,
-            templates_dir: None,
-            timeout: Duration::from_secs(5),
-            email_answer_key: None,
-        }
-    }
+    use crate::testkit::{chat_config as config, keys};
 
     #[test]
     fn chat_urls_are_https_unless_the_host_is_this_machine() {
