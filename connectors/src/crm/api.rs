@@ -9,6 +9,7 @@ use serde_json::Value;
 use url::Url;
 
 use crate::http::{self, NoAnswer};
+use crate::retry;
 use crate::{Attempt, BuildError, ConfigProblem, Secret, UrlError};
 
 /// Bytes of an answer read at most. CRM answers to these calls are a few kilobytes; the
@@ -336,14 +337,7 @@ fn secret_problem(secret: &Secret) -> Option<&'static str> {
     }
 }
 
-/// A header holding a number (`10000`, `2`, `1.5`).
+/// A header holding a number (`10000`, `2`, `1.5`), read by [`retry::header_number`].
 pub(crate) fn header_number(headers: &HeaderMap, name: &str) -> Option<f64> {
-    headers
-        .get(name)?
-        .to_str()
-        .ok()?
-        .trim()
-        .parse::<f64>()
-        .ok()
-        .filter(|number| number.is_finite() && *number >= 0.0)
+    retry::header_number(headers.get(name)?.to_str().ok()?)
 }
