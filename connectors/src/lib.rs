@@ -14,6 +14,7 @@ pub mod json_template;
 pub mod lead;
 pub mod retry;
 mod secret;
+mod template_dir;
 #[cfg(test)]
 mod testkit;
 

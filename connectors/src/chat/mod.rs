@@ -20,6 +20,7 @@ use url::{Host, Url};
 
 use crate::http::{self, NoAnswer};
 use crate::json_template::{self, JsonTemplateError, JsonTemplates};
+use crate::template_dir;
 pub use connector::ChatConnector;
 pub use connector::Service;
 
@@ -206,21 +207,11 @@ impl Overrides {
         let Some(dir) = dir else {
             return Ok(overrides);
         };
-        if !dir.is_absolute() {
-            return Err(vec![TemplateError::RelativeDir {
-                dir: dir.to_owned(),
-            }]);
-        }
-        if !dir.is_dir() {
-            return Err(vec![TemplateError::NotAFolder {
-                dir: dir.to_owned(),
-                built_ins: "the built-in messages",
-            }]);
-        }
+        template_dir::check(dir, "the built-in messages").map_err(|error| vec![error])?;
         let mut errors = Vec::new();
         for kind in EventType::ALL {
             let name = template_name(kind, medium);
-            let source = match read_template(dir, &name) {
+            let source = match template_dir::read(dir, &name, "the built-in message") {
                 Ok(Some(source)) => source,
                 Ok(None) => continue,
                 Err(error) => {
@@ -267,22 +258,6 @@ impl Overrides {
                     ))),
                 }),
         )
-    }
-}
-
-fn read_template(dir: &Path, name: &str) -> Result<Option<String>, TemplateError> {
-    match std::fs::read(dir.join(name)) {
-        Ok(bytes) => String::from_utf8(bytes)
-            .map(Some)
-            .map_err(|_| TemplateError::NotUtf8 {
-                name: name.to_owned(),
-            }),
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(error) => Err(TemplateError::Unreadable {
-            name: name.to_owned(),
-            error,
-            built_in: "the built-in message",
-        }),
     }
 }
 

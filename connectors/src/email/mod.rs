@@ -310,16 +310,8 @@ fn mailbox(text: &str) -> Result<Mailbox, String> {
 /// Problems with `templates_dir`: not absolute, not a folder, or an override that does
 /// not parse or render.
 fn check_templates_dir(dir: &std::path::Path) -> Vec<TemplateError> {
-    if !dir.is_absolute() {
-        return vec![TemplateError::RelativeDir {
-            dir: dir.to_owned(),
-        }];
-    }
-    if !dir.is_dir() {
-        return vec![TemplateError::NotAFolder {
-            dir: dir.to_owned(),
-            built_ins: "the built-in templates",
-        }];
+    if let Err(error) = crate::template_dir::check(dir, "the built-in templates") {
+        return vec![error];
     }
     Templates::load(Some(dir)).err().unwrap_or_default()
 }

@@ -8,7 +8,9 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use minijinja::{Environment, UndefinedBehavior};
 use serde_json::{Value, json};
 
+use crate::chat::digest::human_duration;
 use crate::lead::Lead;
+use crate::template_dir;
 use crate::{Event, EventType, TemplateError};
 
 /// The three parts of a message, each its own template file.
@@ -116,7 +118,7 @@ impl Templates {
         let mut overridden = Vec::new();
         for (name, source) in BUILT_IN {
             let source = match dir {
-                Some(dir) => match read_override(dir, name) {
+                Some(dir) => match template_dir::read(dir, name, "the built-in") {
                     Ok(Some(text)) => {
                         overridden.push(name);
                         text
@@ -190,24 +192,6 @@ impl Templates {
                 name: name.to_owned(),
                 error,
             })
-    }
-}
-
-/// The override named `name` in `dir`, if the file exists.
-fn read_override(dir: &Path, name: &str) -> Result<Option<String>, TemplateError> {
-    let path = dir.join(name);
-    match std::fs::read(&path) {
-        Ok(bytes) => String::from_utf8(bytes)
-            .map(Some)
-            .map_err(|_| TemplateError::NotUtf8 {
-                name: name.to_owned(),
-            }),
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(error) => Err(TemplateError::Unreadable {
-            name: name.to_owned(),
-            error,
-            built_in: "the built-in",
-        }),
     }
 }
 
@@ -371,23 +355,6 @@ fn parse_time(text: &str) -> Option<DateTime<Utc>> {
 
 fn human_time(time: &DateTime<Utc>) -> String {
     time.format("%Y-%m-%d %H:%M UTC").to_string()
-}
-
-/// `42 s`, `45 min`, `1 h 5 min`, `2 h`: rounded to the minute from a minute on.
-fn human_duration(seconds: f64) -> Option<String> {
-    if !seconds.is_finite() || seconds < 0.0 {
-        return None;
-    }
-    let seconds = seconds.round() as u64;
-    if seconds < 60 {
-        return Some(format!("{seconds} s"));
-    }
-    let minutes = (seconds + 30) / 60;
-    Some(match (minutes / 60, minutes % 60) {
-        (0, minutes) => format!("{minutes} min"),
-        (hours, 0) => format!("{hours} h"),
-        (hours, minutes) => format!("{hours} h {minutes} min"),
-    })
 }
 
 /// Splits a meeting summary at its "Action items" heading, if it has one: the text
