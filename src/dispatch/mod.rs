@@ -1,3 +1,4 @@
+// Over 500 lines: its tests are the last 180; the dispatcher itself is under 400.
 //! The dispatcher: one worker per connector takes due deliveries from the outbox under a
 //! lease, runs up to `delivery.concurrency` of them at once, and records every attempt.
 //! A slow or dead connector only ever holds up its own worker.

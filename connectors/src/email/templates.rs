@@ -1,3 +1,4 @@
+// Over 500 lines: its tests are the last 190; the rest is one idea, the words of an email.
 //! The words of an email: one subject, text and HTML template per event type, built in
 //! and overridable file by file from `templates_dir`, and the context they are rendered
 //! with (the event envelope plus values derived from it, so templates stay simple).

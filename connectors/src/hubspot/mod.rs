@@ -1,3 +1,4 @@
+// Over 500 lines: the brief's four steps read best as one function, step after step.
 //! The HubSpot connector. A brief upserts its contact by email (mapped answers, fixed
 //! values, an owner); with `company = true` finds the company of the email's domain (or
 //! creates it) and associates it; logs a note on the contact; and with `deal` opens one

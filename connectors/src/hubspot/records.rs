@@ -1,3 +1,4 @@
+// Over 500 lines: one short method per HubSpot call a delivery makes, all alike.
 //! The HubSpot calls a delivery makes: contacts, companies, notes, deals and their
 //! associations, and the account's time zone. Each answers what it found or made, or the
 //! failed attempt.
