@@ -1,3 +1,6 @@
+//! The `clairo-sync` binary's edge: parses the command line, runs the chosen command on a
+//! one-thread runtime, and turns its outcome into the exit code (0, 78 for an invalid
+//! config with one line per problem, 1 otherwise; a closed pipe exits as a shell would).
 #![forbid(unsafe_code)]
 
 use std::process::ExitCode;

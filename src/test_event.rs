@@ -26,7 +26,10 @@ struct Discard;
 
 #[async_trait]
 impl CheckpointSink for Discard {
-    async fn save(&self, _checkpoint: serde_json::Value) -> Result<(), String> {
+    async fn save(
+        &self,
+        _checkpoint: serde_json::Value,
+    ) -> Result<(), clairo_connectors::CheckpointError> {
         Ok(())
     }
 }

@@ -11,7 +11,7 @@ use serde::Deserialize;
 use tokio::sync::Mutex;
 use tracing::debug;
 
-use crate::{Attempt, ConfigProblem, Connector, Delivery};
+use crate::{Attempt, ConfigProblem, Connector, Delivery, ProbeError};
 
 /// `[connectors.NAME] type = "file"`.
 #[derive(Debug, Clone, Deserialize)]
@@ -95,11 +95,11 @@ impl Connector for FileConnector {
     }
 
     /// Checks that the file can be appended to, or created, without writing to it.
-    async fn probe(&self) -> Result<String, String> {
+    async fn probe(&self) -> Result<String, ProbeError> {
         let path = self.path.clone();
         tokio::task::spawn_blocking(move || probe_path(&path))
             .await
-            .map_err(|error| format!("the check was interrupted: {error}"))?
+            .map_err(|error| ProbeError::Passing(format!("the check was interrupted: {error}")))?
     }
 }
 
@@ -161,23 +161,24 @@ fn write_failure(path: &Path, error: &io::Error) -> String {
     }
 }
 
-fn probe_path(path: &Path) -> Result<String, String> {
+/// A write that would fail is lasting: the path, its permissions or the disk must change.
+fn probe_path(path: &Path) -> Result<String, ProbeError> {
     if path.try_exists().unwrap_or(false) {
         OpenOptions::new()
             .append(true)
             .open(path)
             .map(|_| format!("{} can be appended to", path.display()))
-            .map_err(|error| write_failure(path, &error))
+            .map_err(|error| ProbeError::Lasting(write_failure(path, &error)))
     } else {
         match path.parent().map(Path::is_dir) {
             Some(true) => Ok(format!(
                 "{} does not exist yet and will be created at the first event",
                 path.display()
             )),
-            _ => Err(write_failure(
+            _ => Err(ProbeError::Lasting(write_failure(
                 path,
                 &io::Error::from(io::ErrorKind::NotFound),
-            )),
+            ))),
         }
     }
 }
@@ -272,6 +273,7 @@ mod tests {
                 .probe()
                 .await
                 .unwrap_err()
+                .to_string()
                 .contains("does not exist")
         );
     }

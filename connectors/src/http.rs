@@ -8,7 +8,7 @@ use reqwest::StatusCode;
 use reqwest::header::HeaderMap;
 use url::Url;
 
-use crate::{USER_AGENT, retry, root_cause};
+use crate::{BuildError, USER_AGENT, UrlError, retry, root_cause};
 
 /// The longest wait a receiver's answer can impose (`Retry-After`, a CRM's rate-limit
 /// reset). Beyond the retry schedule's longest step (24 hours), and beyond HubSpot's daily
@@ -30,7 +30,7 @@ pub fn install_crypto_provider() {
 /// (Standard Webhooks) a redirect is a failure and the operator updates `url`; from a CRM
 /// API it means `base_url` is wrong, and following it could carry the credential to
 /// another host.
-pub(crate) fn client(timeout: Duration, headers: HeaderMap) -> Result<reqwest::Client, String> {
+pub(crate) fn client(timeout: Duration, headers: HeaderMap) -> Result<reqwest::Client, BuildError> {
     install_crypto_provider();
     reqwest::Client::builder()
         .user_agent(USER_AGENT)
@@ -39,21 +39,17 @@ pub(crate) fn client(timeout: Duration, headers: HeaderMap) -> Result<reqwest::C
         .timeout(timeout)
         .connect_timeout(timeout)
         .build()
-        .map_err(|error| format!("could not set up the HTTP client: {error}"))
+        .map_err(BuildError::HttpClient)
 }
 
 /// Checks an http:// or https:// address. The address is never echoed: it may carry a
 /// token in its path or query. `example` shows the operator what to write.
-pub(crate) fn parse_url(text: &str, example: &str) -> Result<Url, String> {
-    let url = Url::parse(text).map_err(|error| {
-        format!("is not a valid address ({error}); write the full address, e.g. \"{example}\"")
-    })?;
+pub(crate) fn parse_url(text: &str, example: &'static str) -> Result<Url, UrlError> {
+    let url = Url::parse(text).map_err(|error| UrlError::Invalid { error, example })?;
     match url.scheme() {
         "http" | "https" if url.host_str().is_some() => Ok(url),
-        "http" | "https" => Err("has no host; write the full address".to_owned()),
-        other => Err(format!(
-            "uses the scheme `{other}`; use an http:// or https:// address"
-        )),
+        "http" | "https" => Err(UrlError::NoHost),
+        other => Err(UrlError::Scheme(other.to_owned())),
     }
 }
 

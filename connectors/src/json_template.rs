@@ -31,12 +31,16 @@ pub enum JsonTemplateError {
     Render(String),
     /// It rendered, but what it wrote is not JSON.
     NotJson(String),
+    /// The template does not parse.
+    Parse(String),
 }
 
 impl std::fmt::Display for JsonTemplateError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Self::Render(message) | Self::NotJson(message) => f.write_str(message),
+            Self::Render(message) | Self::NotJson(message) | Self::Parse(message) => {
+                f.write_str(message)
+            }
         }
     }
 }
@@ -57,10 +61,10 @@ impl JsonTemplates {
     }
 
     /// Adds (or replaces) the template `name`; the error says where it does not parse.
-    pub fn add(&mut self, name: &str, source: String) -> Result<(), String> {
+    pub fn add(&mut self, name: &str, source: String) -> Result<(), JsonTemplateError> {
         self.env
             .add_template_owned(name.to_owned(), source)
-            .map_err(|error| format!("`{name}` does not parse ({error})"))
+            .map_err(|error| JsonTemplateError::Parse(format!("`{name}` does not parse ({error})")))
     }
 
     pub fn has(&self, name: &str) -> bool {

@@ -7,12 +7,14 @@
 
 mod chat;
 mod crm;
+mod error;
 mod event;
 mod http;
 pub mod json_template;
 pub mod lead;
 pub mod retry;
 mod secret;
+mod template_dir;
 #[cfg(test)]
 mod testkit;
 
@@ -33,6 +35,9 @@ use serde::Deserialize;
 use tracing::debug;
 
 pub use chat::ChatConfig;
+pub use error::{
+    BuildError, CheckpointError, HeaderLineError, ProbeError, SecretError, TemplateError, UrlError,
+};
 pub use event::{Event, EventType, event_id};
 pub use http::install_crypto_provider;
 pub use secret::Secret;
@@ -143,7 +148,7 @@ pub(crate) fn root_cause(error: &(dyn std::error::Error + 'static)) -> String {
 /// The dispatcher persists each checkpoint before `save` returns.
 #[async_trait]
 pub trait CheckpointSink: Send + Sync {
-    async fn save(&self, checkpoint: serde_json::Value) -> Result<(), String>;
+    async fn save(&self, checkpoint: serde_json::Value) -> Result<(), CheckpointError>;
 }
 
 /// Everything a connector gets for one delivery attempt.
@@ -181,7 +186,7 @@ pub trait Connector: Send + Sync {
     /// Checks that the destination is reachable and the credentials are accepted,
     /// without sending an event (`clairo-sync check --online`). `Ok` holds a short
     /// description of what was checked.
-    async fn probe(&self) -> Result<String, String> {
+    async fn probe(&self) -> Result<String, ProbeError> {
         Ok("nothing to probe".to_owned())
     }
 
@@ -189,7 +194,7 @@ pub trait Connector: Send + Sync {
     /// against the account, for `clairo-sync check --online`: one problem for each name the
     /// account does not have, keyed like a config problem. `Err` when the account could not
     /// be read.
-    async fn audit(&self) -> Result<Vec<ConfigProblem>, String> {
+    async fn audit(&self) -> Result<Vec<ConfigProblem>, ProbeError> {
         Ok(Vec::new())
     }
 }
@@ -216,10 +221,11 @@ pub struct ConfigProblem {
 }
 
 impl ConfigProblem {
-    pub fn new(key: impl Into<String>, message: impl Into<String>) -> Self {
+    /// `message` is any text or error whose `Display` says what is wrong and what to do.
+    pub fn new(key: impl Into<String>, message: impl std::fmt::Display) -> Self {
         Self {
             key: key.into(),
-            message: message.into(),
+            message: message.to_string(),
         }
     }
 }
@@ -298,7 +304,7 @@ impl ConnectorConfig {
     }
 
     /// Builds the running connector. `name` is the config table's name.
-    pub fn build(&self, name: &str) -> Result<Arc<dyn Connector>, String> {
+    pub fn build(&self, name: &str) -> Result<Arc<dyn Connector>, BuildError> {
         match self {
             Self::Webhook(config) => Ok(Arc::new(webhook::WebhookConnector::new(name, config)?)),
             Self::Email(config) => Ok(Arc::new(email::EmailConnector::new(name, config)?)),

@@ -37,6 +37,17 @@ impl Backoff {
     }
 }
 
+/// A number a server put in a header (`10000`, `2`, `1.5`, a Unix time), for the Clairo
+/// limiter and the CRMs alike: `None` unless it is finite; a negative one reads as 0. A
+/// server that went over its own count says so with a negative Remaining, which means
+/// none left (wait for the reset), and a negative time to the reset means it has passed.
+pub fn header_number(text: &str) -> Option<f64> {
+    // Exact for every integer below 2^53, which covers any sound count or reset (Unix
+    // milliseconds included); beyond that only the number's size matters.
+    let value = text.trim().parse::<f64>().ok()?;
+    value.is_finite().then_some(value.max(0.0))
+}
+
 /// "Full jitter": uniformly anywhere from zero to `step`, so that many clients failing
 /// together do not retry together.
 pub fn full_jitter(step: Duration) -> Duration {
@@ -112,6 +123,15 @@ mod tests {
 
     fn now() -> SystemTime {
         httpdate::parse_http_date("Wed, 21 Oct 2026 07:28:00 GMT").unwrap()
+    }
+
+    #[test]
+    fn header_numbers_are_finite_and_a_negative_one_reads_as_zero() {
+        assert_eq!(header_number(" 12.5 "), Some(12.5));
+        assert_eq!(header_number("-1"), Some(0.0));
+        for bad in ["nan", "inf", "-inf", "1e400", "0x10", ""] {
+            assert_eq!(header_number(bad), None, "{bad}");
+        }
     }
 
     #[test]

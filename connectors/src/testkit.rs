@@ -39,7 +39,7 @@ impl MemoryCheckpoints {
 
 #[async_trait]
 impl CheckpointSink for MemoryCheckpoints {
-    async fn save(&self, checkpoint: Value) -> Result<(), String> {
+    async fn save(&self, checkpoint: Value) -> Result<(), crate::CheckpointError> {
         *self.saved.lock().unwrap() = Some(checkpoint);
         *self.saves.lock().unwrap() += 1;
         Ok(())
@@ -160,6 +160,27 @@ pub fn conversation() -> Event {
 /// A `[connectors.NAME]` table read as the config loader reads it; the error as text.
 pub fn table(text: &str) -> Result<ConnectorConfig, String> {
     toml::from_str::<ConnectorConfig>(text).map_err(|error| error.to_string())
+}
+
+/// A Slack or Teams table with `url` and the defaults a test does not care about.
+pub fn chat_config(url: &str) -> crate::ChatConfig {
+    crate::ChatConfig {
+        url: Some(crate::Secret::new(url)),
+        url_file: None,
+        templates_dir: None,
+        timeout: Duration::from_secs(5),
+        email_answer_key: None,
+    }
+}
+
+/// Every string anywhere in a message, joined: what a reader could see.
+pub fn all_text(value: &Value) -> String {
+    match value {
+        Value::String(text) => format!("{text}\n"),
+        Value::Array(items) => items.iter().map(all_text).collect(),
+        Value::Object(map) => map.values().map(all_text).collect(),
+        _ => String::new(),
+    }
 }
 
 /// The keys the problems name, in order.

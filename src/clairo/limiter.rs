@@ -264,9 +264,11 @@ impl RateLimitHeaders {
         let retry_after = text(&reqwest::header::RETRY_AFTER)
             .and_then(|value| retry::parse_retry_after(value, server_now));
         Self {
-            limit: text(&LIMIT).and_then(header_number).map(whole_u32),
-            remaining: text(&REMAINING).and_then(header_number).map(whole_u32),
-            reset: text(&RESET).and_then(header_number).map(whole_u64),
+            limit: text(&LIMIT).and_then(retry::header_number).map(whole_u32),
+            remaining: text(&REMAINING)
+                .and_then(retry::header_number)
+                .map(whole_u32),
+            reset: text(&RESET).and_then(retry::header_number).map(whole_u64),
             retry_after,
             date,
         }
@@ -340,15 +342,6 @@ impl RateLimitHeaders {
             reset_at: until_reset.and_then(|until| now.checked_add(until)),
         }
     }
-}
-
-/// A number from a header: finite, a negative one read as 0 (a negative Remaining means
-/// none left). Some servers send a fraction ("12.0").
-fn header_number(text: &str) -> Option<f64> {
-    // Exact for every integer below 2^53, which covers any sound count or reset (Unix
-    // milliseconds included); beyond that only the number's size matters.
-    let value = text.trim().parse::<f64>().ok()?;
-    value.is_finite().then_some(value.max(0.0))
 }
 
 /// `value` (finite or not) as a whole number in range: NaN and negatives are 0, anything

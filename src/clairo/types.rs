@@ -1,3 +1,4 @@
+// Over 500 lines: its tests are the last 160; the tolerant parsing itself is under 400.
 //! The Clairo API's objects, parsed tolerantly.
 //!
 //! List items' fields are undocumented, so every field but `id` is optional and unknown

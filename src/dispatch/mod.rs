@@ -1,3 +1,4 @@
+// Over 500 lines: its tests are the last 180; the dispatcher itself is under 400.
 //! The dispatcher: one worker per connector takes due deliveries from the outbox under a
 //! lease, runs up to `delivery.concurrency` of them at once, and records every attempt.
 //! A slow or dead connector only ever holds up its own worker.
@@ -11,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use clairo_connectors::retry;
-use clairo_connectors::{Attempt, CheckpointSink, Connector, Delivery, Verdict};
+use clairo_connectors::{Attempt, CheckpointError, CheckpointSink, Connector, Delivery, Verdict};
 use rand::Rng;
 use tokio::task::JoinSet;
 
@@ -76,11 +77,11 @@ struct StoreCheckpoints {
 
 #[async_trait]
 impl CheckpointSink for StoreCheckpoints {
-    async fn save(&self, checkpoint: serde_json::Value) -> Result<(), String> {
+    async fn save(&self, checkpoint: serde_json::Value) -> Result<(), CheckpointError> {
         self.store
             .save_checkpoint(&self.lease, &checkpoint)
             .await
-            .map_err(|error| error.to_string())
+            .map_err(CheckpointError::not_saved)
     }
 }
 

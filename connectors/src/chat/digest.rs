@@ -220,8 +220,10 @@ pub fn human_time(time: &DateTime<Utc>) -> String {
     time.format("%Y-%m-%d %H:%M UTC").to_string()
 }
 
-/// `42 s`, `45 min`, `1 h 5 min`: rounded to the minute from a minute on.
-fn human_duration(seconds: f64) -> Option<String> {
+/// `42 s`, `45 min`, `1 h 5 min`, `2 h`: rounded to the minute from a minute on; `None`
+/// for what is no sound duration (negative, or so large the sum would overflow). Email
+/// templates use it too.
+pub(crate) fn human_duration(seconds: f64) -> Option<String> {
     if !seconds.is_finite() || !(0.0..=1e9).contains(&seconds) {
         return None;
     }

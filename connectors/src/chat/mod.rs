@@ -2,7 +2,10 @@
 //! the rule that a chat URL is https unless it points at this machine, the
 //! `templates_dir` overrides checked on sample events, and the POST of one JSON message.
 
+mod connector;
 pub(crate) mod digest;
+#[cfg(any(test, feature = "fakes"))]
+pub(crate) mod fake;
 pub(crate) mod text;
 
 use std::fmt;
@@ -17,9 +20,13 @@ use url::{Host, Url};
 
 use crate::http::{self, NoAnswer};
 use crate::json_template::{self, JsonTemplateError, JsonTemplates};
+use crate::template_dir;
+pub use connector::ChatConnector;
+pub use connector::Service;
+
 use crate::{
-    Attempt, ConfigProblem, Event, EventType, MAX_RESPONSE_CHARS, Secret, SecretSlot,
-    truncate_response,
+    Attempt, BuildError, ConfigProblem, Event, EventType, MAX_RESPONSE_CHARS, Secret, SecretSlot,
+    TemplateError, UrlError, truncate_response,
 };
 
 /// Bytes of an answer read at most: more than any error Slack or Teams sends, and enough
@@ -66,7 +73,7 @@ impl fmt::Debug for ChatConfig {
 
 /// Which chat a message is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Medium {
+pub enum Medium {
     Slack,
     Teams,
 }
@@ -131,12 +138,12 @@ impl ChatConfig {
             None => problems.push(ConfigProblem::new("url", missing_url(medium))),
         }
         if let Some(dir) = &self.templates_dir
-            && let Err(messages) = Overrides::load(Some(dir), medium)
+            && let Err(errors) = Overrides::load(Some(dir), medium)
         {
             problems.extend(
-                messages
+                errors
                     .into_iter()
-                    .map(|message| ConfigProblem::new("templates_dir", message)),
+                    .map(|error| ConfigProblem::new("templates_dir", error)),
             );
         }
         if self.timeout.is_zero() {
@@ -162,14 +169,12 @@ fn missing_url(medium: Medium) -> String {
 
 /// The webhook URL, checked: http(s), and https unless the host is this machine (a test
 /// or a local relay), because the URL carries the token. Never echoed in a message.
-pub(crate) fn chat_url(url: &Secret, medium: Medium) -> Result<Url, String> {
+pub(crate) fn chat_url(url: &Secret, medium: Medium) -> Result<Url, UrlError> {
     let url = http::parse_url(url.expose().trim(), medium.example_url())?;
     if url.scheme() == "http" && !is_loopback(&url) {
-        return Err(format!(
-            "uses http:// to a host other than this machine, which would send the token in \
-             the URL unencrypted; use {} (https://)",
-            medium.where_to_get_it()
-        ));
+        return Err(UrlError::Unencrypted {
+            get_it: medium.where_to_get_it(),
+        });
     }
     Ok(url)
 }
@@ -194,7 +199,7 @@ impl Overrides {
     /// of its type: a template that does not parse, fails, or writes something other than
     /// a JSON object is found here, at `check` or start-up, not at a delivery. The
     /// messages name the file and say what to do.
-    pub(crate) fn load(dir: Option<&Path>, medium: Medium) -> Result<Self, Vec<String>> {
+    pub(crate) fn load(dir: Option<&Path>, medium: Medium) -> Result<Self, Vec<TemplateError>> {
         let mut overrides = Self {
             medium,
             templates: JsonTemplates::new(),
@@ -202,44 +207,25 @@ impl Overrides {
         let Some(dir) = dir else {
             return Ok(overrides);
         };
-        if !dir.is_absolute() {
-            return Err(vec![format!(
-                "`{}` is a relative path; write the folder's absolute path, e.g. \
-                 \"/etc/clairo-sync/templates\"",
-                dir.display()
-            )]);
-        }
-        if !dir.is_dir() {
-            return Err(vec![format!(
-                "`{}` is not a folder; create it, or remove `templates_dir` to use the \
-                 built-in messages",
-                dir.display()
-            )]);
-        }
+        template_dir::check(dir, "the built-in messages").map_err(|error| vec![error])?;
         let mut errors = Vec::new();
         for kind in EventType::ALL {
             let name = template_name(kind, medium);
-            let source = match read_template(dir, &name) {
+            let source = match template_dir::read(dir, &name, "the built-in message") {
                 Ok(Some(source)) => source,
                 Ok(None) => continue,
-                Err(message) => {
-                    errors.push(message);
+                Err(error) => {
+                    errors.push(error);
                     continue;
                 }
             };
-            if let Err(message) = overrides.templates.add(&name, source) {
-                errors.push(format!(
-                    "{message}; fix the template, or remove the file to use the built-in \
-                     message"
-                ));
+            if let Err(error) = overrides.templates.add(&name, source) {
+                errors.push(TemplateError::ChatParse(error));
                 continue;
             }
             let sample = crate::email::sample_event(kind);
             if let Some(Err(error)) = overrides.render(&sample, None) {
-                errors.push(format!(
-                    "{error} on a sample {kind} event; fix the template, or remove the file \
-                     to use the built-in message"
-                ));
+                errors.push(TemplateError::ChatSample { kind, error });
             }
         }
         if errors.is_empty() {
@@ -275,21 +261,8 @@ impl Overrides {
     }
 }
 
-fn read_template(dir: &Path, name: &str) -> Result<Option<String>, String> {
-    match std::fs::read(dir.join(name)) {
-        Ok(bytes) => String::from_utf8(bytes)
-            .map(Some)
-            .map_err(|_| format!("`{name}` is not UTF-8 text; save the template as UTF-8")),
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(error) => Err(format!(
-            "`{name}` cannot be read ({error}); make it readable by the clairo-sync user, \
-             or remove it to use the built-in message"
-        )),
-    }
-}
-
 /// What the chat service answered.
-pub(crate) struct Answer {
+pub struct Answer {
     pub status: StatusCode,
     /// Its `Retry-After`, capped.
     pub wait: Option<Duration>,
@@ -309,7 +282,7 @@ impl Answer {
 }
 
 /// Posts JSON messages to one webhook URL, reusing one HTTP client.
-pub(crate) struct Poster {
+pub struct Poster {
     medium: Medium,
     url: Url,
     timeout: Duration,
@@ -317,16 +290,16 @@ pub(crate) struct Poster {
 }
 
 impl Poster {
-    pub(crate) fn new(config: &ChatConfig, medium: Medium) -> Result<Self, String> {
+    pub(crate) fn new(config: &ChatConfig, medium: Medium) -> Result<Self, BuildError> {
         let url = config
             .url
             .as_ref()
-            .ok_or_else(|| format!("url: {}", missing_url(medium)))?;
-        let url = chat_url(url, medium).map_err(|message| format!("url: {message}"))?;
+            .ok_or_else(|| BuildError::key("url", missing_url(medium)))?;
+        let url = chat_url(url, medium).map_err(|error| BuildError::key("url", error))?;
         if config.timeout.is_zero() {
-            return Err(format!(
-                "timeout: is zero; set how long to wait for {}",
-                medium.name()
+            return Err(BuildError::key(
+                "timeout",
+                format!("is zero; set how long to wait for {}", medium.name()),
             ));
         }
         Ok(Self {
@@ -421,17 +394,7 @@ pub(crate) fn code_word(body: &str) -> Option<&str> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testkit::keys;
-
-    fn config(url: &str) -> ChatConfig {
-        ChatConfig {
-            url: Some(Secret::new(url)),
-            url_file: None,
-            templates_dir: None,
-            timeout: Duration::from_secs(5),
-            email_answer_key: None,
-        }
-    }
+    use crate::testkit::{chat_config as config, keys};
 
     #[test]
     fn chat_urls_are_https_unless_the_host_is_this_machine() {

@@ -9,7 +9,8 @@ use serde_json::Value;
 use url::Url;
 
 use crate::http::{self, NoAnswer};
-use crate::{Attempt, ConfigProblem, Secret};
+use crate::retry;
+use crate::{Attempt, BuildError, ConfigProblem, Secret, UrlError};
 
 /// Bytes of an answer read at most. CRM answers to these calls are a few kilobytes; the
 /// bound keeps a misbehaving proxy from filling memory.
@@ -70,13 +71,13 @@ impl<'a> CommonKeys<'a> {
     }
 
     /// The credential, trimmed; or, keyed, why there is none fit to send.
-    pub fn token(&self) -> Result<&'a str, String> {
+    pub fn token(&self) -> Result<&'a str, BuildError> {
         let key = self.token_key;
         let token = self
             .token
-            .ok_or_else(|| format!("{key}: {}", self.missing_token))?;
+            .ok_or_else(|| BuildError::key(key, self.missing_token))?;
         if let Some(message) = secret_problem(token) {
-            return Err(format!("{key}: {message}"));
+            return Err(BuildError::key(key, message));
         }
         Ok(token.expose().trim())
     }
@@ -118,21 +119,19 @@ impl Api {
         keys: &CommonKeys<'_>,
         auth: (HeaderName, String),
         secret: &str,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, BuildError> {
         let service = keys.service;
         let base =
-            parse_base_url(keys.base_url).map_err(|message| format!("base_url: {message}"))?;
+            parse_base_url(keys.base_url).map_err(|error| BuildError::key("base_url", error))?;
         if keys.timeout.is_zero() {
-            return Err(format!(
-                "timeout: is zero; set how long to wait for {service}, e.g. \"30s\""
+            return Err(BuildError::key(
+                "timeout",
+                format!("is zero; set how long to wait for {service}, e.g. \"30s\""),
             ));
         }
         let (name, value) = auth;
-        let mut value = HeaderValue::from_str(&value).map_err(|_| {
-            "the credential holds a line break or another character not allowed in an HTTP \
-             header; copy it again into its file"
-                .to_owned()
-        })?;
+        let mut value =
+            HeaderValue::from_str(&value).map_err(|_| BuildError::CredentialNotAHeader)?;
         value.set_sensitive(true);
         let mut headers = HeaderMap::new();
         headers.insert(name, value);
@@ -319,7 +318,7 @@ pub(crate) fn path_segment(text: &str) -> String {
 }
 
 /// Checks a `base_url`: an http:// or https:// address.
-fn parse_base_url(text: &str) -> Result<Url, String> {
+fn parse_base_url(text: &str) -> Result<Url, UrlError> {
     http::parse_url(text, "https://api.example.com")
 }
 
@@ -338,14 +337,7 @@ fn secret_problem(secret: &Secret) -> Option<&'static str> {
     }
 }
 
-/// A header holding a number (`10000`, `2`, `1.5`).
+/// A header holding a number (`10000`, `2`, `1.5`), read by [`retry::header_number`].
 pub(crate) fn header_number(headers: &HeaderMap, name: &str) -> Option<f64> {
-    headers
-        .get(name)?
-        .to_str()
-        .ok()?
-        .trim()
-        .parse::<f64>()
-        .ok()
-        .filter(|number| number.is_finite() && *number >= 0.0)
+    retry::header_number(headers.get(name)?.to_str().ok()?)
 }

@@ -6,7 +6,7 @@ use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::Value;
 use tracing::warn;
 
-use crate::{Attempt, CheckpointSink, Delivery, Verdict};
+use crate::{Attempt, CheckpointError, CheckpointSink, Delivery, Verdict};
 
 /// The progress saved on the delivery, read back; a checkpoint this connector cannot read
 /// (written by another version, or edited by hand) is set aside with a warning. Starting
@@ -32,9 +32,8 @@ pub(crate) fn load_progress<T: DeserializeOwned + Default>(
 pub(crate) async fn save_progress<T: Serialize>(
     sink: &dyn CheckpointSink,
     progress: &T,
-) -> Result<(), String> {
-    let value = serde_json::to_value(progress).map_err(|error| error.to_string())?;
-    sink.save(value).await
+) -> Result<(), CheckpointError> {
+    sink.save(serde_json::to_value(progress)?).await
 }
 
 /// Saves the progress of a finished delivery. Failing is only logged: the work is done,
@@ -51,7 +50,7 @@ pub(crate) async fn save_last<T: Serialize>(
 
 /// The attempt for a checkpoint that could not be saved: stop before making changes whose
 /// record would be lost, and try again.
-pub(crate) fn unsaved(error: &str, done: &str) -> Attempt {
+pub(crate) fn unsaved(error: &CheckpointError, done: &str) -> Attempt {
     Attempt::retry(
         format!(
             "{done}, but the progress could not be saved ({error}); stopping so that nothing \

@@ -6,8 +6,8 @@ use minijinja::{Environment, UndefinedBehavior};
 use serde_json::{Value, json};
 
 use super::lead_name;
-use crate::Event;
 use crate::lead::Lead;
+use crate::{Event, TemplateError};
 
 /// Characters of a title kept at most: a CRM list shows a line, and Pipedrive and HubSpot
 /// both refuse far longer names.
@@ -23,7 +23,7 @@ pub(crate) struct Title {
 impl Title {
     /// `source` is the config's template; `None` uses the default title. The error says
     /// what is wrong with the template (the caller adds the key).
-    pub fn new(source: Option<&str>) -> Result<Self, String> {
+    pub fn new(source: Option<&str>) -> Result<Self, TemplateError> {
         let Some(source) = source.filter(|source| !source.trim().is_empty()) else {
             return Ok(Self { env: None });
         };
@@ -32,12 +32,7 @@ impl Title {
         // than failing the delivery.
         env.set_undefined_behavior(UndefinedBehavior::Chainable);
         env.add_template_owned(TEMPLATE, source.to_owned())
-            .map_err(|error| {
-                format!(
-                    "is not a valid template ({error}); write e.g. \"{{{{ data.answers.company }}}} \
-                     — Clairo brief\""
-                )
-            })?;
+            .map_err(TemplateError::Title)?;
         Ok(Self { env: Some(env) })
     }
 
@@ -126,6 +121,9 @@ mod tests {
     #[test]
     fn a_template_that_does_not_parse_is_refused_with_an_example() {
         let error = Title::new(Some("{{ data.answers.company ")).err().unwrap();
+        assert!(matches!(error, TemplateError::Title(_)), "{error:?}");
+        let error = error.to_string();
         assert!(error.contains("not a valid template"), "{error}");
+        assert!(error.contains("— Clairo brief\""), "{error}");
     }
 }

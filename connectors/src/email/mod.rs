@@ -30,8 +30,8 @@ use serde::Deserialize;
 use url::{Host, Url};
 
 use crate::{
-    Attempt, ConfigProblem, Connector, Delivery, Event, Secret, SecretSlot, USER_AGENT, Verdict,
-    root_cause,
+    Attempt, BuildError, ConfigProblem, Connector, Delivery, Event, ProbeError, Secret, SecretSlot,
+    TemplateError, USER_AGENT, Verdict, root_cause,
 };
 
 pub use templates::{Part, Rendered, Templates, context, sample_event, template_name};
@@ -309,22 +309,20 @@ fn mailbox(text: &str) -> Result<Mailbox, String> {
 
 /// Problems with `templates_dir`: not absolute, not a folder, or an override that does
 /// not parse or render.
-fn check_templates_dir(dir: &std::path::Path) -> Vec<String> {
-    if !dir.is_absolute() {
-        return vec![format!(
-            "`{}` is a relative path; write the folder's absolute path, e.g. \
-             \"/etc/clairo-sync/templates\"",
-            dir.display()
-        )];
-    }
-    if !dir.is_dir() {
-        return vec![format!(
-            "`{}` is not a folder; create it, or remove `templates_dir` to use the built-in \
-             templates",
-            dir.display()
-        )];
+fn check_templates_dir(dir: &std::path::Path) -> Vec<TemplateError> {
+    if let Err(error) = crate::template_dir::check(dir, "the built-in templates") {
+        return vec![error];
     }
     Templates::load(Some(dir)).err().unwrap_or_default()
+}
+
+/// Why no message could be made for an event; a retry would fail the same way.
+#[derive(Debug, thiserror::Error)]
+enum MessageError {
+    #[error(transparent)]
+    Template(#[from] TemplateError),
+    #[error("could not build the message: {0}")]
+    Build(lettre::error::Error),
 }
 
 /// The lettre transport, built on first use (its pool starts a task, so it must be made
@@ -400,41 +398,50 @@ pub struct EmailConnector {
 }
 
 impl EmailConnector {
-    pub fn new(name: &str, config: &EmailConfig) -> Result<Self, String> {
-        let keyed = |problem: ConfigProblem| format!("{}: {}", problem.key, problem.message);
+    pub fn new(name: &str, config: &EmailConfig) -> Result<Self, BuildError> {
+        let keyed = |problem: ConfigProblem| BuildError::key(problem.key, problem.message);
         let server = server(&config.smtp_url, config.tls).map_err(keyed)?;
-        let from = mailbox(&config.from).map_err(|message| format!("from: {message}"))?;
+        let from = mailbox(&config.from).map_err(|message| BuildError::key("from", message))?;
         if config.to.is_empty() {
-            return Err("to: is empty; list at least one recipient".to_owned());
+            return Err(BuildError::key(
+                "to",
+                "is empty; list at least one recipient",
+            ));
         }
-        let parse_all = |key: &str, list: &[String]| -> Result<Vec<Mailbox>, String> {
+        let parse_all = |key: &str, list: &[String]| -> Result<Vec<Mailbox>, BuildError> {
             list.iter()
                 .enumerate()
                 .map(|(index, text)| {
-                    mailbox(text).map_err(|message| format!("{key}[{index}]: {message}"))
+                    mailbox(text)
+                        .map_err(|message| BuildError::key(format!("{key}[{index}]"), message))
                 })
                 .collect()
         };
         let to = parse_all("to", &config.to)?;
         let cc = parse_all("cc", &config.cc)?;
         if config.timeout.is_zero() {
-            return Err("timeout: is zero; set how long one attempt may take".to_owned());
+            return Err(BuildError::key(
+                "timeout",
+                "is zero; set how long one attempt may take",
+            ));
         }
         let templates = match &config.templates_dir {
             Some(dir) => match check_templates_dir(dir).into_iter().next() {
-                Some(message) => return Err(format!("templates_dir: {message}")),
+                Some(error) => return Err(BuildError::Templates(vec![error])),
                 None => Templates::load(Some(dir)),
             },
             None => Templates::load(None),
         }
-        .map_err(|messages| format!("templates_dir: {}", messages.join("; ")))?;
+        .map_err(BuildError::Templates)?;
 
         let mut builder = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(&server.host)
             .port(server.port)
             .timeout(Some(config.timeout));
         let tls = |host: &str| {
-            TlsParameters::new(host.to_owned())
-                .map_err(|error| format!("could not set up TLS for {host}: {error}"))
+            TlsParameters::new(host.to_owned()).map_err(|error| BuildError::Tls {
+                host: host.to_owned(),
+                error,
+            })
         };
         builder = match server.tls {
             TlsMode::Starttls => builder.tls(Tls::Required(tls(&server.host)?)),
@@ -446,7 +453,7 @@ impl EmailConnector {
             let password = config
                 .password
                 .as_ref()
-                .ok_or_else(|| format!("password: {MISSING_PASSWORD}"))?;
+                .ok_or_else(|| BuildError::key("password", MISSING_PASSWORD))?;
             scrub = Scrubber::new(username, password);
             builder = builder.credentials(Credentials::new(
                 username.clone(),
@@ -472,7 +479,7 @@ impl EmailConnector {
 
     /// The message for `event`: From/To/Cc, the rendered subject and text + HTML parts,
     /// and a `Message-ID` derived from the event id, so a repeat is recognisable.
-    fn message(&self, event: &Event) -> Result<Message, String> {
+    fn message(&self, event: &Event) -> Result<Message, MessageError> {
         let rendered = self.templates.render(event, &self.name)?;
         let mut builder = Message::builder()
             .from(self.from.clone())
@@ -499,7 +506,7 @@ impl EmailConnector {
                 rendered.text,
                 rendered.html,
             ))
-            .map_err(|error| format!("could not build the message: {error}"))
+            .map_err(MessageError::Build)
     }
 
     /// Runs `work` on the shared transport within the attempt's timeout. `None`: cut off
@@ -586,7 +593,7 @@ impl Connector for EmailConnector {
 
     /// Connects, says EHLO, upgrades with STARTTLS (or starts in TLS), logs in if a
     /// username is set, and checks the connection with NOOP; no mail is sent.
-    async fn probe(&self) -> Result<String, String> {
+    async fn probe(&self) -> Result<String, ProbeError> {
         let tested = self
             .within_timeout(|transport| async move { transport.test_connection().await })
             .await;
@@ -599,16 +606,16 @@ impl Connector for EmailConnector {
             (TlsMode::None, None) => "an unencrypted session".to_owned(),
         };
         match tested {
-            None => Err(self.timed_out()),
+            None => Err(ProbeError::Passing(self.timed_out())),
             Some(Ok(true)) => Ok(format!(
                 "{} accepted {steps}; no mail was sent",
                 self.server
             )),
-            Some(Ok(false)) => Err(format!(
+            Some(Ok(false)) => Err(ProbeError::Lasting(format!(
                 "{} accepted {steps} but did not answer NOOP; check the server",
                 self.server
-            )),
-            Some(Err(error)) => Err(self.failed(&error).reason()),
+            ))),
+            Some(Err(error)) => Err(self.failed(&error).into()),
         }
     }
 }

@@ -1,3 +1,4 @@
+// Over 500 lines: its tests are the last 190; the rest is one idea, the words of an email.
 //! The words of an email: one subject, text and HTML template per event type, built in
 //! and overridable file by file from `templates_dir`, and the context they are rendered
 //! with (the event envelope plus values derived from it, so templates stay simple).
@@ -8,8 +9,10 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use minijinja::{Environment, UndefinedBehavior};
 use serde_json::{Value, json};
 
+use crate::chat::digest::human_duration;
 use crate::lead::Lead;
-use crate::{Event, EventType};
+use crate::template_dir;
+use crate::{Event, EventType, TemplateError};
 
 /// The three parts of a message, each its own template file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -105,7 +108,7 @@ impl Templates {
     /// Every override is parsed and rendered once against a sample event of its type, so a
     /// template that cannot render fails here, at start-up, not at a delivery. The errors
     /// name the file and say what to do.
-    pub fn load(dir: Option<&Path>) -> Result<Self, Vec<String>> {
+    pub fn load(dir: Option<&Path>) -> Result<Self, Vec<TemplateError>> {
         let mut env = Environment::new();
         // Event data is loosely shaped: a missing field (even a nested one) renders as
         // nothing instead of failing the whole email.
@@ -116,14 +119,14 @@ impl Templates {
         let mut overridden = Vec::new();
         for (name, source) in BUILT_IN {
             let source = match dir {
-                Some(dir) => match read_override(dir, name) {
+                Some(dir) => match template_dir::read(dir, name, "the built-in") {
                     Ok(Some(text)) => {
                         overridden.push(name);
                         text
                     }
                     Ok(None) => source.to_owned(),
-                    Err(message) => {
-                        errors.push(message);
+                    Err(error) => {
+                        errors.push(error);
                         continue;
                     }
                 },
@@ -133,10 +136,10 @@ impl Templates {
                 Ok(()) => {}
                 Err(error) => {
                     overridden.retain(|overridden| *overridden != name);
-                    errors.push(format!(
-                        "`{name}` does not parse ({error}); fix the template, or remove the \
-                         file to use the built-in"
-                    ));
+                    errors.push(TemplateError::Parse {
+                        name: name.to_owned(),
+                        error,
+                    });
                 }
             }
         }
@@ -148,10 +151,11 @@ impl Templates {
                 .expect("every built-in name starts with its event type");
             let context = context(&sample_event(kind), "sample", "Sample subject");
             if let Err(error) = templates.render_one(name, &context) {
-                errors.push(format!(
-                    "`{name}` fails to render a sample {kind} event ({error}); fix the \
-                     template, or remove the file to use the built-in"
-                ));
+                errors.push(TemplateError::EmailSample {
+                    name: name.to_owned(),
+                    kind,
+                    error: Box::new(error),
+                });
             }
         }
         if errors.is_empty() {
@@ -163,7 +167,7 @@ impl Templates {
 
     /// Subject, text and HTML for `event`; `connector` is the connector's name, which
     /// templates may show. An error names the template that failed.
-    pub fn render(&self, event: &Event, connector: &str) -> Result<Rendered, String> {
+    pub fn render(&self, event: &Event, connector: &str) -> Result<Rendered, TemplateError> {
         let subject_context = context(event, connector, "");
         let subject =
             self.render_one(&template_name(event.kind, Part::Subject), &subject_context)?;
@@ -181,26 +185,14 @@ impl Templates {
         })
     }
 
-    fn render_one(&self, name: &str, context: &Value) -> Result<String, String> {
+    fn render_one(&self, name: &str, context: &Value) -> Result<String, TemplateError> {
         self.env
             .get_template(name)
             .and_then(|template| template.render(context))
-            .map_err(|error| format!("template `{name}`: {error}"))
-    }
-}
-
-/// The override named `name` in `dir`, if the file exists.
-fn read_override(dir: &Path, name: &str) -> Result<Option<String>, String> {
-    let path = dir.join(name);
-    match std::fs::read(&path) {
-        Ok(bytes) => String::from_utf8(bytes)
-            .map(Some)
-            .map_err(|_| format!("`{name}` is not UTF-8 text; save the template as UTF-8")),
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(error) => Err(format!(
-            "`{name}` cannot be read ({error}); make it readable by the clairo-sync user, \
-             or remove it to use the built-in"
-        )),
+            .map_err(|error| TemplateError::Render {
+                name: name.to_owned(),
+                error,
+            })
     }
 }
 
@@ -364,23 +356,6 @@ fn parse_time(text: &str) -> Option<DateTime<Utc>> {
 
 fn human_time(time: &DateTime<Utc>) -> String {
     time.format("%Y-%m-%d %H:%M UTC").to_string()
-}
-
-/// `42 s`, `45 min`, `1 h 5 min`, `2 h`: rounded to the minute from a minute on.
-fn human_duration(seconds: f64) -> Option<String> {
-    if !seconds.is_finite() || seconds < 0.0 {
-        return None;
-    }
-    let seconds = seconds.round() as u64;
-    if seconds < 60 {
-        return Some(format!("{seconds} s"));
-    }
-    let minutes = (seconds + 30) / 60;
-    Some(match (minutes / 60, minutes % 60) {
-        (0, minutes) => format!("{minutes} min"),
-        (hours, 0) => format!("{hours} h"),
-        (hours, minutes) => format!("{hours} h {minutes} min"),
-    })
 }
 
 /// Splits a meeting summary at its "Action items" heading, if it has one: the text

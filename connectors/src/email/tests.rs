@@ -402,7 +402,7 @@ async fn without_starttls_on_offer_nothing_is_sent_when_tls_is_required() {
     assert!(server.received().is_empty(), "mail went out in plain text");
 
     let connector = EmailConnector::new("sales_mail", &config).unwrap();
-    let error = connector.probe().await.unwrap_err();
+    let error = connector.probe().await.unwrap_err().to_string();
     assert!(error.contains("STARTTLS"), "{error}");
 }
 
@@ -576,6 +576,8 @@ async fn probing_logs_in_without_sending_mail() {
     )
     .unwrap();
     let error = wrong.probe().await.unwrap_err();
+    assert!(matches!(error, ProbeError::Lasting(_)), "{error:?}");
+    let error = error.to_string();
     assert!(error.contains("535"), "{error}");
     assert!(!error.contains("wrong-password"), "{error}");
 }

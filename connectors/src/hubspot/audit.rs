@@ -6,8 +6,8 @@
 use serde_json::Value;
 
 use super::HubspotConnector;
-use crate::ConfigProblem;
 use crate::crm::{self, Answer};
+use crate::{ConfigProblem, ProbeError};
 
 const PROPERTIES_PATH: &str = "/crm/v3/properties/contacts";
 const OWNERS_PATH: &str = "/crm/v3/owners";
@@ -25,7 +25,7 @@ struct Property {
 }
 
 impl HubspotConnector {
-    pub(super) async fn mapping_audit(&self) -> Result<Vec<ConfigProblem>, String> {
+    pub(super) async fn mapping_audit(&self) -> Result<Vec<ConfigProblem>, ProbeError> {
         let mut problems = Vec::new();
         if !self.properties.is_empty() || !self.set.is_empty() {
             let known = self.contact_properties_defined().await?;
@@ -124,7 +124,7 @@ impl HubspotConnector {
         Ok(problems)
     }
 
-    async fn contact_properties_defined(&self) -> Result<Vec<Property>, String> {
+    async fn contact_properties_defined(&self) -> Result<Vec<Property>, ProbeError> {
         let body = self
             .get_json(PROPERTIES_PATH, &[], "reading the contact properties")
             .await?;
@@ -144,7 +144,7 @@ impl HubspotConnector {
     }
 
     /// Every owner as (id, "First Last <email>").
-    async fn owners(&self) -> Result<Vec<(String, String)>, String> {
+    async fn owners(&self) -> Result<Vec<(String, String)>, ProbeError> {
         let mut owners = Vec::new();
         let mut after: Option<String> = None;
         for _ in 0..OWNER_PAGES {
@@ -182,15 +182,15 @@ impl HubspotConnector {
         path: &str,
         query: &[(&str, String)],
         doing: &str,
-    ) -> Result<Value, String> {
+    ) -> Result<Value, ProbeError> {
         let request = self.api.get(path).query(query);
         let answer: Answer = self
             .api
             .send(request, doing)
             .await
-            .map_err(|attempt| attempt.reason())?;
+            .map_err(ProbeError::from)?;
         if !answer.status.is_success() {
-            return Err(self.failure(&answer, doing).reason());
+            return Err(self.failure(&answer, doing).into());
         }
         Ok(answer.json.unwrap_or(Value::Null))
     }

@@ -1,3 +1,4 @@
+// Over 500 lines: the brief's four steps read best as one function, step after step.
 //! The HubSpot connector. A brief upserts its contact by email (mapped answers, fixed
 //! values, an owner); with `company = true` finds the company of the email's domain (or
 //! creates it) and associates it; logs a note on the contact; and with `deal` opens one
@@ -21,7 +22,7 @@ use tracing::warn;
 
 use crate::crm::{self, Answer, Api, NOTE_LIMIT, Title};
 use crate::lead::Lead;
-use crate::{Attempt, ConfigProblem, Connector, Delivery, EventType};
+use crate::{Attempt, BuildError, ConfigProblem, Connector, Delivery, EventType, ProbeError};
 
 pub use crate::crm::WithoutEmail;
 
@@ -139,11 +140,11 @@ pub struct HubspotConnector {
 }
 
 impl HubspotConnector {
-    pub fn new(name: &str, config: &HubspotConfig) -> Result<Self, String> {
+    pub fn new(name: &str, config: &HubspotConfig) -> Result<Self, BuildError> {
         let keys = config.common_keys();
         let token = keys.token()?;
         if let Some(problem) = config.mapping_problems().into_iter().next() {
-            return Err(format!("{}: {}", problem.key, problem.message));
+            return Err(BuildError::key(problem.key, problem.message));
         }
         let api = Api::new(&keys, (AUTHORIZATION, format!("Bearer {token}")), token)?;
         let deal = match &config.deal {
@@ -151,7 +152,7 @@ impl HubspotConnector {
                 pipeline: deal.pipeline.trim().to_owned(),
                 stage: deal.stage.trim().to_owned(),
                 name: Title::new(deal.name.as_deref())
-                    .map_err(|message| format!("deal.name: {message}"))?,
+                    .map_err(|error| BuildError::key("deal.name", error))?,
             }),
             None => None,
         };
@@ -554,7 +555,7 @@ impl Connector for HubspotConnector {
     }
 
     /// Lists one contact: cheap, and it needs both a valid token and the contacts scope.
-    async fn probe(&self) -> Result<String, String> {
+    async fn probe(&self) -> Result<String, ProbeError> {
         let doing = "listing one contact";
         let request = self
             .api
@@ -564,18 +565,18 @@ impl Connector for HubspotConnector {
             .api
             .send(request, doing)
             .await
-            .map_err(|attempt| attempt.reason())?;
+            .map_err(ProbeError::from)?;
         if answer.status.is_success() {
             Ok(format!(
                 "HubSpot ({}) accepted the token and listed a contact",
                 self.api.endpoint()
             ))
         } else {
-            Err(self.failure(&answer, doing).reason())
+            Err(self.failure(&answer, doing).into())
         }
     }
 
-    async fn audit(&self) -> Result<Vec<ConfigProblem>, String> {
+    async fn audit(&self) -> Result<Vec<ConfigProblem>, ProbeError> {
         self.mapping_audit().await
     }
 }

@@ -1,3 +1,4 @@
+// Over 500 lines: one short method per HubSpot call a delivery makes, all alike.
 //! The HubSpot calls a delivery makes: contacts, companies, notes, deals and their
 //! associations, and the account's time zone. Each answers what it found or made, or the
 //! failed attempt.
@@ -16,7 +17,7 @@ use super::limits::Zone;
 use super::{Deal, HubspotConnector, Progress};
 use crate::crm::{self, Answer, Remembered};
 use crate::lead::Lead;
-use crate::{Attempt, Delivery};
+use crate::{Attempt, Delivery, ProbeError};
 
 const UPSERT_PATH: &str = "/crm/v3/objects/contacts/batch/upsert";
 pub(super) const CONTACTS_PATH: &str = "/crm/v3/objects/contacts";
@@ -520,18 +521,19 @@ impl HubspotConnector {
     }
 
     /// The account's time zone, from its details.
-    pub(super) async fn account_zone(&self) -> Result<Zone, String> {
+    pub(super) async fn account_zone(&self) -> Result<Zone, ProbeError> {
         let doing = "reading the account's time zone";
         let answer = self
             .api
             .send(self.api.get(ACCOUNT_PATH), doing)
             .await
-            .map_err(|attempt| attempt.reason())?;
+            .map_err(ProbeError::from)?;
         if !answer.status.is_success() {
-            return Err(self.failure(&answer, doing).reason());
+            return Err(self.failure(&answer, doing).into());
         }
-        Zone::from_details(answer.json())
-            .ok_or_else(|| "HubSpot's account details hold no usable time zone offset".to_owned())
+        Zone::from_details(answer.json()).ok_or_else(|| {
+            ProbeError::Lasting("HubSpot's account details hold no usable time zone offset".into())
+        })
     }
 }
 

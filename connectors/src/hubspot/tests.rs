@@ -354,6 +354,8 @@ async fn a_401_is_permanent_says_to_check_the_token_and_never_shows_it() {
         assert!(!response.contains(secret));
     }
     let probe = connector.probe().await.unwrap_err();
+    assert!(matches!(probe, ProbeError::Lasting(_)), "{probe:?}");
+    let probe = probe.to_string();
     assert!(probe.contains("token"), "{probe}");
     assert!(!probe.contains(wrong));
 }
@@ -444,7 +446,8 @@ async fn probing_where_nothing_listens_fails_in_plain_words() {
         .probe()
         .await
         .unwrap_err();
-    assert!(error.contains("could not connect"), "{error}");
+    assert!(matches!(error, ProbeError::Passing(_)), "{error:?}");
+    assert!(error.to_string().contains("could not connect"), "{error}");
 }
 
 #[test]

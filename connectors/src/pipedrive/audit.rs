@@ -5,8 +5,8 @@
 use serde_json::Value;
 
 use super::{PipedriveConnector, number};
-use crate::ConfigProblem;
 use crate::crm;
+use crate::{ConfigProblem, ProbeError};
 
 const USERS_PATH: &str = "/api/v1/users";
 const LEAD_LABELS_PATH: &str = "/api/v1/leadLabels";
@@ -14,13 +14,10 @@ const LEAD_LABELS_PATH: &str = "/api/v1/leadLabels";
 const DEAL_FIELDS_PATH: &str = "/api/v1/dealFields";
 
 impl PipedriveConnector {
-    pub(super) async fn mapping_audit(&self) -> Result<Vec<ConfigProblem>, String> {
+    pub(super) async fn mapping_audit(&self) -> Result<Vec<ConfigProblem>, ProbeError> {
         let mut problems = Vec::new();
         if !self.fields.is_empty() {
-            let fields = self
-                .person_fields(true)
-                .await
-                .map_err(|attempt| attempt.reason())?;
+            let fields = self.person_fields(true).await.map_err(ProbeError::from)?;
             for (answer, wanted) in &self.fields {
                 let key = format!("fields.{answer}");
                 match fields.iter().find(|field| field.is(wanted)) {
@@ -152,14 +149,14 @@ impl PipedriveConnector {
     }
 
     /// `data` of a v1 list, in plain words when it fails.
-    async fn list(&self, path: &str, doing: &str) -> Result<Vec<Value>, String> {
+    async fn list(&self, path: &str, doing: &str) -> Result<Vec<Value>, ProbeError> {
         let answer = self
             .api
             .send(self.api.get(path), doing)
             .await
-            .map_err(|attempt| attempt.reason())?;
+            .map_err(ProbeError::from)?;
         if !answer.status.is_success() {
-            return Err(self.failure(&answer, doing).reason());
+            return Err(self.failure(&answer, doing).into());
         }
         Ok(answer
             .json()

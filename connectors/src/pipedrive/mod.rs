@@ -20,7 +20,7 @@ use crate::crm::{self, Answer, Api, NOTE_LIMIT, Title};
 use crate::http::{self, MAX_WAIT};
 use crate::lead::Lead;
 use crate::retry;
-use crate::{Attempt, ConfigProblem, Connector, Delivery, EventType};
+use crate::{Attempt, BuildError, ConfigProblem, Connector, Delivery, EventType, ProbeError};
 
 pub use crate::crm::WithoutEmail;
 
@@ -134,11 +134,11 @@ pub struct PipedriveConnector {
 }
 
 impl PipedriveConnector {
-    pub fn new(name: &str, config: &PipedriveConfig) -> Result<Self, String> {
+    pub fn new(name: &str, config: &PipedriveConfig) -> Result<Self, BuildError> {
         let keys = config.common_keys();
         let token = keys.token()?;
         if let Some(problem) = config.mapping_problems().into_iter().next() {
-            return Err(format!("{}: {}", problem.key, problem.message));
+            return Err(BuildError::key(problem.key, problem.message));
         }
         let api = Api::new(
             &keys,
@@ -148,7 +148,7 @@ impl PipedriveConnector {
         let lead = match config.lead_config() {
             Some(lead) => Some(LeadPlan {
                 title: Title::new(lead.title.as_deref())
-                    .map_err(|message| format!("lead.title: {message}"))?,
+                    .map_err(|error| BuildError::key("lead.title", error))?,
                 label_ids: lead.label_ids,
                 channel: lead.channel,
             }),
@@ -459,15 +459,15 @@ impl Connector for PipedriveConnector {
     }
 
     /// Reads the token's own user: cheap, and it fails exactly when the token does.
-    async fn probe(&self) -> Result<String, String> {
+    async fn probe(&self) -> Result<String, ProbeError> {
         let doing = "reading the token's user";
         let answer = self
             .api
             .send(self.api.get(ME_PATH), doing)
             .await
-            .map_err(|attempt| attempt.reason())?;
+            .map_err(ProbeError::from)?;
         if !answer.status.is_success() {
-            return Err(self.failure(&answer, doing).reason());
+            return Err(self.failure(&answer, doing).into());
         }
         let data = answer.json().get("data").cloned().unwrap_or(Value::Null);
         let user = crm::text_field(&data, "name").unwrap_or_else(|| "its user".to_owned());
@@ -480,7 +480,7 @@ impl Connector for PipedriveConnector {
         ))
     }
 
-    async fn audit(&self) -> Result<Vec<ConfigProblem>, String> {
+    async fn audit(&self) -> Result<Vec<ConfigProblem>, ProbeError> {
         self.mapping_audit().await
     }
 }

@@ -1,3 +1,4 @@
+// Over 500 lines: one short method per Pipedrive call a delivery makes, all alike.
 //! The Pipedrive calls a delivery makes: organisations, persons, notes and leads. Each
 //! answers what it found or made, or the failed attempt.
 //!

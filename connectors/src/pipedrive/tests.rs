@@ -323,6 +323,8 @@ async fn a_401_is_permanent_says_to_check_the_token_and_never_shows_it() {
         assert!(!response.contains(secret));
     }
     let probe = connector.probe().await.unwrap_err();
+    assert!(matches!(probe, ProbeError::Lasting(_)), "{probe:?}");
+    let probe = probe.to_string();
     assert!(probe.contains("API token"), "{probe}");
     assert!(!probe.contains(wrong));
     assert!(fake.rejections().is_empty(), "{:?}", fake.rejections());

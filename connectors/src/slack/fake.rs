@@ -9,15 +9,15 @@
 //! known block types, and the Block Kit limits (header 150, section text 3,000, fields
 //! 10 × 2,000, 50 blocks).
 
-use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use axum::Router;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::Value;
+
+use crate::chat::fake::Hook;
 
 /// Block types Slack's Block Kit knows; anything else is `invalid_blocks`.
 const BLOCK_TYPES: [&str; 12] = [
@@ -71,22 +71,8 @@ impl Fault {
     }
 }
 
-#[derive(Default)]
-struct Inner {
-    faults: Vec<(Fault, u32)>,
-    messages: Vec<Value>,
-    rejections: Vec<(u16, String)>,
-    requests: usize,
-}
-
-/// A running fake; clones share its state.
-#[derive(Clone)]
-pub struct FakeSlack {
-    /// The webhook URL to configure: `http://127.0.0.1:PORT/services/…`.
-    pub url: String,
-    path: Arc<String>,
-    inner: Arc<Mutex<Inner>>,
-}
+/// A running fake Slack webhook; clones share its state.
+pub type FakeSlack = Hook<Fault>;
 
 impl FakeSlack {
     /// Starts a webhook on 127.0.0.1 at a Slack-shaped path.
@@ -96,64 +82,7 @@ impl FakeSlack {
 
     /// Starts a webhook answering at `path` (other paths get `no_service`).
     pub async fn start_at(path: &str) -> Self {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind 127.0.0.1:0");
-        let address = listener.local_addr().expect("a local address");
-        let fake = Self {
-            url: format!("http://{address}{path}"),
-            path: Arc::new(path.to_owned()),
-            inner: Arc::default(),
-        };
-        let router = Router::new().fallback(handle).with_state(fake.clone());
-        tokio::spawn(async move {
-            let _ = axum::serve(listener, router).await;
-        });
-        fake
-    }
-
-    /// The next `times` requests meet `fault`.
-    pub fn inject(&self, fault: Fault, times: u32) {
-        self.lock().faults.push((fault, times));
-    }
-
-    /// The messages Slack would have posted.
-    pub fn messages(&self) -> Vec<Value> {
-        self.lock().messages.clone()
-    }
-
-    /// Requests refused for their shape: status and Slack's word.
-    pub fn rejections(&self) -> Vec<(u16, String)> {
-        self.lock().rejections.clone()
-    }
-
-    pub fn requests(&self) -> usize {
-        self.lock().requests
-    }
-
-    /// Waits until `count` messages were posted, or `within` has passed.
-    pub async fn wait_for_messages(&self, count: usize, within: Duration) -> Vec<Value> {
-        let deadline = Instant::now() + within;
-        loop {
-            let messages = self.messages();
-            if messages.len() >= count || Instant::now() > deadline {
-                return messages;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    fn lock(&self) -> MutexGuard<'_, Inner> {
-        self.inner
-            .lock()
-            .unwrap_or_else(|poison| poison.into_inner())
-    }
-
-    fn take_fault(&self) -> Option<Fault> {
-        let mut inner = self.lock();
-        let slot = inner.faults.iter_mut().find(|(_, times)| *times > 0)?;
-        slot.1 -= 1;
-        Some(slot.0.clone())
+        Self::serve(path, |address| format!("http://{address}{path}"), handle).await
     }
 }
 
@@ -174,8 +103,8 @@ async fn handle(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    fake.lock().requests += 1;
-    if uri.path() != fake.path.as_str() {
+    fake.count_request();
+    if uri.path() != fake.path() {
         return word(StatusCode::NOT_FOUND, "no_service");
     }
     if method != axum::http::Method::POST {
@@ -200,13 +129,11 @@ async fn handle(
     }
     match check(&headers, &body) {
         Ok(message) => {
-            fake.lock().messages.push(message);
+            fake.accept(message);
             word(StatusCode::OK, "ok")
         }
         Err(refusal) => {
-            fake.lock()
-                .rejections
-                .push((StatusCode::BAD_REQUEST.as_u16(), refusal.to_owned()));
+            fake.refuse(StatusCode::BAD_REQUEST.as_u16(), refusal.to_owned());
             word(StatusCode::BAD_REQUEST, refusal)
         }
     }

@@ -1,7 +1,8 @@
 //! The Slack connector: posts each event to a Slack incoming webhook as a Block Kit
 //! message (built in, or from `<event type>.slack.json` in `templates_dir`), and turns
 //! Slack's answer into a [`Verdict`]. The webhook URL is a secret: it is never logged,
-//! printed or put in a reason; only its host is named.
+//! printed or put in a reason; only its host is named. The posting itself is the shared
+//! [`ChatConnector`]; this module holds what is Slack's own.
 
 pub mod message;
 
@@ -10,97 +11,64 @@ pub mod fake;
 #[cfg(test)]
 mod tests;
 
-use async_trait::async_trait;
 use reqwest::StatusCode;
+use serde_json::Value;
 
-use crate::chat::{self, Answer, ChatConfig, Medium, Overrides, Poster};
-use crate::json_template::JsonTemplateError;
-use crate::{Attempt, ConfigProblem, Connector, Delivery, Verdict};
+use crate::chat::{self, Answer, ChatConfig, ChatConnector, Medium, Poster, Service};
+use crate::{ConfigProblem, Event, ProbeError, Verdict};
 
 /// `[connectors.NAME] type = "slack"`.
 pub type SlackConfig = ChatConfig;
+
+/// A running Slack connector.
+pub type SlackConnector = ChatConnector<Slack>;
 
 pub fn validate(config: &SlackConfig) -> Vec<ConfigProblem> {
     config.validate(Medium::Slack)
 }
 
-/// A running Slack connector.
-pub struct SlackConnector {
-    name: String,
-    poster: Poster,
-    overrides: Overrides,
-    email_answer_key: Option<String>,
-}
+/// What Slack does its own way.
+pub struct Slack;
 
-impl SlackConnector {
-    pub fn new(name: &str, config: &SlackConfig) -> Result<Self, String> {
-        let poster = Poster::new(config, Medium::Slack)?;
-        let overrides = Overrides::load(config.templates_dir.as_deref(), Medium::Slack)
-            .map_err(|messages| format!("templates_dir: {}", messages.join("; ")))?;
-        Ok(Self {
-            name: name.to_owned(),
-            poster,
-            overrides,
-            email_answer_key: config.email_answer_key.clone(),
-        })
+impl Service for Slack {
+    const MEDIUM: Medium = Medium::Slack;
+
+    fn built_in(event: &Event, email_answer_key: Option<&str>) -> Value {
+        message::built_in(event, email_answer_key)
     }
-}
 
-#[async_trait]
-impl Connector for SlackConnector {
-    async fn deliver(&self, delivery: Delivery<'_>) -> Attempt {
-        let event = delivery.event;
-        let key = self.email_answer_key.as_deref();
-        let attempt = match self.overrides.render(event, key) {
-            Some(Err(error)) => template_failed(&error),
-            rendered => {
-                let mut message = match rendered {
-                    Some(Ok(message)) => message,
-                    _ => message::built_in(event, key),
-                };
-                message::fit_limits(&mut message);
-                match self.poster.post(&message).await {
-                    Ok(answer) => answer.attempt(verdict_for(&answer)),
-                    Err(attempt) => attempt,
-                }
-            }
-        };
-        delivery.log_finished(&self.name, "Slack", &attempt);
-        attempt
+    fn fit_limits(message: &mut Value) {
+        message::fit_limits(message);
+    }
+
+    fn verdict_for(answer: &Answer) -> Verdict {
+        verdict_for(answer)
     }
 
     /// Posts an empty message, which Slack refuses with `no_text` when the webhook exists
     /// (and with `no_service`, `invalid_token`, … when it does not): the channel gets
     /// nothing.
-    async fn probe(&self) -> Result<String, String> {
-        let answer = self
-            .poster
+    async fn probe_webhook(poster: &Poster) -> Result<String, ProbeError> {
+        let answer = poster
             .post(&serde_json::json!({}))
             .await
-            .map_err(|attempt| attempt.reason())?;
+            .map_err(ProbeError::from)?;
         let word = chat::code_word(&answer.body);
         match (answer.status.as_u16(), word) {
             (400, Some("no_text" | "missing_text_or_fallback_or_attachments")) => Ok(format!(
                 "{} knows this incoming webhook (an empty test message was refused as \
                  expected; nothing was posted)",
-                self.poster.endpoint()
+                poster.endpoint()
             )),
             _ => match verdict_for(&answer) {
-                Verdict::Delivered => Ok(format!(
-                    "{} accepted an empty message",
-                    self.poster.endpoint()
-                )),
-                Verdict::Retry { reason, .. } | Verdict::Permanent { reason } => Err(reason),
+                Verdict::Delivered => {
+                    Ok(format!("{} accepted an empty message", poster.endpoint()))
+                }
+                Verdict::Retry { reason, .. } => Err(ProbeError::Passing(reason)),
+                Verdict::Permanent { reason } => Err(ProbeError::Lasting(reason)),
             },
         }
     }
-}
-
-fn template_failed(error: &JsonTemplateError) -> Attempt {
-    Attempt::permanent(format!(
-        "templates_dir: {error}; fix the template (`clairo-sync check` tries it on a sample \
-         event), then replay the delivery"
-    ))
 }
 
 /// Slack's answers, as its incoming-webhook documentation lists them: the body is a word

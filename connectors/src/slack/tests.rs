@@ -1,36 +1,16 @@
 use std::path::Path;
 use std::time::Duration;
 
-use serde_json::{Value, json};
+use serde_json::json;
 
 use super::fake::{FakeSlack, Fault};
 use super::*;
 use crate::chat::text::DEFUSE;
 use crate::testkit::*;
-use crate::{ConnectorConfig, Event, EventType, Secret};
-
-fn config(url: &str) -> SlackConfig {
-    SlackConfig {
-        url: Some(Secret::new(url)),
-        url_file: None,
-        templates_dir: None,
-        timeout: Duration::from_secs(5),
-        email_answer_key: None,
-    }
-}
+use crate::{Connector, ConnectorConfig, Event, EventType};
 
 fn connector(config: &SlackConfig) -> SlackConnector {
     SlackConnector::new("sales_slack", config).unwrap()
-}
-
-/// Every string anywhere in a message, joined: what a reader could see.
-fn all_text(value: &Value) -> String {
-    match value {
-        Value::String(text) => format!("{text}\n"),
-        Value::Array(items) => items.iter().map(all_text).collect(),
-        Value::Object(map) => map.values().map(all_text).collect(),
-        _ => String::new(),
-    }
 }
 
 fn hostile_brief(summary: &str) -> Event {
@@ -43,7 +23,7 @@ fn hostile_brief(summary: &str) -> Event {
 #[tokio::test]
 async fn every_built_in_message_is_accepted_by_slack() {
     let fake = FakeSlack::start().await;
-    let connector = connector(&config(&fake.url));
+    let connector = connector(&chat_config(&fake.url));
     let events = [
         john_brief(),
         anonymous_brief(),
@@ -85,7 +65,7 @@ async fn pings_markup_and_links_in_a_brief_are_escaped_so_nobody_is_notified() {
     let summary = "<!channel> <!everyone> <@U024BE7LH> @everyone @here: visit <https://evil.example|your bank> \
                    or https://evil.example/login & *act now*";
 
-    let attempt = first_attempt(&connector(&config(&fake.url)), &hostile_brief(summary)).await;
+    let attempt = first_attempt(&connector(&chat_config(&fake.url)), &hostile_brief(summary)).await;
 
     assert_eq!(attempt.verdict, Verdict::Delivered, "{attempt:?}");
     let message = &fake.messages()[0];
@@ -137,7 +117,7 @@ async fn a_huge_summary_and_name_are_cut_to_slacks_limits_and_accepted() {
         &"All work and no play. ".repeat(2000),
     );
 
-    let attempt = first_attempt(&connector(&config(&fake.url)), &event).await;
+    let attempt = first_attempt(&connector(&chat_config(&fake.url)), &event).await;
 
     assert_eq!(attempt.verdict, Verdict::Delivered, "{attempt:?}");
     assert!(fake.rejections().is_empty(), "{:?}", fake.rejections());
@@ -154,7 +134,7 @@ async fn a_huge_summary_and_name_are_cut_to_slacks_limits_and_accepted() {
 #[tokio::test]
 async fn slacks_refusals_make_the_delivery_dead_with_slacks_reason() {
     let fake = FakeSlack::start().await;
-    let connector = connector(&config(&fake.url));
+    let connector = connector(&chat_config(&fake.url));
     let cases = [
         (
             Fault::ChannelNotFound,
@@ -202,7 +182,7 @@ async fn a_message_slack_finds_invalid_is_dead_with_its_word() {
         "brief.created.slack.json",
         r#"{"blocks": [{"type": "banner", "text": {{ data.summary | slack_text }}}]}"#,
     );
-    let mut config = config(&fake.url);
+    let mut config = chat_config(&fake.url);
     config.templates_dir = Some(dir.path().to_path_buf());
 
     let attempt = first_attempt(&connector(&config), &john_brief()).await;
@@ -217,7 +197,7 @@ async fn a_message_slack_finds_invalid_is_dead_with_its_word() {
 #[tokio::test]
 async fn a_429_is_retried_after_slacks_retry_after_and_a_500_on_the_schedule() {
     let fake = FakeSlack::start().await;
-    let connector = connector(&config(&fake.url));
+    let connector = connector(&chat_config(&fake.url));
     fake.inject(
         Fault::RateLimited {
             retry_after_secs: 30,
@@ -250,13 +230,13 @@ async fn a_429_is_retried_after_slacks_retry_after_and_a_500_on_the_schedule() {
 async fn no_answer_in_time_or_no_connection_is_retried_and_never_names_the_url_path() {
     let fake = FakeSlack::start().await;
     fake.inject(Fault::Slow(Duration::from_secs(5)), 1);
-    let mut slow = config(&fake.url);
+    let mut slow = chat_config(&fake.url);
     slow.timeout = Duration::from_millis(300);
 
     let timed_out = first_attempt(&connector(&slow), &john_brief()).await;
     let address = unused_address();
     let refused = first_attempt(
-        &connector(&config(&format!(
+        &connector(&chat_config(&format!(
             "http://{address}/services/T1/B2/tok_in_path"
         ))),
         &john_brief(),
@@ -297,7 +277,7 @@ async fn a_template_replaces_the_built_in_and_inserts_values_as_escaped_json() {
   ]
 }"#,
     );
-    let mut config = config(&fake.url);
+    let mut config = chat_config(&fake.url);
     config.templates_dir = Some(dir.path().to_path_buf());
     let connector = connector(&config);
 
@@ -331,7 +311,7 @@ async fn a_template_that_writes_too_much_is_cut_to_the_limits_not_refused() {
         "brief.created.slack.json",
         r#"{"text": "lead", "blocks": [{"type": "header", "text": {"type": "plain_text", "text": {{ data.summary | slack_text }}}}]}"#,
     );
-    let mut config = config(&fake.url);
+    let mut config = chat_config(&fake.url);
     config.templates_dir = Some(dir.path().to_path_buf());
 
     let attempt = first_attempt(&connector(&config), &hostile_brief(&"a & b ".repeat(100))).await;
@@ -361,7 +341,7 @@ async fn a_template_that_renders_invalid_json_for_one_event_makes_that_delivery_
         "brief.created.slack.json",
         r#"{"text": {% if data.summary %}{{ data.summary | slack_text }}{% endif %}}"#,
     );
-    let mut config = config(&fake.url);
+    let mut config = chat_config(&fake.url);
     config.templates_dir = Some(dir.path().to_path_buf());
     assert_eq!(validate(&config), Vec::new());
 
@@ -398,7 +378,7 @@ fn a_template_that_renders_invalid_json_is_a_problem_of_templates_dir() {
         "conversation.updated.slack.json",
         r#"["not", "an", "object"]"#,
     );
-    let mut config = config("https://hooks.slack.com/services/T1/B2/tok");
+    let mut config = chat_config("https://hooks.slack.com/services/T1/B2/tok");
     config.templates_dir = Some(dir.path().to_path_buf());
 
     let problems = validate(&config);
@@ -430,11 +410,13 @@ fn a_template_that_renders_invalid_json_is_a_problem_of_templates_dir() {
 #[tokio::test]
 async fn probing_a_live_webhook_posts_nothing_and_a_removed_one_fails() {
     let fake = FakeSlack::start().await;
-    let live = connector(&config(&fake.url));
-    let removed = connector(&config(&format!("{}/gone", fake.url)));
+    let live = connector(&chat_config(&fake.url));
+    let removed = connector(&chat_config(&format!("{}/gone", fake.url)));
 
     let description = live.probe().await.unwrap();
     let error = removed.probe().await.unwrap_err();
+    assert!(matches!(error, ProbeError::Lasting(_)), "{error:?}");
+    let error = error.to_string();
 
     assert!(description.contains("nothing was posted"), "{description}");
     assert!(error.contains("`no_service`"), "{error}");

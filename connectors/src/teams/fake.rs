@@ -9,10 +9,6 @@
 //! fails in the flow's run (`MessageSizeExceeded`, 28,672 bytes at most); the fake
 //! answers that failure at once, as a 400, so a test sees it.
 
-use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
-
-use axum::Router;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
@@ -20,6 +16,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
 use super::card::{CARD_CONTENT_TYPE, TEAMS_LIMIT_BYTES};
+use crate::chat::fake::Hook;
 
 /// A failure to meet.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -30,85 +27,19 @@ pub enum Fault {
     Throttled { retry_after_secs: u64 },
 }
 
-#[derive(Default)]
-struct Inner {
-    faults: Vec<(Fault, u32)>,
-    messages: Vec<Value>,
-    rejections: Vec<(u16, String)>,
-    requests: usize,
-}
-
-/// A running fake; clones share its state.
-#[derive(Clone)]
-pub struct FakeTeams {
-    /// The webhook URL to configure: Workflows-shaped, with its `sig=`.
-    pub url: String,
-    path: Arc<String>,
-    inner: Arc<Mutex<Inner>>,
-}
+/// A running fake Teams workflow webhook; clones share its state.
+pub type FakeTeams = Hook<Fault>;
 
 impl FakeTeams {
     pub async fn start() -> Self {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind 127.0.0.1:0");
-        let address = listener.local_addr().expect("a local address");
         let path = "/workflows/0f1e2d3c4b5a69788796a5b4c3d2e1f0/triggers/manual/paths/invoke";
-        let fake = Self {
-            url: format!(
+        // Workflows-shaped, with its `sig=`.
+        let url = |address| {
+            format!(
                 "http://{address}{path}?api-version=2016-06-01&sp=%2Ftriggers%2Fmanual%2Frun&sv=1.0&sig=FAKEsigFAKEsig"
-            ),
-            path: Arc::new(path.to_owned()),
-            inner: Arc::default(),
+            )
         };
-        let router = Router::new().fallback(handle).with_state(fake.clone());
-        tokio::spawn(async move {
-            let _ = axum::serve(listener, router).await;
-        });
-        fake
-    }
-
-    pub fn inject(&self, fault: Fault, times: u32) {
-        self.lock().faults.push((fault, times));
-    }
-
-    /// The messages the workflow would have posted.
-    pub fn messages(&self) -> Vec<Value> {
-        self.lock().messages.clone()
-    }
-
-    /// Requests refused for their shape or size: status and error message.
-    pub fn rejections(&self) -> Vec<(u16, String)> {
-        self.lock().rejections.clone()
-    }
-
-    pub fn requests(&self) -> usize {
-        self.lock().requests
-    }
-
-    /// Waits until `count` messages were posted, or `within` has passed.
-    pub async fn wait_for_messages(&self, count: usize, within: Duration) -> Vec<Value> {
-        let deadline = Instant::now() + within;
-        loop {
-            let messages = self.messages();
-            if messages.len() >= count || Instant::now() > deadline {
-                return messages;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    fn lock(&self) -> MutexGuard<'_, Inner> {
-        self.inner
-            .lock()
-            .unwrap_or_else(|poison| poison.into_inner())
-    }
-
-    fn take_fault(&self) -> Option<Fault> {
-        let mut inner = self.lock();
-        let slot = inner.faults.iter_mut().find(|(_, times)| *times > 0)?;
-        slot.1 -= 1;
-        Some(slot.0.clone())
+        Self::serve(path, url, handle).await
     }
 }
 
@@ -138,8 +69,8 @@ async fn handle(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    fake.lock().requests += 1;
-    if uri.path() != fake.path.as_str() {
+    fake.count_request();
+    if uri.path() != fake.path() {
         return error(
             StatusCode::NOT_FOUND,
             "WorkflowNotFound",
@@ -182,13 +113,11 @@ async fn handle(
     }
     match check(&headers, &body) {
         Ok(message) => {
-            fake.lock().messages.push(message);
+            fake.accept(message);
             StatusCode::ACCEPTED.into_response()
         }
         Err((code, message)) => {
-            fake.lock()
-                .rejections
-                .push((400, format!("{code}: {message}")));
+            fake.refuse(400, format!("{code}: {message}"));
             error(StatusCode::BAD_REQUEST, code, &message)
         }
     }

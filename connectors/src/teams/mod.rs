@@ -2,7 +2,8 @@
 //! when a webhook request is received") as an Adaptive Card (built in, or from
 //! `<event type>.teams.json` in `templates_dir`), and turns the answer into a [`Verdict`].
 //! The webhook URL holds its signature (`sig=`), so it is a secret: never logged,
-//! printed or put in a reason; only its host is named.
+//! printed or put in a reason; only its host is named. The posting itself is the shared
+//! [`ChatConnector`]; this module holds what is Teams' own.
 
 pub mod card;
 
@@ -11,87 +12,50 @@ pub mod fake;
 #[cfg(test)]
 mod tests;
 
-use async_trait::async_trait;
 use serde_json::Value;
 
-use crate::chat::{self, Answer, ChatConfig, Medium, Overrides, Poster};
-use crate::json_template::JsonTemplateError;
-use crate::{Attempt, ConfigProblem, Connector, Delivery, Verdict};
+use crate::chat::{self, Answer, ChatConfig, ChatConnector, Medium, Poster, Service};
+use crate::{ConfigProblem, Event, ProbeError, Verdict};
 
 /// `[connectors.NAME] type = "teams"`.
 pub type TeamsConfig = ChatConfig;
+
+/// A running Teams connector.
+pub type TeamsConnector = ChatConnector<Teams>;
 
 pub fn validate(config: &TeamsConfig) -> Vec<ConfigProblem> {
     config.validate(Medium::Teams)
 }
 
-/// A running Teams connector.
-pub struct TeamsConnector {
-    name: String,
-    poster: Poster,
-    overrides: Overrides,
-    email_answer_key: Option<String>,
-}
+/// What Teams does its own way.
+pub struct Teams;
 
-impl TeamsConnector {
-    pub fn new(name: &str, config: &TeamsConfig) -> Result<Self, String> {
-        let poster = Poster::new(config, Medium::Teams)?;
-        let overrides = Overrides::load(config.templates_dir.as_deref(), Medium::Teams)
-            .map_err(|messages| format!("templates_dir: {}", messages.join("; ")))?;
-        Ok(Self {
-            name: name.to_owned(),
-            poster,
-            overrides,
-            email_answer_key: config.email_answer_key.clone(),
-        })
+impl Service for Teams {
+    const MEDIUM: Medium = Medium::Teams;
+
+    fn built_in(event: &Event, email_answer_key: Option<&str>) -> Value {
+        card::built_in(event, email_answer_key)
     }
-}
 
-#[async_trait]
-impl Connector for TeamsConnector {
-    async fn deliver(&self, delivery: Delivery<'_>) -> Attempt {
-        let event = delivery.event;
-        let key = self.email_answer_key.as_deref();
-        let attempt = match self.overrides.render(event, key) {
-            Some(Err(error)) => template_failed(&error),
-            rendered => {
-                let mut message = match rendered {
-                    Some(Ok(message)) => message,
-                    _ => card::built_in(event, key),
-                };
-                card::fit_size(&mut message);
-                match self.poster.post(&message).await {
-                    Ok(answer) => answer.attempt(verdict_for(&answer)),
-                    Err(attempt) => attempt,
-                }
-            }
-        };
-        delivery.log_finished(&self.name, "Teams", &attempt);
-        attempt
+    fn fit_limits(message: &mut Value) {
+        card::fit_size(message);
+    }
+
+    fn verdict_for(answer: &Answer) -> Verdict {
+        verdict_for(answer)
     }
 
     /// A HEAD request: any answer means the host is reachable. A POST would start the
     /// workflow, and an empty one would make it fail in the flow's run history.
-    async fn probe(&self) -> Result<String, String> {
-        let answer = self
-            .poster
-            .head()
-            .await
-            .map_err(|attempt| attempt.reason())?;
+    async fn probe_webhook(poster: &Poster) -> Result<String, ProbeError> {
+        let answer = poster.head().await.map_err(ProbeError::from)?;
         Ok(format!(
             "{} is reachable (answered {} to a HEAD request; the workflow itself is only \
              tried by a delivery or `--send-test`)",
-            self.poster.endpoint(),
+            poster.endpoint(),
             crate::http::describe(answer.status)
         ))
     }
-}
-
-fn template_failed(error: &JsonTemplateError) -> Attempt {
-    Attempt::permanent(format!(
-        "templates_dir: {error}; fix the template (`clairo-sync check` tries it on a sample \
-         event), then replay the delivery"
-    ))
 }
 
 /// The error code Workflows (Azure Logic Apps) puts in `{"error": {"code": …}}`, if the

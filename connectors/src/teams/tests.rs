@@ -7,17 +7,7 @@ use super::fake::{FakeTeams, Fault};
 use super::*;
 use crate::chat::text::DEFUSE;
 use crate::testkit::*;
-use crate::{ConnectorConfig, EventType, Secret};
-
-fn config(url: &str) -> TeamsConfig {
-    TeamsConfig {
-        url: Some(Secret::new(url)),
-        url_file: None,
-        templates_dir: None,
-        timeout: Duration::from_secs(5),
-        email_answer_key: None,
-    }
-}
+use crate::{Connector, ConnectorConfig, EventType};
 
 fn connector(config: &TeamsConfig) -> TeamsConnector {
     TeamsConnector::new("sales_teams", config).unwrap()
@@ -27,20 +17,10 @@ fn card(message: &Value) -> &Value {
     &message["attachments"][0]["content"]
 }
 
-/// Every string anywhere in a message, joined.
-fn all_text(value: &Value) -> String {
-    match value {
-        Value::String(text) => format!("{text}\n"),
-        Value::Array(items) => items.iter().map(all_text).collect(),
-        Value::Object(map) => map.values().map(all_text).collect(),
-        _ => String::new(),
-    }
-}
-
 #[tokio::test]
 async fn every_built_in_card_is_accepted_by_teams() {
     let fake = FakeTeams::start().await;
-    let connector = connector(&config(&fake.url));
+    let connector = connector(&chat_config(&fake.url));
     let events = [
         john_brief(),
         anonymous_brief(),
@@ -79,7 +59,7 @@ async fn markdown_and_mentions_in_a_brief_show_as_typed() {
         "# Urgent\n1. _click_ `here`\n> quoted ~gone~ @everyone",
     );
 
-    let attempt = first_attempt(&connector(&config(&fake.url)), &event).await;
+    let attempt = first_attempt(&connector(&chat_config(&fake.url)), &event).await;
 
     assert_eq!(attempt.verdict, Verdict::Delivered, "{attempt:?}");
     let text = all_text(card(&fake.messages()[0]));
@@ -116,7 +96,7 @@ async fn a_huge_summary_is_cut_so_the_card_stays_under_the_teams_limit() {
             json!({"conversation": {"id": "cm2", "messages": messages}, "newMessages": messages}),
         ),
     ];
-    let connector = connector(&config(&fake.url));
+    let connector = connector(&chat_config(&fake.url));
     for event in &events {
         let attempt = first_attempt(&connector, event).await;
         assert_eq!(attempt.verdict, Verdict::Delivered, "{attempt:?}");
@@ -156,7 +136,7 @@ async fn a_card_over_28_kb_is_refused_by_the_fake_as_teams_does() {
 #[tokio::test]
 async fn a_429_from_teams_is_retried_after_its_retry_after() {
     let fake = FakeTeams::start().await;
-    let connector = connector(&config(&fake.url));
+    let connector = connector(&chat_config(&fake.url));
     fake.inject(
         Fault::Throttled {
             retry_after_secs: 45,
@@ -186,7 +166,7 @@ async fn a_429_from_teams_is_retried_after_its_retry_after() {
 #[tokio::test]
 async fn a_400_401_403_or_404_from_teams_makes_the_delivery_dead() {
     let fake = FakeTeams::start().await;
-    let connector = connector(&config(&fake.url));
+    let connector = connector(&chat_config(&fake.url));
     for (status, advice) in [
         (400, "not accepted"),
         (401, "signature"),
@@ -211,7 +191,7 @@ async fn a_400_401_403_or_404_from_teams_makes_the_delivery_dead() {
 #[tokio::test]
 async fn a_refused_connection_is_retried_without_the_urls_signature() {
     let address = unused_address();
-    let connector = connector(&config(&format!(
+    let connector = connector(&chat_config(&format!(
         "http://{address}/workflows/abc/triggers/manual/paths/invoke?sig=tok_signature"
     )));
 
@@ -237,7 +217,7 @@ async fn a_teams_template_replaces_the_built_in_card() {
            {"type": "TextBlock", "text": {{ data.transcript | teams_text(20) }}, "wrap": true}]}}]}"#,
     )
     .unwrap();
-    let mut config = config(&fake.url);
+    let mut config = chat_config(&fake.url);
     config.templates_dir = Some(dir.path().to_path_buf());
 
     let attempt = first_attempt(&connector(&config), &meeting()).await;
@@ -266,7 +246,7 @@ fn a_teams_table_parses_and_an_http_url_to_another_host_is_refused() {
 async fn probing_teams_starts_no_workflow() {
     let fake = FakeTeams::start().await;
 
-    let description = connector(&config(&fake.url)).probe().await.unwrap();
+    let description = connector(&chat_config(&fake.url)).probe().await.unwrap();
 
     assert!(description.contains("reachable"), "{description}");
     assert!(fake.messages().is_empty());

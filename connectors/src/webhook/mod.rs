@@ -19,8 +19,8 @@ use url::Url;
 
 use crate::http::{self, NoAnswer};
 use crate::{
-    Attempt, ConfigProblem, Connector, Delivery, MAX_RESPONSE_CHARS, Secret, SecretSlot, Verdict,
-    truncate_response,
+    Attempt, BuildError, ConfigProblem, Connector, Delivery, HeaderLineError, MAX_RESPONSE_CHARS,
+    ProbeError, Secret, SecretError, SecretSlot, UrlError, Verdict, truncate_response,
 };
 
 /// The prefix the Standard Webhooks specification gives symmetric signing secrets.
@@ -132,24 +132,22 @@ impl WebhookConfig {
 const MISSING_SECRET: &str = "is missing; set `secret_file` to a file holding the receiver's \
     whsec_… signing secret (or provide the systemd credential `<connector name>-secret`)";
 
-fn parse_url(text: &str) -> Result<Url, String> {
+fn parse_url(text: &str) -> Result<Url, UrlError> {
     http::parse_url(text, "https://hooks.example.com/clairo")
 }
 
 /// The HMAC key in a `whsec_…` secret. Messages never include the secret.
-fn signing_key(secret: &Secret) -> Result<Vec<u8>, String> {
-    let encoded = secret.expose().trim().strip_prefix(SECRET_PREFIX).ok_or(
-        "does not start with `whsec_`; use the signing secret exactly as the receiver \
-         gave it (whsec_ followed by base64)",
-    )?;
-    let key = SECRET_BASE64.decode(encoded).map_err(|_| {
-        "is not valid base64 after `whsec_`; copy the whole secret again from the receiver"
-            .to_owned()
-    })?;
+fn signing_key(secret: &Secret) -> Result<Vec<u8>, SecretError> {
+    let encoded = secret
+        .expose()
+        .trim()
+        .strip_prefix(SECRET_PREFIX)
+        .ok_or(SecretError::NoPrefix)?;
+    let key = SECRET_BASE64
+        .decode(encoded)
+        .map_err(|_| SecretError::NotBase64)?;
     if key.is_empty() {
-        return Err(
-            "has no key after `whsec_`; copy the whole secret again from the receiver".to_owned(),
-        );
+        return Err(SecretError::NoKey);
     }
     Ok(key)
 }
@@ -157,7 +155,7 @@ fn signing_key(secret: &Secret) -> Result<Vec<u8>, String> {
 /// `Name: value` lines (a `headers_file` or the `<connector name>-headers` credential);
 /// blank lines and `#` comments are skipped. An error names the line by its number,
 /// never by its text: the values are credentials.
-pub fn parse_header_lines(text: &str) -> Result<Vec<(String, Secret)>, String> {
+pub fn parse_header_lines(text: &str) -> Result<Vec<(String, Secret)>, HeaderLineError> {
     let mut headers = Vec::new();
     for (index, line) in text.lines().enumerate() {
         let line = line.trim();
@@ -165,17 +163,11 @@ pub fn parse_header_lines(text: &str) -> Result<Vec<(String, Secret)>, String> {
             continue;
         }
         let Some((name, value)) = line.split_once(':') else {
-            return Err(format!(
-                "line {} is not `Name: value`; write one header per line, e.g. `X-Gateway-Token: …`",
-                index + 1
-            ));
+            return Err(HeaderLineError::NotNameValue { line: index + 1 });
         };
         let name = name.trim();
         if name.is_empty() {
-            return Err(format!(
-                "line {} has no header name before `:`; write `Name: value`",
-                index + 1
-            ));
+            return Err(HeaderLineError::NoName { line: index + 1 });
         }
         headers.push((name.to_owned(), Secret::new(value.trim())));
     }
@@ -203,8 +195,14 @@ fn custom_header(name: &str, value: &str) -> Result<(HeaderName, HeaderValue), S
 
 /// The Standard Webhooks `v1` signature: `v1,` + base64 of HMAC-SHA256, keyed with the
 /// base64-decoded part of the `whsec_…` secret, over `{msg_id}.{timestamp}.{body}`.
-pub fn sign(secret: &Secret, msg_id: &str, timestamp: i64, body: &str) -> Result<String, String> {
-    let key = signing_key(secret).map_err(|message| format!("the secret {message}"))?;
+/// The error says what is wrong with the secret.
+pub fn sign(
+    secret: &Secret,
+    msg_id: &str,
+    timestamp: i64,
+    body: &str,
+) -> Result<String, SecretError> {
+    let key = signing_key(secret)?;
     Ok(sign_with_key(&key, msg_id, timestamp, body))
 }
 
@@ -234,21 +232,24 @@ pub struct WebhookConnector {
 }
 
 impl WebhookConnector {
-    pub fn new(name: &str, config: &WebhookConfig) -> Result<Self, String> {
-        let url = parse_url(&config.url).map_err(|message| format!("url: {message}"))?;
+    pub fn new(name: &str, config: &WebhookConfig) -> Result<Self, BuildError> {
+        let url = parse_url(&config.url).map_err(|error| BuildError::key("url", error))?;
         let secret = config
             .secret
             .as_ref()
-            .ok_or_else(|| format!("secret: {MISSING_SECRET}"))?;
-        let key = signing_key(secret).map_err(|message| format!("secret: {message}"))?;
+            .ok_or_else(|| BuildError::key("secret", MISSING_SECRET))?;
+        let key = signing_key(secret).map_err(|error| BuildError::key("secret", error))?;
         let mut headers = HeaderMap::new();
         for (name, value) in &config.headers {
             let (name, value) = custom_header(name, value.expose())
-                .map_err(|message| format!("headers.{name}: {message}"))?;
+                .map_err(|message| BuildError::key(format!("headers.{name}"), message))?;
             headers.insert(name, value);
         }
         if config.timeout.is_zero() {
-            return Err("timeout: is zero; set how long to wait for the receiver".to_owned());
+            return Err(BuildError::key(
+                "timeout",
+                "is zero; set how long to wait for the receiver",
+            ));
         }
         let client = http::client(config.timeout, HeaderMap::new())?;
         Ok(Self {
@@ -324,7 +325,7 @@ impl Connector for WebhookConnector {
     }
 
     /// Any HTTP answer to a HEAD request means the receiver is reachable; no event is sent.
-    async fn probe(&self) -> Result<String, String> {
+    async fn probe(&self) -> Result<String, ProbeError> {
         let sent = self
             .client
             .head(self.url.clone())
@@ -337,7 +338,7 @@ impl Connector for WebhookConnector {
                 self.endpoint(),
                 http::describe(response.status())
             )),
-            Err(error) => Err(self.unanswered(error).reason()),
+            Err(error) => Err(self.unanswered(error).into()),
         }
     }
 }

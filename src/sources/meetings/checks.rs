@@ -1,3 +1,4 @@
+// Over 500 lines: its tests are the last 100; the checks themselves are under 480.
 //! What is checked before a recording is sent: which files in a drop folder count at all,
 //! what kind of entry it is (only regular files are taken: a link is never followed, a
 //! FIFO or device never opened), what a recording is (extension and magic bytes must

@@ -1,3 +1,4 @@
+// Over 500 lines: one idea, the folder loop (scan, watch, settle, one file at a time).
 //! The folder loop: one task per `[[meetings.folders]]` that watches (inotify, or lists
 //! every `poll_interval`), rescans, lets files settle, and hands the ready ones, one at a
 //! time, to handle.rs. It owns every file's state (state.rs), so a file is handled by one

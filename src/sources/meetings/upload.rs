@@ -1,3 +1,4 @@
+// Over 500 lines: with its tests; the upload itself is under 500.
 //! One recording, from file to meeting: the checks, the content's sha256 (streamed), the
 //! claim in the state database, an optional conversion, the request, and Clairo's answer
 //! recorded with its `meeting.processed` event in one transaction. Shared by the drop
