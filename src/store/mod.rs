@@ -228,12 +228,20 @@ impl Store {
         let guard = open_lock(path).await?;
         let pool = SqlitePoolOptions::new()
             .max_connections(MAX_CONNECTIONS)
+            // A ping is a round trip to the connection's thread (two thread wake-ups) and
+            // tells nothing about a local file: not one before every checkout.
+            .test_before_acquire(false)
             // After SQLITE_FULL (or an I/O error) SQLite rolls the transaction back itself;
             // the driver's ROLLBACK then fails and it still counts the connection as inside
             // a transaction, refusing every later BEGIN on it. Such a connection is closed
             // instead of pooled, so the store recovers once the disk has room again.
             .after_release(|connection, _| {
                 Box::pin(async move {
+                    // Outside a transaction (the driver's depth counter, no round trip) is
+                    // the common case: nothing to wait for.
+                    if !sqlx::Connection::is_in_transaction(connection) {
+                        return Ok(true);
+                    }
                     // The ping lets a rollback still queued on the connection finish first,
                     // so a healthy connection is not closed needlessly.
                     sqlx::Connection::ping(connection).await?;
