@@ -34,6 +34,12 @@ const BATCH: usize = 500;
 /// but missed the idle-memory goal (10.6 MiB), so two (BENCHMARKS.md).
 const MAX_CONNECTIONS: u32 = 2;
 
+/// WAL pages written before a commit copies them into the database file (SQLite's default
+/// is 1,000). A checkpoint costs two fsyncs and rewrites each page once however often it
+/// changed: the outbox rewrites the same few pages with every event, so checkpointing
+/// every ~40 MB instead of every ~4 MB saves most of that work (BENCHMARKS.md, issue 16).
+const WAL_AUTOCHECKPOINT_PAGES: u32 = 10_000;
+
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error(
@@ -219,6 +225,7 @@ impl Store {
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Normal)
+            .pragma("wal_autocheckpoint", WAL_AUTOCHECKPOINT_PAGES.to_string())
             .busy_timeout(BUSY_TIMEOUT)
             .foreign_keys(true);
         // The daemon and an operator's `status` may open a new file at the same moment:
