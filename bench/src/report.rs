@@ -261,7 +261,7 @@ The goal is exactly one `GET /briefs` and one `GET /conversations` per cycle. Vm
 - **Throughput**: sandbox and daemon budgets both 10⁹/min (no pacing); 5,000 briefs from \
 spawning the daemon to the 5,000th distinct event at the webhook receiver (which answers \
 200 at once); CPU is the daemon's utime+stime (all its threads) at that moment, per 1,000 \
-events (goal ≤ 0.3 s, issue 16). The machine is shared: this figure moves by ±20 % from \
+events (goal ≤ 0.3 s, issue 16). The machine is shared: this figure moves by up to ±25 % from \
 run to run with the other load (a thread wake-up costs more when the other core is busy).
 - **Upload**: `clairo-sync upload FILE --agent ID --json`; its VmRSS, RssAnon, VmHWM and \
 bytes read (`rchar` of `/proc/PID/io`) are sampled every 2 ms. Growth is the peak VmHWM \
