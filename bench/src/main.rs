@@ -124,16 +124,18 @@ fn main() -> anyhow::Result<()> {
         );
     }
     let mut bench = Bench {
-        bin,
         clk_tck: clock_ticks_per_second(),
         report: Report::default(),
+        bin,
     };
+    bench.report.cost.text_bytes = report::text_section_size(&bench.bin);
     eprintln!("clairo-bench: daemon {}", bench.bin.display());
     let started = Instant::now();
     runtime.block_on(bench.run(&phases));
     let elapsed = started.elapsed();
     eprintln!("clairo-bench: done in {:.0} s", elapsed.as_secs_f64());
     println!("{}", bench.report.table());
+    print!("{}", bench.report.cost.table());
     if all && write {
         let path = report::benchmarks_path();
         bench.report.write_markdown(&path, elapsed)?;

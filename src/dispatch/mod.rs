@@ -182,6 +182,11 @@ impl Dispatcher {
             return Ok((Vec::new(), next));
         }
         let claimed = self.claim(connector, limit).await?;
+        // Every free slot taken: the worker wakes when one frees, and the next due time
+        // would go unused (one query fewer per claim in a backlog).
+        if claimed.len() >= limit {
+            return Ok((claimed, None));
+        }
         let next = self.store.next_due_at(connector).await?;
         Ok((claimed, next))
     }
@@ -199,6 +204,9 @@ impl Dispatcher {
             if shutdown.is_cancelled() {
                 break;
             }
+            // Reap every attempt that has finished, so the slots they free are claimed
+            // in one transaction rather than one claim per finished attempt.
+            while in_flight.try_join_next().is_some() {}
             let free = self.settings.concurrency.saturating_sub(in_flight.len());
             let mut wait = IDLE_RECHECK;
             if free > 0 {

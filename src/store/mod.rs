@@ -97,6 +97,12 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 /// but missed the idle-memory goal (10.6 MiB), so two (BENCHMARKS.md).
 const MAX_CONNECTIONS: u32 = 2;
 
+/// WAL pages written before a commit copies them into the database file (SQLite's default
+/// is 1,000). A checkpoint costs two fsyncs and rewrites each page once however often it
+/// changed: the outbox rewrites the same few pages with every event, so checkpointing
+/// every ~40 MB instead of every ~4 MB saves most of that work (BENCHMARKS.md, issue 16).
+const WAL_AUTOCHECKPOINT_PAGES: u32 = 10_000;
+
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error(
@@ -246,6 +252,7 @@ impl Store {
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Normal)
+            .pragma("wal_autocheckpoint", WAL_AUTOCHECKPOINT_PAGES.to_string())
             .busy_timeout(BUSY_TIMEOUT)
             .foreign_keys(true);
         // The daemon and an operator's `status` may open a new file at the same moment:
@@ -255,12 +262,20 @@ impl Store {
         let guard = open_lock(path).await?;
         let pool = SqlitePoolOptions::new()
             .max_connections(MAX_CONNECTIONS)
+            // A ping is a round trip to the connection's thread (two thread wake-ups) and
+            // tells nothing about a local file: not one before every checkout.
+            .test_before_acquire(false)
             // After SQLITE_FULL (or an I/O error) SQLite rolls the transaction back itself;
             // the driver's ROLLBACK then fails and it still counts the connection as inside
             // a transaction, refusing every later BEGIN on it. Such a connection is closed
             // instead of pooled, so the store recovers once the disk has room again.
             .after_release(|connection, _| {
                 Box::pin(async move {
+                    // Outside a transaction (the driver's depth counter, no round trip) is
+                    // the common case: nothing to wait for.
+                    if !sqlx::Connection::is_in_transaction(connection) {
+                        return Ok(true);
+                    }
                     // The ping lets a rollback still queued on the connection finish first,
                     // so a healthy connection is not closed needlessly.
                     sqlx::Connection::ping(connection).await?;

@@ -2,6 +2,7 @@
 //! and CPU while nothing happens.
 
 use super::*;
+use crate::report::IDLE_RSS_GOAL_MIB;
 
 impl Bench {
     /// The daemon after the backlog: both sources every 5 s, nothing new. Requests per
@@ -138,9 +139,10 @@ impl Bench {
                 mib(file),
                 mib(hwm)
             ),
-            "≤ 10 MiB",
-            Verdict::goal(mib(rss) <= 10.0),
+            format!("≤ {IDLE_RSS_GOAL_MIB:.0} MiB"),
+            Verdict::goal(mib(rss) <= IDLE_RSS_GOAL_MIB),
         ));
+        self.report.cost.idle_rss_mib = Some(mib(rss));
         self.report.row(Row::new(
             "Idle: CPU over 60 s idle",
             format!(

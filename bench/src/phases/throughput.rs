@@ -2,6 +2,7 @@
 //! per 1,000 events.
 
 use super::*;
+use crate::report::CPU_PER_1K_GOAL_S;
 
 impl Bench {
     /// No budget to wait for: how fast briefs become delivered webhooks, and at what CPU.
@@ -68,9 +69,11 @@ impl Bench {
         self.report.row(Row::new(
             "Throughput: CPU seconds per 1,000 events",
             format!("{per_thousand:.3} s ({cpu_s:.2} s for {})", count(n)),
-            "—",
-            Verdict::Info,
+            format!("≤ {CPU_PER_1K_GOAL_S} s"),
+            Verdict::goal(per_thousand <= CPU_PER_1K_GOAL_S),
         ));
+        self.report.cost.cpu_per_1k_s = Some(per_thousand);
+        self.report.cost.events_per_s = Some(per_second);
         self.report.note(format!(
             "Throughput: daemon start to the last event at the webhook; the last detail request reached the sandbox at {last_detail_s:.1} s; {requests} webhook requests for {n} events; the daemon's VmHWM was {:.1} MiB. CPU is the daemon's whole life (start-up, polling, SQLite, delivery).",
             mib(rss)
