@@ -46,7 +46,7 @@ async fn open_store(
 /// SQLite makes `-wal`/`-shm` files beside the database when a command opens it while the
 /// daemon does not. Run from a root shell they would be root's, and the service could no
 /// longer write its own database: give them to the database's owner, as the daemon's.
-fn hand_side_files_back(database: &Path) {
+pub(super) fn hand_side_files_back(database: &Path) {
     use std::os::unix::fs::MetadataExt as _;
     let (Ok(owner), Ok(me)) = (std::fs::metadata(database), std::fs::metadata("/proc/self")) else {
         return;
@@ -188,6 +188,14 @@ async fn deliveries_in(store: &Store, command: DeliveriesCommand) -> CommandResu
                                 .map_or_else(String::new, |c| format!("[{c}] "));
                             let reason = attempt.reason.as_deref().unwrap_or("");
                             format!("{code}{}", shown::one_line(reason))
+                        })
+                        // Dead with no attempt: a route filter failed when the event
+                        // was written, and the reason is all there is.
+                        .or_else(|| {
+                            row.last_error
+                                .as_deref()
+                                .filter(|_| row.status == "dead")
+                                .map(shown::one_line)
                         })
                         .unwrap_or_default();
                     println!(

@@ -15,6 +15,7 @@ mod schedule;
 mod secrets;
 mod unit;
 mod validate;
+mod when;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -31,6 +32,7 @@ pub use load::{LoadedConfig, Need, load, load_str};
 pub use schedule::Schedule;
 pub use secrets::SecretSources;
 pub use unit::Unit;
+pub use when::{FilterContext, When};
 
 /// Where `run` and friends look for the config when neither `-c` nor `CLAIRO_SYNC_CONFIG` says.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/clairo-sync/clairo-sync.toml";
@@ -287,6 +289,9 @@ pub struct Route {
     pub agents: Vec<String>,
     /// Connector names.
     pub to: Vec<String>,
+    /// Only events this minijinja expression is true for (`src/config/when.rs`).
+    #[serde(default)]
+    pub when: Option<When>,
 }
 
 impl Route {

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use clairo_connectors::{EventType, Secret};
 
-use super::{Config, DEFAULT_BASE_URL, MIN_RESPONSE_SIZE, Need, Problem, log_filter};
+use super::{Config, DEFAULT_BASE_URL, MIN_RESPONSE_SIZE, Need, Problem, When, log_filter};
 
 pub(super) fn validate(
     config: &Config,
@@ -188,6 +188,9 @@ pub(super) fn validate(
                     ),
                 ));
             }
+        }
+        if let Some(problem) = route.when.as_ref().and_then(When::problem) {
+            problems.push(Problem::new(format!("{key}.when"), problem));
         }
         if route.to.is_empty() {
             problems.push(Problem::new(

@@ -12,5 +12,6 @@ mod health;
 mod hostile;
 mod meetings;
 mod ops;
+mod routing;
 mod store;
 mod support;

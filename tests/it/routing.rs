@@ -1,0 +1,192 @@
+//! Routes that choose (`when`), replay and backfill (`deliveries replay`), and a
+//! connector's pace (`rate_limit`), through the real binary, the sandbox and receivers on
+//! 127.0.0.1.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clairo_sandbox::{BriefSpec, Sandbox};
+
+use crate::support::{Receiver, SECRET, run_cli, sandbox, write};
+
+/// A config polling briefs from `sandbox` with a webhook `hook` to `receiver`, a file
+/// connector `archive`, and `rest` (routes, more connectors) after them.
+fn config(dir: &Path, sandbox: &Sandbox, receiver: &Receiver, rest: &str) -> PathBuf {
+    let text = format!(
+        r#"
+[clairo]
+base_url = "{base}"
+api_key = "clr_sandbox_key"
+max_attempts = 3
+
+[state]
+path = "{state}"
+
+[http]
+enabled = false
+
+[sync.briefs]
+schedule = "*/2 * * * * *"
+
+[connectors.hook]
+type = "webhook"
+url = "{url}"
+secret = "{SECRET}"
+timeout = "5s"
+
+[connectors.archive]
+type = "file"
+path = "{archive}"
+
+{rest}
+"#,
+        base = sandbox.base_url(),
+        state = dir.join("state.db").display(),
+        url = receiver.url,
+        archive = dir.join("events.jsonl").display(),
+    );
+    write(dir, "clairo-sync.toml", &text)
+}
+
+fn brief(name: &str, email: Option<&str>, company: &str) -> BriefSpec {
+    BriefSpec {
+        name: name.to_owned(),
+        email: email.map(str::to_owned),
+        company: company.to_owned(),
+        budget: "$100/month".to_owned(),
+    }
+}
+
+fn archived(dir: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(dir.join("events.jsonl"))
+        .unwrap_or_default()
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect()
+}
+
+fn sync_once(config: &Path) {
+    let (code, _, stderr) = run_cli(&["sync", "--once", "-c", config.to_str().unwrap()]);
+    assert_eq!(code, 0, "{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_route_filter_sends_only_the_leads_it_chooses_and_a_failing_filter_makes_dead_replayable_deliveries()
+ {
+    let sandbox = sandbox(0, 0).await;
+    let wanted = sandbox.add_brief(brief("Ann", Some("ann@acme.example"), "ACME Enterprise"));
+    sandbox.add_brief(brief("Bob", None, "Enterprise Without Email"));
+    sandbox.add_brief(brief("Carl", Some("carl@shop.example"), "Carl's Shop"));
+    let receiver = Receiver::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = config(
+        dir.path(),
+        &sandbox,
+        &receiver,
+        r#"
+[[routes]]
+events = ["brief.created"]
+when = "contact_email is not none and 'enterprise' in (data.summary | lower)"
+to = ["hook"]
+
+[[routes]]
+events = ["brief.created"]
+# A budget is text ("$100/month"): adding a number to it fails on every brief.
+when = "data.answers.budget + 1 > 0"
+to = ["archive"]
+"#,
+    );
+    let path = config.to_str().unwrap();
+
+    sync_once(&config);
+
+    let delivered = receiver.delivered();
+    assert_eq!(delivered.len(), 1, "only the enterprise lead with an email");
+    assert_eq!(delivered[0].json()["data"]["id"], wanted.as_str());
+    assert!(
+        archived(dir.path()).is_empty(),
+        "the failing filter sent nothing"
+    );
+    let (code, stdout, stderr) = run_cli(&["deliveries", "list", "--dead", "-c", path]);
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(
+        stdout
+            .matches("route filter failed: routes[1].when")
+            .count(),
+        3,
+        "{stdout}"
+    );
+    assert!(stdout.contains("invalid operation"), "{stdout}");
+
+    // `check` tries each filter on what is stored.
+    let (code, stdout, stderr) = run_cli(&["check", "-c", path]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stdout.contains("routes[0].when: would have taken 1 of the last 3 stored events"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(
+            "routes[1].when: would have taken 0 of the last 3 stored events; it fails on 3 of them"
+        ),
+        "{stdout}"
+    );
+
+    // Nothing was dropped: after the fix the dead deliveries replay.
+    let (code, _, stderr) = run_cli(&["deliveries", "retry", "--all-dead", "-c", path]);
+    assert_eq!(code, 0, "{stderr}");
+    sync_once(&config);
+    assert_eq!(archived(dir.path()).len(), 3);
+    assert_eq!(receiver.delivered().len(), 1, "the hook got nothing twice");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_filter_that_cannot_work_is_a_config_error_naming_its_route() {
+    let sandbox = sandbox(0, 0).await;
+    let receiver = Receiver::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = config(
+        dir.path(),
+        &sandbox,
+        &receiver,
+        r#"
+[[routes]]
+events = ["brief.created"]
+to = ["hook"]
+
+[[routes]]
+events = ["brief.created"]
+when = "contact_email is not none and (data.summary | lower"
+to = ["hook"]
+
+[[routes]]
+events = ["brief.created"]
+when = "data.summary | lowercase == 'x'"
+to = ["archive"]
+
+[[routes]]
+events = ["brief.created"]
+# Only some events would fail this (a text teamSize): not a config error.
+when = "data.answers.teamSize + 1 > 10"
+to = ["archive"]
+"#,
+    );
+
+    let (code, _, stderr) = run_cli(&["check", "-c", config.to_str().unwrap()]);
+
+    assert_eq!(code, 78, "{stderr}");
+    let lines: Vec<&str> = stderr
+        .lines()
+        .filter(|line| line.starts_with("routes["))
+        .collect();
+    assert_eq!(lines.len(), 2, "{stderr}");
+    assert!(
+        lines[0].starts_with("routes[1].when: does not parse"),
+        "{stderr}"
+    );
+    assert!(lines[0].contains("; check the quotes"), "{stderr}");
+    assert!(
+        lines[1].starts_with("routes[2].when: unknown filter `lowercase`"),
+        "{stderr}"
+    );
+}
