@@ -5,7 +5,9 @@ use std::time::Duration;
 
 use clairo_connectors::{EventType, Secret};
 
-use super::{Config, DEFAULT_BASE_URL, MIN_RESPONSE_SIZE, Need, Problem, When, log_filter};
+use super::{
+    Config, DEFAULT_BASE_URL, MIN_RESPONSE_SIZE, Need, Problem, RateLimit, When, log_filter,
+};
 
 pub(super) fn validate(
     config: &Config,
@@ -161,6 +163,14 @@ pub(super) fn validate(
             problems.push(Problem::new(
                 format!("connectors.{name}"),
                 "names may hold only letters, digits, '_' and '-'; rename the table",
+            ));
+        }
+        if let Some(text) = &connector.rate_limit
+            && let Err(message) = text.parse::<RateLimit>()
+        {
+            problems.push(Problem::new(
+                format!("connectors.{name}.rate_limit"),
+                message,
             ));
         }
         for problem in connector.validate() {

@@ -190,3 +190,88 @@ to = ["archive"]
         "{stderr}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_backfill_into_a_paced_connector_is_spread_out_and_loses_nothing() {
+    const EVENTS: usize = 20;
+    const PER_SECOND: usize = 10;
+    let sandbox = sandbox(EVENTS, 0).await;
+    let receiver = Receiver::start().await;
+    let paced = Receiver::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = config(
+        dir.path(),
+        &sandbox,
+        &receiver,
+        &format!(
+            r#"
+[connectors.paced]
+type = "webhook"
+url = "{url}"
+secret = "{SECRET}"
+rate_limit = "{PER_SECOND}/s"
+
+[[routes]]
+events = ["brief.created"]
+to = ["paced"]
+"#,
+            url = paced.url
+        ),
+    );
+
+    let _daemon = crate::support::Daemon::start(&config);
+    let delivered = paced
+        .wait_for_delivered(EVENTS, Duration::from_secs(60))
+        .await;
+
+    let ids: std::collections::HashSet<String> = delivered.iter().map(|r| r.id.clone()).collect();
+    assert_eq!(ids.len(), EVENTS, "every brief arrives");
+    let mut arrivals: Vec<_> = paced.received().iter().map(|r| r.at).collect();
+    arrivals.sort();
+    // The receiver's clock also sees each request's trip (scheduling on a busy machine):
+    // up to 100 ms of it is allowed for, by counting windows 100 ms short of a second.
+    // Unpaced, the twenty arrive within a fraction of that.
+    let window = Duration::from_millis(900);
+    for (index, start) in arrivals.iter().enumerate() {
+        let within = arrivals[index..]
+            .iter()
+            .take_while(|at| at.duration_since(*start) < window)
+            .count();
+        assert!(
+            within <= PER_SECOND,
+            "{within} deliveries started within {window:?} of arrival {index}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_rate_limit_in_another_form_is_refused_with_its_key() {
+    let sandbox = sandbox(0, 0).await;
+    let receiver = Receiver::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = config(
+        dir.path(),
+        &sandbox,
+        &receiver,
+        r#"
+[connectors.slow]
+type = "file"
+path = "/tmp/never-written.jsonl"
+rate_limit = "5/h"
+
+[[routes]]
+events = ["brief.created"]
+to = ["slow"]
+"#,
+    );
+
+    let (code, _, stderr) = run_cli(&["check", "-c", config.to_str().unwrap()]);
+
+    assert_eq!(code, 78, "{stderr}");
+    assert!(
+        stderr.contains(
+            "connectors.slow.rate_limit: \"5/h\" is not a rate; write \"N/s\" or \"N/m\""
+        ),
+        "{stderr}"
+    );
+}
