@@ -28,7 +28,7 @@ fn excerpt(response: &str) -> String {
 
 /// The state database the config names, as it is: a missing file is "no state yet",
 /// never created here (src/store: `Store::open_existing`).
-async fn open_store(
+pub(super) async fn open_store(
     path: Option<&Path>,
     writable: bool,
 ) -> Result<(Store, PathBuf), super::CommandError> {
@@ -140,6 +140,9 @@ pub async fn status(path: Option<&Path>, as_json: bool) -> CommandResult {
 }
 
 pub async fn deliveries(path: Option<&Path>, command: DeliveriesCommand) -> CommandResult {
+    if let DeliveriesCommand::Replay(args) = &command {
+        return super::replay::replay(path, args).await;
+    }
     let writable = matches!(command, DeliveriesCommand::Retry { .. });
     let (store, database) = open_store(path, writable).await?;
     let result = deliveries_in(&store, command).await;
@@ -229,6 +232,7 @@ async fn deliveries_in(store: &Store, command: DeliveriesCommand) -> CommandResu
                 "{count} deliveries re-queued; a running daemon sends them within seconds, otherwise the next `run` or `sync --once` does."
             );
         }
+        DeliveriesCommand::Replay(_) => unreachable!("replay is handled by commands::replay"),
     }
     Ok(())
 }

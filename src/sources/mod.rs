@@ -5,6 +5,7 @@
 pub mod briefs;
 pub mod conversations;
 pub mod meetings;
+pub mod rebuild;
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::sync::Arc;
@@ -117,6 +118,22 @@ impl Router {
     }
 }
 
+/// The event about `key` (a brief id, a conversation's state, a recording's sha256), its
+/// id derived from the key, so the same thing always makes the same id.
+pub fn make_event(
+    kind: EventType,
+    key: &str,
+    timestamp: chrono::DateTime<chrono::Utc>,
+    data: serde_json::Value,
+) -> Event {
+    Event {
+        id: event_id(kind, key),
+        kind,
+        timestamp,
+        data,
+    }
+}
+
 /// What every source needs.
 #[derive(Clone)]
 pub struct SourceContext {
@@ -161,12 +178,7 @@ impl SourceContext {
         agent_id: Option<&str>,
         data: serde_json::Value,
     ) -> NewEvent {
-        let event = Event {
-            id: event_id(kind, key),
-            kind,
-            timestamp: chrono::Utc::now(),
-            data,
-        };
+        let event = make_event(kind, key, chrono::Utc::now(), data);
         let routed = self.router.route(&event, agent_id);
         NewEvent {
             event,

@@ -275,3 +275,201 @@ to = ["slow"]
         "{stderr}"
     );
 }
+
+/// `[connectors.late]`, a webhook to `late`, and a route of briefs to it.
+fn late_connector(late: &Receiver) -> String {
+    format!(
+        r#"
+[connectors.late]
+type = "webhook"
+url = "{url}"
+secret = "{SECRET}"
+
+[[routes]]
+events = ["brief.created"]
+to = ["late"]
+"#,
+        url = late.url
+    )
+}
+
+const HOOK_ROUTE: &str = r#"
+[[routes]]
+events = ["brief.created"]
+to = ["hook"]
+"#;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_connector_added_today_gets_last_months_briefs_on_request_with_their_original_ids() {
+    let sandbox = sandbox(3, 0).await;
+    let hook = Receiver::start().await;
+    let late = Receiver::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = config(dir.path(), &sandbox, &hook, HOOK_ROUTE);
+    sync_once(&config);
+    assert_eq!(hook.delivered().len(), 3);
+
+    // The connector is added: that alone sends it nothing.
+    let config = self::config(
+        dir.path(),
+        &sandbox,
+        &hook,
+        &format!("{HOOK_ROUTE}{}", late_connector(&late)),
+    );
+    let path = config.to_str().unwrap();
+    sync_once(&config);
+    assert!(
+        late.received().is_empty(),
+        "adding a connector backfilled it"
+    );
+
+    let (code, stdout, stderr) = run_cli(&[
+        "deliveries",
+        "replay",
+        "--connector",
+        "late",
+        "--since",
+        "30d",
+        "--dry-run",
+        "-c",
+        path,
+    ]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("Would queue 3 events for late"), "{stdout}");
+    assert!(stdout.contains("brief.created"), "{stdout}");
+    sync_once(&config);
+    assert!(late.received().is_empty(), "a dry run queued something");
+
+    let (code, stdout, stderr) = run_cli(&[
+        "deliveries",
+        "replay",
+        "--connector",
+        "late",
+        "--since",
+        "30d",
+        "-c",
+        path,
+    ]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("Queued 3 events for late"), "{stdout}");
+    // Asked twice before the daemon sent them: still one pending delivery each.
+    let (code, stdout, stderr) = run_cli(&[
+        "deliveries",
+        "replay",
+        "--connector",
+        "late",
+        "--json",
+        "-c",
+        path,
+    ]);
+    assert_eq!(code, 0, "{stderr}");
+    let counts: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(counts["queued"], 0, "{stdout}");
+    assert_eq!(counts["already_pending"], 3, "{stdout}");
+
+    sync_once(&config);
+    let mut sent: Vec<String> = hook.delivered().iter().map(|r| r.id.clone()).collect();
+    let mut replayed: Vec<String> = late.delivered().iter().map(|r| r.id.clone()).collect();
+    sent.sort();
+    replayed.sort();
+    assert_eq!(
+        replayed, sent,
+        "the same events, under their original ids, once each"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_replay_with_nothing_to_replay_says_so() {
+    let sandbox = sandbox(2, 0).await;
+    let hook = Receiver::start().await;
+    let late = Receiver::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = config(
+        dir.path(),
+        &sandbox,
+        &hook,
+        &format!("{HOOK_ROUTE}{}", late_connector(&late)),
+    );
+    let path = config.to_str().unwrap();
+    sync_once(&config);
+
+    for args in [
+        &["--type", "meeting.processed"][..],
+        &["--until", "2000-01-01T00:00:00Z"][..],
+    ] {
+        let mut command = vec!["deliveries", "replay", "--connector", "hook", "-c", path];
+        command.extend_from_slice(args);
+        let (code, stdout, stderr) = run_cli(&command);
+        assert_eq!(code, 0, "{stderr}");
+        assert!(
+            stdout.starts_with("Nothing to replay to hook"),
+            "{args:?}: {stdout}"
+        );
+    }
+    let (code, _, stderr) = run_cli(&["deliveries", "replay", "--connector", "nobody", "-c", path]);
+    assert_eq!(code, 1);
+    assert!(
+        stderr.contains(
+            "--connector \"nobody\" is not in the config; name one of: archive, hook, late"
+        ),
+        "{stderr}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_event_pruned_from_the_outbox_is_rebuilt_from_the_recorded_brief_with_the_same_id() {
+    let sandbox = sandbox(2, 0).await;
+    let hook = Receiver::start().await;
+    let late = Receiver::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = config(
+        dir.path(),
+        &sandbox,
+        &hook,
+        &format!("{HOOK_ROUTE}{}", late_connector(&late)),
+    );
+    sync_once(&config);
+    let original = hook.delivered();
+    assert_eq!(original.len(), 2);
+    assert_eq!(late.delivered().len(), 2);
+    // Both events are fully delivered, so a daemon with a tiny retention prunes them at
+    // its start.
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace("[state]\n", "[state]\ndelivered_retention = \"1ms\"\n");
+    std::fs::write(&config, text).unwrap();
+    let mut daemon = crate::support::LoggedDaemon::start(&config, &[]);
+    let pruned = daemon
+        .wait_for_line("Pruned delivered events", Duration::from_secs(20))
+        .await;
+    assert_eq!(daemon.daemon.terminate(Duration::from_secs(10)), Some(0));
+    assert!(
+        pruned.is_some_and(|line| line.contains("pruned=2")),
+        "{:?}",
+        daemon.log()
+    );
+
+    let (code, stdout, stderr) = run_cli(&[
+        "deliveries",
+        "replay",
+        "--connector",
+        "late",
+        "-c",
+        config.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("Queued 2 events for late"), "{stdout}");
+    assert!(
+        stdout.contains("(2 rebuilt from the recorded items)"),
+        "{stdout}"
+    );
+    sync_once(&config);
+
+    let replayed = late.delivered();
+    assert_eq!(replayed.len(), 4, "sent once before, once replayed");
+    for first in &original {
+        let again: Vec<_> = replayed[2..].iter().filter(|r| r.id == first.id).collect();
+        assert_eq!(again.len(), 1, "{} was not rebuilt under its id", first.id);
+        assert_eq!(again[0].json()["data"], first.json()["data"]);
+    }
+}
