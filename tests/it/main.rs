@@ -15,3 +15,4 @@ mod ops;
 mod routing;
 mod store;
 mod support;
+mod webhook;
