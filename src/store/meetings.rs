@@ -342,6 +342,17 @@ impl Store {
         ))
     }
 
+    /// Recordings Clairo answered (each announced by a `meeting.processed` event), oldest
+    /// first: what a replay rebuilds pruned events from.
+    pub async fn done_meetings(&self) -> Result<Vec<MeetingRow>> {
+        let rows = sqlx::query(select_meetings!(
+            "WHERE status = 'done' ORDER BY updated_at, sha256"
+        ))
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.iter().map(meeting_from_row).collect())
+    }
+
     /// Uploads whose request was sent and never answered (the process stopped mid-upload).
     pub async fn interrupted_meetings(&self) -> Result<Vec<MeetingRow>> {
         let portable = select_meetings!(

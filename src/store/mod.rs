@@ -72,6 +72,7 @@ mod briefs;
 mod conversations;
 pub mod meetings;
 mod outbox;
+mod replay;
 mod retention;
 mod runs;
 mod wakers;
@@ -80,9 +81,10 @@ pub use briefs::BriefRecord;
 pub use conversations::ConversationState;
 use outbox::insert_event;
 pub use outbox::{
-    AttemptRow, ClaimedDelivery, DeliveryFilter, DeliveryRow, Lease, NewEvent, NextState,
-    QueueStats,
+    AttemptRow, ClaimedDelivery, DeliveryFilter, DeliveryRow, FailedRoute, Lease, NewEvent,
+    NextState, QueueStats,
 };
+pub use replay::{RecordedItem, ReplayCount, StoredEvent};
 pub use runs::SourceRun;
 pub use wakers::Wakers;
 

@@ -14,6 +14,17 @@ pub struct NewEvent {
     pub event: Event,
     pub agent_id: Option<String>,
     pub connectors: Vec<String>,
+    /// Connectors a route filter failed on for this event: recorded dead with the reason,
+    /// so nothing is dropped and `deliveries retry` can send them after the fix.
+    pub failed: Vec<FailedRoute>,
+}
+
+/// A delivery whose route filter failed when its event was written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FailedRoute {
+    pub connector: String,
+    /// `route filter failed: routes[N].when: …; …`.
+    pub reason: String,
 }
 
 /// One claim of one delivery: the owner it was claimed by and the end of the lease it
@@ -530,6 +541,20 @@ pub(super) async fn insert_event(tx: &mut Tx, event: &NewEvent) -> Result<bool> 
                 .await?
                 .rows_affected()
         );
+    }
+    for failed in &event.failed {
+        sqlx::query(
+            "INSERT INTO deliveries (event_id, connector, status, next_attempt_at, last_error, created_at, updated_at)
+             VALUES (?, ?, 'dead', ?, ?, ?, ?) ON CONFLICT (event_id, connector) DO NOTHING",
+        )
+        .bind(&event.event.id)
+        .bind(&failed.connector)
+        .bind(now)
+        .bind(&failed.reason)
+        .bind(now)
+        .bind(now)
+        .execute(&mut **tx)
+        .await?;
     }
     Ok(true)
 }

@@ -66,6 +66,7 @@ fn brief_event(id: &str) -> NewEvent {
         },
         agent_id: Some("cm1def".into()),
         connectors: vec!["hook".into(), "archive".into()],
+        failed: Vec::new(),
     }
 }
 

@@ -1,0 +1,259 @@
+//! Reading stored events again, and queueing them again for one connector: `deliveries
+//! replay` (docs/operations.md, "Replay and backfill") and `check`'s preview of route
+//! filters. Events pruned from the outbox come back from the recorded items (briefs,
+//! conversations, meetings), rebuilt by the sources' own functions, with their ids.
+
+use std::collections::{BTreeMap, HashSet};
+
+use clairo_connectors::Event;
+use serde::Serialize;
+use sqlx::Row;
+
+use super::meetings::MeetingRow;
+use super::{Result, Store, now_ms};
+
+/// Events read per query while walking the whole outbox.
+const PAGE: i64 = 500;
+
+/// An event as stored, with the agent it is about (what routes filter on).
+#[derive(Debug, Clone)]
+pub struct StoredEvent {
+    pub event: Event,
+    pub agent_id: Option<String>,
+}
+
+/// A recorded item whose event may have been pruned, as the store has it.
+#[derive(Debug, Clone)]
+pub enum RecordedItem {
+    /// A brief: its id, agent, the event's data as recorded, and when it was seen (ms).
+    Brief {
+        id: String,
+        agent_id: Option<String>,
+        raw: String,
+        seen_at: i64,
+    },
+    /// A conversation's latest state: its JSON as the API last gave it.
+    Conversation {
+        agent_id: Option<String>,
+        raw: String,
+        checked_at: i64,
+    },
+    /// An uploaded recording with Clairo's answer.
+    Meeting(Box<MeetingRow>),
+}
+
+/// What a replay did (or would do) for one event type.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct ReplayCount {
+    /// Deliveries made pending (new, or delivered/dead before).
+    pub queued: u64,
+    /// Of those, events rebuilt from the recorded items (their outbox rows were pruned).
+    pub rebuilt: u64,
+    /// Already pending for the connector: left as they are.
+    pub already_pending: u64,
+}
+
+impl Store {
+    /// The newest `limit` events, newest first.
+    pub async fn recent_events(&self, limit: i64) -> Result<Vec<StoredEvent>> {
+        let rows = sqlx::query(
+            "SELECT envelope, agent_id FROM events ORDER BY created_at DESC, id DESC LIMIT ?",
+        )
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.iter().filter_map(stored_event).collect())
+    }
+
+    /// Calls `each` with every stored event, oldest first, a page at a time (the outbox
+    /// may hold more than is worth holding in memory at once).
+    pub async fn each_event(&self, mut each: impl FnMut(StoredEvent)) -> Result<()> {
+        let mut after: (i64, String) = (i64::MIN, String::new());
+        loop {
+            let rows = sqlx::query(
+                "SELECT envelope, agent_id, created_at, id FROM events
+                 WHERE (created_at, id) > (?, ?) ORDER BY created_at, id LIMIT ?",
+            )
+            .bind(after.0)
+            .bind(&after.1)
+            .bind(PAGE)
+            .fetch_all(&self.pool)
+            .await?;
+            let Some(last) = rows.last() else {
+                return Ok(());
+            };
+            after = (last.get("created_at"), last.get("id"));
+            let full = rows.len() as i64 == PAGE;
+            rows.iter().filter_map(stored_event).for_each(&mut each);
+            if !full {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Which of `ids` are in the outbox's events.
+    pub async fn stored_event_ids(&self, ids: &[String]) -> Result<HashSet<String>> {
+        let rows: Vec<String> = sqlx::query_scalar(
+            "SELECT id FROM events WHERE id IN (SELECT value FROM json_each(?))",
+        )
+        .bind(serde_json::to_string(ids).expect("strings serialize"))
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.into_iter().collect())
+    }
+
+    /// Every recorded item that was announced by an event: briefs and conversations seen
+    /// after the `start_from = "now"` baseline (`baseline_done.<source>` in `meta`; what
+    /// the baseline recorded had no event), and recordings Clairo answered.
+    pub async fn announced_items(&self) -> Result<Vec<RecordedItem>> {
+        let baseline = |source: &'static str| async move {
+            Ok::<i64, super::StoreError>(
+                self.meta(&format!("baseline_done.{source}"))
+                    .await?
+                    .and_then(|text| text.parse().ok())
+                    .unwrap_or(i64::MIN),
+            )
+        };
+        let briefs_after = baseline("briefs").await?;
+        let conversations_after = baseline("conversations").await?;
+        let mut items = Vec::new();
+        for row in sqlx::query(
+            "SELECT id, agent_id, raw, seen_at FROM briefs WHERE seen_at > ? ORDER BY seen_at, id",
+        )
+        .bind(briefs_after)
+        .fetch_all(&self.pool)
+        .await?
+        {
+            items.push(RecordedItem::Brief {
+                id: row.get("id"),
+                agent_id: row.get("agent_id"),
+                raw: row.get("raw"),
+                seen_at: row.get("seen_at"),
+            });
+        }
+        for row in sqlx::query(
+            "SELECT agent_id, raw, last_checked_at FROM conversations
+             WHERE raw IS NOT NULL AND message_count > 0 AND last_checked_at > ?
+             ORDER BY last_checked_at, id",
+        )
+        .bind(conversations_after)
+        .fetch_all(&self.pool)
+        .await?
+        {
+            items.push(RecordedItem::Conversation {
+                agent_id: row.get("agent_id"),
+                raw: row.get("raw"),
+                checked_at: row.get("last_checked_at"),
+            });
+        }
+        for row in self.done_meetings().await? {
+            items.push(RecordedItem::Meeting(Box::new(row)));
+        }
+        Ok(items)
+    }
+
+    /// Makes one delivery of each event to `connector` pending, recording the events
+    /// that are not in the outbox (rebuilt ones) first. A delivery already pending is left
+    /// alone: a replay never makes a second one. With `dry_run` nothing is written (the
+    /// transaction is rolled back) and the counts say what would be done.
+    /// Returns the counts per event type.
+    pub async fn queue_replay(
+        &self,
+        connector: &str,
+        events: &[StoredEvent],
+        dry_run: bool,
+    ) -> Result<BTreeMap<String, ReplayCount>> {
+        let mut counts: BTreeMap<String, ReplayCount> = BTreeMap::new();
+        for chunk in events.chunks(PAGE as usize) {
+            // A dry run only reads: it works on a read-only open, and takes no write lock.
+            let mut tx = if dry_run {
+                self.pool.begin().await?
+            } else {
+                self.write_tx().await?
+            };
+            let now = now_ms();
+            for stored in chunk {
+                let event = &stored.event;
+                let count = counts.entry(event.kind.as_str().to_owned()).or_default();
+                let rebuilt = if dry_run {
+                    sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM events WHERE id = ?")
+                        .bind(&event.id)
+                        .fetch_one(&mut *tx)
+                        .await?
+                        == 0
+                } else {
+                    sqlx::query(
+                        "INSERT INTO events (id, type, agent_id, created_at, envelope) VALUES (?, ?, ?, ?, ?)
+                         ON CONFLICT (id) DO NOTHING",
+                    )
+                    .bind(&event.id)
+                    .bind(event.kind.as_str())
+                    .bind(&stored.agent_id)
+                    .bind(now)
+                    .bind(event.to_json())
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected()
+                        == 1
+                };
+                let status: Option<String> = sqlx::query_scalar(
+                    "SELECT status FROM deliveries WHERE event_id = ? AND connector = ?",
+                )
+                .bind(&event.id)
+                .bind(connector)
+                .fetch_optional(&mut *tx)
+                .await?;
+                if status.as_deref() == Some("pending") {
+                    count.already_pending += 1;
+                    continue;
+                }
+                count.queued += 1;
+                count.rebuilt += u64::from(rebuilt);
+                if dry_run {
+                    continue;
+                }
+                if status.is_some() {
+                    sqlx::query(
+                        "UPDATE deliveries SET status = 'pending', attempts = 0, next_attempt_at = ?, delivered_at = NULL,
+                                lease_owner = NULL, lease_until = NULL, updated_at = ?
+                         WHERE event_id = ? AND connector = ? AND status <> 'pending'",
+                    )
+                    .bind(now)
+                    .bind(now)
+                    .bind(&event.id)
+                    .bind(connector)
+                    .execute(&mut *tx)
+                    .await?;
+                } else {
+                    sqlx::query(
+                        "INSERT INTO deliveries (event_id, connector, status, next_attempt_at, created_at, updated_at)
+                         VALUES (?, ?, 'pending', ?, ?, ?) ON CONFLICT (event_id, connector) DO NOTHING",
+                    )
+                    .bind(&event.id)
+                    .bind(connector)
+                    .bind(now)
+                    .bind(now)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+            }
+            if dry_run {
+                tx.rollback().await?;
+            } else {
+                tx.commit().await?;
+            }
+        }
+        Ok(counts)
+    }
+}
+
+fn stored_event(row: &sqlx::sqlite::SqliteRow) -> Option<StoredEvent> {
+    let envelope: String = row.get("envelope");
+    // An envelope that does not parse was never sent either; it is left out, not fatal.
+    let event = serde_json::from_str(&envelope).ok()?;
+    Some(StoredEvent {
+        event,
+        agent_id: row.get("agent_id"),
+    })
+}
