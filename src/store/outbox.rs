@@ -543,18 +543,25 @@ pub(super) async fn insert_event(tx: &mut Tx, event: &NewEvent) -> Result<bool> 
         );
     }
     for failed in &event.failed {
-        sqlx::query(
-            "INSERT INTO deliveries (event_id, connector, status, next_attempt_at, last_error, created_at, updated_at)
+        on_tx!(
+            &mut *tx,
+            (
+                "INSERT INTO deliveries (event_id, connector, status, next_attempt_at, last_error, created_at, updated_at)
              VALUES (?, ?, 'dead', ?, ?, ?, ?) ON CONFLICT (event_id, connector) DO NOTHING",
-        )
-        .bind(&event.event.id)
-        .bind(&failed.connector)
-        .bind(now)
-        .bind(&failed.reason)
-        .bind(now)
-        .bind(now)
-        .execute(&mut **tx)
-        .await?;
+                "INSERT INTO deliveries (event_id, connector, status, next_attempt_at, last_error, created_at, updated_at)
+                 VALUES ($1, $2, 'dead', $3, $4, $5, $6) ON CONFLICT (event_id, connector) DO NOTHING"
+            ),
+            |sql, ex| sqlx::query(sql)
+                .bind(&event.event.id)
+                .bind(&failed.connector)
+                .bind(now)
+                .bind(&failed.reason)
+                .bind(now)
+                .bind(now)
+                .execute(ex)
+                .await?
+                .rows_affected()
+        );
     }
     Ok(true)
 }

@@ -56,13 +56,22 @@ pub struct ReplayCount {
 impl Store {
     /// The newest `limit` events, newest first.
     pub async fn recent_events(&self, limit: i64) -> Result<Vec<StoredEvent>> {
-        let rows = sqlx::query(
-            "SELECT envelope, agent_id FROM events ORDER BY created_at DESC, id DESC LIMIT ?",
-        )
-        .bind(limit)
-        .fetch_all(&self.pool)
-        .await?;
-        Ok(rows.iter().filter_map(stored_event).collect())
+        // PostgreSQL compares text by the database's collation; `COLLATE "C"` orders ids
+        // bytewise, as SQLite does (here and below), so both backends read the same order.
+        Ok(on_pool!(
+            self,
+            (
+                "SELECT envelope, agent_id FROM events ORDER BY created_at DESC, id DESC LIMIT ?",
+                "SELECT envelope, agent_id FROM events ORDER BY created_at DESC, id COLLATE \"C\" DESC LIMIT $1"
+            ),
+            |sql, ex| sqlx::query(sql)
+                .bind(limit)
+                .fetch_all(ex)
+                .await?
+                .iter()
+                .filter_map(|row| stored_event!(row))
+                .collect()
+        ))
     }
 
     /// Calls `each` with every stored event, oldest first, a page at a time (the outbox
@@ -70,21 +79,34 @@ impl Store {
     pub async fn each_event(&self, mut each: impl FnMut(StoredEvent)) -> Result<()> {
         let mut after: (i64, String) = (i64::MIN, String::new());
         loop {
-            let rows = sqlx::query(
-                "SELECT envelope, agent_id, created_at, id FROM events
+            let (events, last, fetched): (Vec<StoredEvent>, Option<(i64, String)>, usize) = on_pool!(
+                self,
+                (
+                    "SELECT envelope, agent_id, created_at, id FROM events
                  WHERE (created_at, id) > (?, ?) ORDER BY created_at, id LIMIT ?",
-            )
-            .bind(after.0)
-            .bind(&after.1)
-            .bind(PAGE)
-            .fetch_all(&self.pool)
-            .await?;
-            let Some(last) = rows.last() else {
+                    "SELECT envelope, agent_id, created_at, id FROM events
+                     WHERE (created_at, id COLLATE \"C\") > ($1, $2) ORDER BY created_at, id COLLATE \"C\" LIMIT $3"
+                ),
+                |sql, ex| {
+                    let rows = sqlx::query(sql)
+                        .bind(after.0)
+                        .bind(&after.1)
+                        .bind(PAGE)
+                        .fetch_all(ex)
+                        .await?;
+                    (
+                        rows.iter().filter_map(|row| stored_event!(row)).collect(),
+                        rows.last().map(|row| (row.get("created_at"), row.get("id"))),
+                        rows.len(),
+                    )
+                }
+            );
+            let Some(last) = last else {
                 return Ok(());
             };
-            after = (last.get("created_at"), last.get("id"));
-            let full = rows.len() as i64 == PAGE;
-            rows.iter().filter_map(stored_event).for_each(&mut each);
+            after = last;
+            let full = fetched as i64 == PAGE;
+            events.into_iter().for_each(&mut each);
             if !full {
                 return Ok(());
             }
@@ -93,12 +115,16 @@ impl Store {
 
     /// Which of `ids` are in the outbox's events.
     pub async fn stored_event_ids(&self, ids: &[String]) -> Result<HashSet<String>> {
-        let rows: Vec<String> = sqlx::query_scalar(
-            "SELECT id FROM events WHERE id IN (SELECT value FROM json_each(?))",
-        )
-        .bind(serde_json::to_string(ids).expect("strings serialize"))
-        .fetch_all(&self.pool)
-        .await?;
+        let ids = serde_json::to_string(ids).expect("strings serialize");
+        let rows: Vec<String> = on_pool!(
+            self,
+            (
+                "SELECT id FROM events WHERE id IN (SELECT value FROM json_each(?))",
+                "SELECT id FROM events
+                 WHERE id IN (SELECT value FROM jsonb_array_elements_text($1::text::jsonb) AS ids (value))"
+            ),
+            |sql, ex| sqlx::query_scalar(sql).bind(&ids).fetch_all(ex).await?
+        );
         Ok(rows.into_iter().collect())
     }
 
@@ -116,36 +142,48 @@ impl Store {
         };
         let briefs_after = baseline("briefs").await?;
         let conversations_after = baseline("conversations").await?;
-        let mut items = Vec::new();
-        for row in sqlx::query(
-            "SELECT id, agent_id, raw, seen_at FROM briefs WHERE seen_at > ? ORDER BY seen_at, id",
-        )
-        .bind(briefs_after)
-        .fetch_all(&self.pool)
-        .await?
-        {
-            items.push(RecordedItem::Brief {
-                id: row.get("id"),
-                agent_id: row.get("agent_id"),
-                raw: row.get("raw"),
-                seen_at: row.get("seen_at"),
-            });
-        }
-        for row in sqlx::query(
-            "SELECT agent_id, raw, last_checked_at FROM conversations
+        let mut items: Vec<RecordedItem> = on_pool!(
+            self,
+            (
+                "SELECT id, agent_id, raw, seen_at FROM briefs WHERE seen_at > ? ORDER BY seen_at, id",
+                "SELECT id, agent_id, raw, seen_at FROM briefs WHERE seen_at > $1 ORDER BY seen_at, id COLLATE \"C\""
+            ),
+            |sql, ex| sqlx::query(sql)
+                .bind(briefs_after)
+                .fetch_all(ex)
+                .await?
+                .into_iter()
+                .map(|row| RecordedItem::Brief {
+                    id: row.get("id"),
+                    agent_id: row.get("agent_id"),
+                    raw: row.get("raw"),
+                    seen_at: row.get("seen_at"),
+                })
+                .collect()
+        );
+        let conversations: Vec<RecordedItem> = on_pool!(
+            self,
+            (
+                "SELECT agent_id, raw, last_checked_at FROM conversations
              WHERE raw IS NOT NULL AND message_count > 0 AND last_checked_at > ?
              ORDER BY last_checked_at, id",
-        )
-        .bind(conversations_after)
-        .fetch_all(&self.pool)
-        .await?
-        {
-            items.push(RecordedItem::Conversation {
-                agent_id: row.get("agent_id"),
-                raw: row.get("raw"),
-                checked_at: row.get("last_checked_at"),
-            });
-        }
+                "SELECT agent_id, raw, last_checked_at FROM conversations
+                 WHERE raw IS NOT NULL AND message_count > 0 AND last_checked_at > $1
+                 ORDER BY last_checked_at, id COLLATE \"C\""
+            ),
+            |sql, ex| sqlx::query(sql)
+                .bind(conversations_after)
+                .fetch_all(ex)
+                .await?
+                .into_iter()
+                .map(|row| RecordedItem::Conversation {
+                    agent_id: row.get("agent_id"),
+                    raw: row.get("raw"),
+                    checked_at: row.get("last_checked_at"),
+                })
+                .collect()
+        );
+        items.extend(conversations);
         for row in self.done_meetings().await? {
             items.push(RecordedItem::Meeting(Box::new(row)));
         }
@@ -167,7 +205,7 @@ impl Store {
         for chunk in events.chunks(PAGE as usize) {
             // A dry run only reads: it works on a read-only open, and takes no write lock.
             let mut tx = if dry_run {
-                self.pool.begin().await?
+                self.read_tx().await?
             } else {
                 self.write_tx().await?
             };
@@ -176,33 +214,49 @@ impl Store {
                 let event = &stored.event;
                 let count = counts.entry(event.kind.as_str().to_owned()).or_default();
                 let rebuilt = if dry_run {
-                    sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM events WHERE id = ?")
-                        .bind(&event.id)
-                        .fetch_one(&mut *tx)
-                        .await?
-                        == 0
+                    on_tx!(
+                        &mut tx,
+                        (
+                            "SELECT COUNT(*) FROM events WHERE id = ?",
+                            "SELECT COUNT(*) FROM events WHERE id = $1"
+                        ),
+                        |sql, ex| sqlx::query_scalar::<_, i64>(sql)
+                            .bind(&event.id)
+                            .fetch_one(ex)
+                            .await?
+                    ) == 0
                 } else {
-                    sqlx::query(
-                        "INSERT INTO events (id, type, agent_id, created_at, envelope) VALUES (?, ?, ?, ?, ?)
+                    on_tx!(
+                        &mut tx,
+                        (
+                            "INSERT INTO events (id, type, agent_id, created_at, envelope) VALUES (?, ?, ?, ?, ?)
                          ON CONFLICT (id) DO NOTHING",
-                    )
-                    .bind(&event.id)
-                    .bind(event.kind.as_str())
-                    .bind(&stored.agent_id)
-                    .bind(now)
-                    .bind(event.to_json())
-                    .execute(&mut *tx)
-                    .await?
-                    .rows_affected()
-                        == 1
+                            "INSERT INTO events (id, type, agent_id, created_at, envelope) VALUES ($1, $2, $3, $4, $5)
+                             ON CONFLICT (id) DO NOTHING"
+                        ),
+                        |sql, ex| sqlx::query(sql)
+                            .bind(&event.id)
+                            .bind(event.kind.as_str())
+                            .bind(&stored.agent_id)
+                            .bind(now)
+                            .bind(event.to_json())
+                            .execute(ex)
+                            .await?
+                            .rows_affected()
+                    ) == 1
                 };
-                let status: Option<String> = sqlx::query_scalar(
-                    "SELECT status FROM deliveries WHERE event_id = ? AND connector = ?",
-                )
-                .bind(&event.id)
-                .bind(connector)
-                .fetch_optional(&mut *tx)
-                .await?;
+                let status: Option<String> = on_tx!(
+                    &mut tx,
+                    (
+                        "SELECT status FROM deliveries WHERE event_id = ? AND connector = ?",
+                        "SELECT status FROM deliveries WHERE event_id = $1 AND connector = $2"
+                    ),
+                    |sql, ex| sqlx::query_scalar(sql)
+                        .bind(&event.id)
+                        .bind(connector)
+                        .fetch_optional(ex)
+                        .await?
+                );
                 if status.as_deref() == Some("pending") {
                     count.already_pending += 1;
                     continue;
@@ -213,29 +267,44 @@ impl Store {
                     continue;
                 }
                 if status.is_some() {
-                    sqlx::query(
-                        "UPDATE deliveries SET status = 'pending', attempts = 0, next_attempt_at = ?, delivered_at = NULL,
+                    on_tx!(
+                        &mut tx,
+                        (
+                            "UPDATE deliveries SET status = 'pending', attempts = 0, next_attempt_at = ?, delivered_at = NULL,
                                 lease_owner = NULL, lease_until = NULL, updated_at = ?
                          WHERE event_id = ? AND connector = ? AND status <> 'pending'",
-                    )
-                    .bind(now)
-                    .bind(now)
-                    .bind(&event.id)
-                    .bind(connector)
-                    .execute(&mut *tx)
-                    .await?;
+                            "UPDATE deliveries SET status = 'pending', attempts = 0, next_attempt_at = $1, delivered_at = NULL,
+                                    lease_owner = NULL, lease_until = NULL, updated_at = $2
+                             WHERE event_id = $3 AND connector = $4 AND status <> 'pending'"
+                        ),
+                        |sql, ex| sqlx::query(sql)
+                            .bind(now)
+                            .bind(now)
+                            .bind(&event.id)
+                            .bind(connector)
+                            .execute(ex)
+                            .await?
+                            .rows_affected()
+                    );
                 } else {
-                    sqlx::query(
-                        "INSERT INTO deliveries (event_id, connector, status, next_attempt_at, created_at, updated_at)
+                    on_tx!(
+                        &mut tx,
+                        (
+                            "INSERT INTO deliveries (event_id, connector, status, next_attempt_at, created_at, updated_at)
                          VALUES (?, ?, 'pending', ?, ?, ?) ON CONFLICT (event_id, connector) DO NOTHING",
-                    )
-                    .bind(&event.id)
-                    .bind(connector)
-                    .bind(now)
-                    .bind(now)
-                    .bind(now)
-                    .execute(&mut *tx)
-                    .await?;
+                            "INSERT INTO deliveries (event_id, connector, status, next_attempt_at, created_at, updated_at)
+                             VALUES ($1, $2, 'pending', $3, $4, $5) ON CONFLICT (event_id, connector) DO NOTHING"
+                        ),
+                        |sql, ex| sqlx::query(sql)
+                            .bind(&event.id)
+                            .bind(connector)
+                            .bind(now)
+                            .bind(now)
+                            .bind(now)
+                            .execute(ex)
+                            .await?
+                            .rows_affected()
+                    );
                 }
             }
             if dry_run {
@@ -248,12 +317,18 @@ impl Store {
     }
 }
 
-fn stored_event(row: &sqlx::sqlite::SqliteRow) -> Option<StoredEvent> {
-    let envelope: String = row.get("envelope");
-    // An envelope that does not parse was never sent either; it is left out, not fatal.
-    let event = serde_json::from_str(&envelope).ok()?;
-    Some(StoredEvent {
-        event,
-        agent_id: row.get("agent_id"),
-    })
+/// An event from a row with `envelope` and `agent_id`, on either backend. An envelope
+/// that does not parse was never sent either; it is left out (`None`), not fatal.
+macro_rules! stored_event {
+    ($row:expr) => {{
+        let row = $row;
+        let envelope: String = row.get("envelope");
+        serde_json::from_str(&envelope)
+            .ok()
+            .map(|event| StoredEvent {
+                event,
+                agent_id: row.get("agent_id"),
+            })
+    }};
 }
+use stored_event;
