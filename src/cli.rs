@@ -123,6 +123,32 @@ pub enum DeliveriesCommand {
         #[arg(long, conflicts_with = "ids")]
         all_dead: bool,
     },
+    /// Queue stored events again for one connector, with their original ids (a backfill)
+    Replay(ReplayArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ReplayArgs {
+    /// The connector to send them to, as named in the config
+    #[arg(long)]
+    pub connector: String,
+    /// Only events from this time on: RFC 3339 (2026-03-01T00:00:00Z) or an age (7d, 12h)
+    #[arg(long, value_name = "T")]
+    pub since: Option<String>,
+    /// Only events before this time: RFC 3339 or an age
+    #[arg(long, value_name = "T")]
+    pub until: Option<String>,
+    /// Only events of this type (brief.created, conversation.updated, meeting.processed); repeatable
+    #[arg(long = "type", value_name = "TYPE")]
+    pub types: Vec<String>,
+    /// Every stored event, not only those the current routes send to the connector
+    #[arg(long)]
+    pub all: bool,
+    /// Say what would be queued; change nothing
+    #[arg(long)]
+    pub dry_run: bool,
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]

@@ -80,15 +80,33 @@ impl JsonTemplates {
             .map_err(|error| {
                 JsonTemplateError::Render(format!("`{name}` failed to render ({error})"))
             })?;
-        serde_json::from_str(&rendered).map_err(|error| {
-            JsonTemplateError::NotJson(format!(
-                "`{name}` did not produce valid JSON ({error}); every {{{{ value }}}} is \
-                 written as a JSON value with its own quotes, so write \
-                 `\"text\": {{{{ data.summary | slack_text }}}}`, not `\"{{{{ … }}}}\"`, and \
-                 check the commas between members"
-            ))
-        })
+        serde_json::from_str(&rendered).map_err(|error| not_json(name, &error))
     }
+
+    /// Renders `name` with `context` and checks that the result is JSON; returns the text
+    /// as rendered (a webhook body is signed and sent exactly as the template wrote it).
+    pub fn render_text(&self, name: &str, context: &Value) -> Result<String, JsonTemplateError> {
+        let rendered = self
+            .env
+            .get_template(name)
+            .and_then(|template| template.render(context))
+            .map_err(|error| {
+                JsonTemplateError::Render(format!("`{name}` failed to render ({error})"))
+            })?;
+        serde_json::from_str::<serde::de::IgnoredAny>(&rendered)
+            .map_err(|error| not_json(name, &error))?;
+        Ok(rendered)
+    }
+}
+
+/// What to tell the author of a template `name` whose output did not parse.
+fn not_json(name: &str, error: &serde_json::Error) -> JsonTemplateError {
+    JsonTemplateError::NotJson(format!(
+        "`{name}` did not produce valid JSON ({error}); every {{{{ value }}}} is \
+         written as a JSON value with its own quotes, so write \
+         `\"text\": {{{{ data.summary | slack_text }}}}`, not `\"{{{{ … }}}}\"`, and \
+         check the commas between members"
+    ))
 }
 
 /// What a JSON template sees: the event envelope (`id`, `type`, `timestamp`, `data`) and

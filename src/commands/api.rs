@@ -308,7 +308,7 @@ pub async fn check_online(loaded: &LoadedConfig, send_test: bool) -> CommandResu
         let connector = connector_config
             .build(name)
             .map_err(|error| anyhow::anyhow!("connectors.{name}: {error}"))?;
-        let file = match connector_config {
+        let file = match &connector_config.kind {
             ConnectorConfig::File(file) => Some(file.path.as_path()),
             _ => None,
         };

@@ -3,14 +3,76 @@
 use std::path::Path;
 
 use crate::cli::CheckArgs;
+use crate::config::{Config, FilterContext};
+use crate::sources::Router;
+use crate::store::Store;
 
 use super::{CommandResult, load_daemon_config};
 
+/// How many of the newest stored events `check` tries each route filter on.
+const PREVIEW_EVENTS: i64 = 100;
+
 pub async fn check(path: Option<&Path>, args: &CheckArgs) -> CommandResult {
     let loaded = load_daemon_config(path)?;
+    preview_filters(&loaded.config).await;
     if args.online {
         super::api::check_online(&loaded, args.send_test).await?;
     }
     println!("ok");
     Ok(())
+}
+
+/// For each route with `when`, how many of the last stored events it would have taken:
+/// a filter that takes nothing (or everything) is seen before it goes live. Only when the
+/// state database exists; opened read-only, as `status` does. A state that cannot be read
+/// is said, not fatal: the config itself is what `check` judges.
+async fn preview_filters(config: &Config) {
+    if config.routes.iter().all(|route| route.when.is_none()) || !config.state.path.exists() {
+        return;
+    }
+    let read = async {
+        let store = Store::open_existing(&config.state.path, false).await?;
+        let events = store.recent_events(PREVIEW_EVENTS).await;
+        store.close().await;
+        events
+    }
+    .await;
+    super::outbox::hand_side_files_back(&config.state.path);
+    let events = match read {
+        Ok(events) => events,
+        Err(error) => {
+            println!("routes: the filters were not tried on stored events ({error})");
+            return;
+        }
+    };
+    let router = Router::new(&config.routes);
+    let contexts: Vec<FilterContext> = events
+        .iter()
+        .map(|stored| FilterContext::new(&stored.event))
+        .collect();
+    for (index, route) in config.routes.iter().enumerate() {
+        if route.when.is_none() {
+            continue;
+        }
+        let mut taken = 0;
+        let mut failed = Vec::new();
+        for (stored, context) in events.iter().zip(&contexts) {
+            match router.route_takes(index, &stored.event, stored.agent_id.as_deref(), context) {
+                Ok(true) => taken += 1,
+                Ok(false) => {}
+                Err(error) => failed.push((stored.event.id.as_str(), error)),
+            }
+        }
+        let mut line = format!(
+            "routes[{index}].when: would have taken {taken} of the last {} stored events",
+            events.len()
+        );
+        if let Some((id, error)) = failed.first() {
+            line.push_str(&format!(
+                "; it fails on {} of them (event {id}: {error}), which would be dead deliveries",
+                failed.len()
+            ));
+        }
+        println!("{line}");
+    }
 }

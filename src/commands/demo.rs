@@ -1,6 +1,7 @@
 //! `clairo-sync demo`: the whole flow on one machine, with no account — the sandbox API,
-//! a temporary state directory, a file connector and a signed webhook to a local receiver,
-//! and new leads and messages arriving while you watch.
+//! a temporary state directory, a file connector, a signed webhook to a local receiver, a
+//! Slack channel stand-in behind a route filter and a pace, and new leads and messages
+//! arriving while you watch.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -52,6 +53,7 @@ pub async fn demo(args: &DemoArgs) -> CommandResult {
     tokio::spawn(async move {
         let app = Router::new()
             .route("/hook", post(receive))
+            .route("/slack", post(receive_slack))
             .with_state(Arc::new(DEMO_SECRET.to_owned()));
         let _ = axum::serve(receiver, app).await;
     });
@@ -96,9 +98,21 @@ secret = "{DEMO_SECRET}"
 type = "file"
 path = "{events}"
 
+# A stand-in for a Slack incoming webhook, on this machine.
+[connectors.sales_slack]
+type = "slack"
+url = "{slack_url}"
+rate_limit = "1/s"
+
 [[routes]]
 events = ["brief.created", "conversation.updated", "meeting.processed"]
 to = ["demo_hook", "archive"]
+
+# Only the leads that matter reach the channel.
+[[routes]]
+events = ["brief.created"]
+when = "contact_email is not none and ('Logistics' in data.summary or 'Analytics' in data.summary)"
+to = ["sales_slack"]
 
 [delivery]
 retry_schedule = ["1s", "5s", "30s"]
@@ -108,6 +122,7 @@ retry_schedule = ["1s", "5s", "30s"]
         events = events_file.display(),
         inbox = inbox.display(),
         meeting_agent = sandbox.agent_id("MEETING"),
+        slack_url = receiver_url.replace("/hook", "/slack"),
     );
     std::fs::write(&config_path, text).context("writing the demo config")?;
     let loaded = config::load(Some(&config_path), Need::Daemon, &SecretSources::default())?;
@@ -119,11 +134,15 @@ retry_schedule = ["1s", "5s", "30s"]
     println!("  events (JSONL)   {}", events_file.display());
     println!("  webhook receiver {receiver_url} (checks each Standard Webhooks signature)");
     println!(
+        "  Slack stand-in   {} (gets only logistics and analytics leads, at most 1/s)",
+        receiver_url.replace("/hook", "/slack")
+    );
+    println!(
         "  drop folder      {} (put a webm, mp3 or wav here)",
         inbox.display()
     );
     println!(
-        "New leads, chat messages and recordings arrive every few seconds; each event is printed as the webhook receives it."
+        "New leads, chat messages and recordings arrive every few seconds; each event is printed as the webhook (and, for leads the filter picks, the Slack channel) receives it."
     );
     println!("Press Ctrl-C to stop.\n");
 
@@ -207,6 +226,17 @@ fn silent_wav(seconds: u32) -> Vec<u8> {
     wav.extend_from_slice(&data_len.to_le_bytes());
     wav.extend((0..data_len / 2).flat_map(|i| (((i % 64) as i16) - 32).to_le_bytes()));
     wav
+}
+
+/// The Slack stand-in: prints the message's `text`, what the channel's notification
+/// shows (the Block Kit blocks hold the same, laid out).
+async fn receive_slack(body: Bytes) -> StatusCode {
+    let message: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+    println!(
+        "→ slack    #sales  {}",
+        message["text"].as_str().unwrap_or("?")
+    );
+    StatusCode::OK
 }
 
 fn tempfile_dir() -> anyhow::Result<std::path::PathBuf> {

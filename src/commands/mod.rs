@@ -6,6 +6,7 @@ mod daemon;
 mod demo;
 mod generate;
 mod outbox;
+mod replay;
 mod sandbox;
 mod shown;
 mod upload;

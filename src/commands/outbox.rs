@@ -28,7 +28,7 @@ fn excerpt(response: &str) -> String {
 
 /// The state database the config names, as it is: a missing file is "no state yet",
 /// never created here (src/store: `Store::open_existing`).
-async fn open_store(
+pub(super) async fn open_store(
     path: Option<&Path>,
     writable: bool,
 ) -> Result<(Store, PathBuf), super::CommandError> {
@@ -46,7 +46,7 @@ async fn open_store(
 /// SQLite makes `-wal`/`-shm` files beside the database when a command opens it while the
 /// daemon does not. Run from a root shell they would be root's, and the service could no
 /// longer write its own database: give them to the database's owner, as the daemon's.
-fn hand_side_files_back(database: &Path) {
+pub(super) fn hand_side_files_back(database: &Path) {
     use std::os::unix::fs::MetadataExt as _;
     let (Ok(owner), Ok(me)) = (std::fs::metadata(database), std::fs::metadata("/proc/self")) else {
         return;
@@ -140,6 +140,9 @@ pub async fn status(path: Option<&Path>, as_json: bool) -> CommandResult {
 }
 
 pub async fn deliveries(path: Option<&Path>, command: DeliveriesCommand) -> CommandResult {
+    if let DeliveriesCommand::Replay(args) = &command {
+        return super::replay::replay(path, args).await;
+    }
     let writable = matches!(command, DeliveriesCommand::Retry { .. });
     let (store, database) = open_store(path, writable).await?;
     let result = deliveries_in(&store, command).await;
@@ -189,6 +192,14 @@ async fn deliveries_in(store: &Store, command: DeliveriesCommand) -> CommandResu
                             let reason = attempt.reason.as_deref().unwrap_or("");
                             format!("{code}{}", shown::one_line(reason))
                         })
+                        // Dead with no attempt: a route filter failed when the event
+                        // was written, and the reason is all there is.
+                        .or_else(|| {
+                            row.last_error
+                                .as_deref()
+                                .filter(|_| row.status == "dead")
+                                .map(shown::one_line)
+                        })
                         .unwrap_or_default();
                     println!(
                         "{:<6} {:<14} {:<21} {:<9} {:<8} {:<19} {}",
@@ -221,6 +232,7 @@ async fn deliveries_in(store: &Store, command: DeliveriesCommand) -> CommandResu
                 "{count} deliveries re-queued; a running daemon sends them within seconds, otherwise the next `run` or `sync --once` does."
             );
         }
+        DeliveriesCommand::Replay(_) => unreachable!("replay is handled by commands::replay"),
     }
     Ok(())
 }

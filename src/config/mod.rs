@@ -10,11 +10,13 @@
 
 mod byte_size;
 mod load;
+mod pace;
 mod report;
 mod schedule;
 mod secrets;
 mod unit;
 mod validate;
+mod when;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -28,9 +30,11 @@ use tracing_subscriber::filter::{LevelFilter, Targets};
 
 pub use byte_size::ByteSize;
 pub use load::{LoadedConfig, Need, load, load_str};
+pub use pace::RateLimit;
 pub use schedule::Schedule;
 pub use secrets::SecretSources;
 pub use unit::Unit;
+pub use when::{FilterContext, When};
 
 /// Where `run` and friends look for the config when neither `-c` nor `CLAIRO_SYNC_CONFIG` says.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/clairo-sync/clairo-sync.toml";
@@ -56,7 +60,7 @@ pub struct Config {
     #[serde(default)]
     pub meetings: MeetingsConfig,
     #[serde(default)]
-    pub connectors: BTreeMap<String, ConnectorConfig>,
+    pub connectors: BTreeMap<String, ConnectorTable>,
     #[serde(default)]
     pub routes: Vec<Route>,
     #[serde(default)]
@@ -277,6 +281,52 @@ impl FolderConfig {
     }
 }
 
+/// `[connectors.NAME]`: the keys of its kind (chosen by `type`, each kind's own struct
+/// refusing keys it does not know) and the keys every kind takes, read here, in the
+/// daemon's config, because the dispatcher applies them whatever the kind.
+#[derive(Debug, Clone, Deserialize)]
+pub struct ConnectorTable {
+    #[serde(flatten)]
+    pub kind: ConnectorConfig,
+    /// `"N/s"` or `"N/m"`: at most N deliveries start in any second or minute, evenly
+    /// spaced. Kept as written and judged by validation, so a wrong one is reported
+    /// under its own key (`connectors.NAME.rate_limit`).
+    #[serde(default, deserialize_with = "any_as_text")]
+    pub rate_limit: Option<String>,
+}
+
+/// Any value as text (a string as it is, `5` as `5`), for validation to judge and word.
+fn any_as_text<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<String>, D::Error> {
+    Ok(match serde_json::Value::deserialize(deserializer)? {
+        serde_json::Value::String(text) => Some(text),
+        other => Some(other.to_string()),
+    })
+}
+
+impl ConnectorTable {
+    /// The pace, once validation has accepted it.
+    pub fn rate_limit(&self) -> Option<RateLimit> {
+        self.rate_limit
+            .as_deref()
+            .and_then(|text| text.parse().ok())
+    }
+}
+
+impl std::ops::Deref for ConnectorTable {
+    type Target = ConnectorConfig;
+    fn deref(&self) -> &ConnectorConfig {
+        &self.kind
+    }
+}
+
+impl std::ops::DerefMut for ConnectorTable {
+    fn deref_mut(&mut self) -> &mut ConnectorConfig {
+        &mut self.kind
+    }
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Route {
@@ -287,6 +337,9 @@ pub struct Route {
     pub agents: Vec<String>,
     /// Connector names.
     pub to: Vec<String>,
+    /// Only events this minijinja expression is true for (`src/config/when.rs`).
+    #[serde(default)]
+    pub when: Option<When>,
 }
 
 impl Route {

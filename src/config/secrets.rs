@@ -4,10 +4,10 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use clairo_connectors::{ConnectorConfig, Secret};
+use clairo_connectors::Secret;
 
 use super::unit::{CREDENTIALS_DIR_ID, PACKAGED_CREDENTIALS_DIR, Unit};
-use super::{ClairoConfig, Problem};
+use super::{ClairoConfig, ConnectorTable, Problem};
 
 /// Where secrets may come from besides the config itself, read once from the process
 /// environment (and replaceable in tests).
@@ -180,7 +180,7 @@ pub(super) fn resolve_api_key(
 /// else of the credential `<connector>-headers` when there is one. A header named both
 /// inline and in the file is a problem: which one wins would be a guess.
 pub(super) fn resolve_connector_headers(
-    connectors: &mut BTreeMap<String, ConnectorConfig>,
+    connectors: &mut BTreeMap<String, ConnectorTable>,
     sources: &SecretSources,
     problems: &mut Vec<Problem>,
 ) {
@@ -234,7 +234,7 @@ pub(super) fn resolve_connector_headers(
 /// A secret the service would not get, while a file of that name lies in the config's
 /// directory (where these docs once put them), is reported with the line that loads it.
 pub(super) fn resolve_connector_secrets(
-    connectors: &mut BTreeMap<String, ConnectorConfig>,
+    connectors: &mut BTreeMap<String, ConnectorTable>,
     sources: &SecretSources,
     config_dir: Option<&Path>,
     problems: &mut Vec<Problem>,

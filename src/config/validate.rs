@@ -5,7 +5,9 @@ use std::time::Duration;
 
 use clairo_connectors::{EventType, Secret};
 
-use super::{Config, DEFAULT_BASE_URL, MIN_RESPONSE_SIZE, Need, Problem, log_filter};
+use super::{
+    Config, DEFAULT_BASE_URL, MIN_RESPONSE_SIZE, Need, Problem, RateLimit, When, log_filter,
+};
 
 pub(super) fn validate(
     config: &Config,
@@ -163,6 +165,14 @@ pub(super) fn validate(
                 "names may hold only letters, digits, '_' and '-'; rename the table",
             ));
         }
+        if let Some(text) = &connector.rate_limit
+            && let Err(message) = text.parse::<RateLimit>()
+        {
+            problems.push(Problem::new(
+                format!("connectors.{name}.rate_limit"),
+                message,
+            ));
+        }
         for problem in connector.validate() {
             let key = format!("connectors.{name}.{}", problem.key);
             // A missing secret was already reported, with where to put it.
@@ -188,6 +198,9 @@ pub(super) fn validate(
                     ),
                 ));
             }
+        }
+        if let Some(problem) = route.when.as_ref().and_then(When::problem) {
+            problems.push(Problem::new(format!("{key}.when"), problem));
         }
         if route.to.is_empty() {
             problems.push(Problem::new(

@@ -180,6 +180,7 @@ impl Runtime {
             self.wakers.clone(),
             self.config.delivery.clone(),
         )
+        .with_rate_limits(&self.config.connectors)
     }
 }
 

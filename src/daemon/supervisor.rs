@@ -113,7 +113,8 @@ async fn dispatch_loop(
             runtime.metrics.clone(),
             runtime.wakers.clone(),
             generation.config.delivery.clone(),
-        );
+        )
+        .with_rate_limits(&generation.config.connectors);
         // Cancelled on reload to retire this generation's workers, and with `stop`.
         let retire = stop.child_token();
         let connectors = generation.connectors.clone();

@@ -7,6 +7,7 @@
 //! `pending` with a later due time (retry), or `dead` (kept, listed, replayable).
 
 use std::collections::BTreeMap;
+use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -16,7 +17,7 @@ use clairo_connectors::{Attempt, CheckpointError, CheckpointSink, Connector, Del
 use rand::Rng;
 use tokio::task::JoinSet;
 
-use crate::config::DeliveryConfig;
+use crate::config::{ConnectorTable, DeliveryConfig, RateLimit};
 use crate::metrics::{ConnectorLabels, DeliveryLabels, Metrics};
 use crate::shutdown::{self, CancellationToken};
 use crate::store::{AttemptRow, ClaimedDelivery, Lease, NextState, Store, Wakers, now_ms};
@@ -35,6 +36,20 @@ const STORE_ERROR_BACKOFF: Duration = Duration::from_secs(5);
 
 /// How often a worker refreshes its connector's queue-depth gauge.
 const QUEUE_DEPTH_INTERVAL: Duration = Duration::from_secs(1);
+
+/// A connector's pace (`rate_limit`): one start per `window / N`.
+type Pace = governor::DefaultDirectRateLimiter;
+
+/// The limiter for `limit`. Its burst is one: governor's quota of N per second has a
+/// burst of N, which would let N start at once and N - 1 more within the same second
+/// (2N - 1 in one window). One cell every `window / N` keeps any window to N, evenly
+/// spaced, from the first delivery on.
+fn pace(limit: RateLimit) -> Pace {
+    let quota = governor::Quota::with_period(limit.spacing())
+        .expect("a rate limit's spacing is never zero")
+        .allow_burst(NonZeroU32::MIN);
+    governor::RateLimiter::direct(quota)
+}
 
 /// Where a delivery goes after an attempt with this verdict: pure, so the retry policy
 /// can be tested on its own.
@@ -94,6 +109,8 @@ pub struct Dispatcher {
     settings: DeliveryConfig,
     /// Identifies this process's leases, so shutdown releases exactly its own.
     owner: String,
+    /// The connectors with a `rate_limit`, by name.
+    paces: BTreeMap<String, Arc<Pace>>,
 }
 
 impl Dispatcher {
@@ -105,7 +122,18 @@ impl Dispatcher {
             wakers,
             settings,
             owner,
+            paces: BTreeMap::new(),
         }
+    }
+
+    /// Paces the connectors that have a `rate_limit` in `connectors` (a generation's own:
+    /// a reload starts each pace afresh, which with a burst of one sends nothing early).
+    pub fn with_rate_limits(mut self, connectors: &BTreeMap<String, ConnectorTable>) -> Self {
+        self.paces = connectors
+            .iter()
+            .filter_map(|(name, table)| Some((name.clone(), Arc::new(pace(table.rate_limit()?)))))
+            .collect();
+        self
     }
 
     /// Runs one worker per connector until `shutdown` is cancelled; then stops claiming,
@@ -140,8 +168,19 @@ impl Dispatcher {
         connectors: &BTreeMap<String, Arc<dyn Connector>>,
     ) -> Result<(), crate::store::StoreError> {
         for (name, connector) in connectors {
+            let pace = self.paces.get(name);
             loop {
-                let claimed = self.claim(name, self.settings.concurrency).await?;
+                // A paced connector's deliveries start one at a time, each when its
+                // pace allows.
+                if let Some(pace) = pace {
+                    pace.until_ready().await;
+                }
+                let batch = if pace.is_some() {
+                    1
+                } else {
+                    self.settings.concurrency
+                };
+                let claimed = self.claim(name, batch).await?;
                 if claimed.is_empty() {
                     break;
                 }
@@ -172,15 +211,30 @@ impl Dispatcher {
 
     /// Claims due deliveries only when one is due (a read), so an idle worker takes no
     /// write lock; returns them and when the next one not claimed is due.
+    /// With a `pace`, it waits for the pace (or `shutdown`) once a delivery is due, and
+    /// claims one: each delivery starts when the pace allows, and nothing is claimed (its
+    /// lease running) while it waits.
     async fn claim_if_due(
         &self,
         connector: &str,
         limit: usize,
+        pace: Option<&Pace>,
+        shutdown: &CancellationToken,
     ) -> Result<(Vec<ClaimedDelivery>, Option<i64>), crate::store::StoreError> {
         let next = self.store.next_due_at(connector).await?;
         if next.is_none_or(|next| next > now_ms()) {
             return Ok((Vec::new(), next));
         }
+        let limit = match pace {
+            Some(pace) => {
+                tokio::select! {
+                    _ = pace.until_ready() => {}
+                    _ = shutdown.cancelled() => return Ok((Vec::new(), next)),
+                }
+                1
+            }
+            None => limit,
+        };
         let claimed = self.claim(connector, limit).await?;
         // Every free slot taken: the worker wakes when one frees, and the next due time
         // would go unused (one query fewer per claim in a backlog).
@@ -198,6 +252,14 @@ impl Dispatcher {
         shutdown: CancellationToken,
     ) {
         let wake = self.wakers.for_connector(&name);
+        let pace = self.paces.get(&name).cloned();
+        // Between two looks at a busy outbox; a paced worker waits on its pace instead,
+        // which may be shorter (a rate above 20/s).
+        let floor = if pace.is_some() {
+            Duration::ZERO
+        } else {
+            Duration::from_millis(50)
+        };
         let mut in_flight: JoinSet<()> = JoinSet::new();
         let mut depth_updated = Instant::now() - QUEUE_DEPTH_INTERVAL;
         loop {
@@ -210,7 +272,10 @@ impl Dispatcher {
             let free = self.settings.concurrency.saturating_sub(in_flight.len());
             let mut wait = IDLE_RECHECK;
             if free > 0 {
-                match self.claim_if_due(&name, free).await {
+                match self
+                    .claim_if_due(&name, free, pace.as_deref(), &shutdown)
+                    .await
+                {
                     Ok((claimed, next)) => {
                         for delivery in claimed {
                             let this = self.clone();
@@ -220,7 +285,7 @@ impl Dispatcher {
                         }
                         if let Some(next) = next {
                             let until = Duration::from_millis((next - now_ms()).max(0) as u64);
-                            wait = wait.min(until.max(Duration::from_millis(50)));
+                            wait = wait.min(until.max(floor));
                         }
                     }
                     Err(error) => {

@@ -233,7 +233,7 @@ async fn refresh(
 /// message count and a digest of every message as sent. New content always makes a new
 /// id, even at a count seen before (history that went back, A,B → A → A,C, brings C under
 /// a new id rather than B's), while the same state polled again makes the same id.
-fn event_key(conversation: &Conversation) -> String {
+pub(crate) fn event_key(conversation: &Conversation) -> String {
     let mut digest = Sha256::new();
     for message in &conversation.messages {
         // `Value`'s text is canonical (object keys sorted), so the same message always
@@ -249,7 +249,7 @@ fn event_key(conversation: &Conversation) -> String {
 }
 
 /// `{"conversation": {id, agentId, status, messages}, "newMessages": [...]}`.
-fn event_data(conversation: &Conversation, previous: usize) -> Value {
+pub(crate) fn event_data(conversation: &Conversation, previous: usize) -> Value {
     let messages: Vec<Value> = conversation
         .messages
         .iter()

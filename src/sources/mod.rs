@@ -5,22 +5,31 @@
 pub mod briefs;
 pub mod conversations;
 pub mod meetings;
+pub mod rebuild;
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::sync::Arc;
 
 use clairo_connectors::{Event, EventType, event_id};
 
 use crate::auth::AuthGate;
 use crate::clairo::{ClairoClient, ClairoError, Listing};
-use crate::config::{Config, Route, StartFrom};
+use crate::config::{Config, FilterContext, Route, StartFrom};
 use crate::metrics::{Metrics, SourceLabels};
-use crate::store::{NewEvent, Store, StoreError, Wakers};
+use crate::store::{FailedRoute, NewEvent, Store, StoreError, Wakers};
 
 /// Decides which connectors an event goes to, from the config's `[[routes]]`.
 #[derive(Debug, Clone, Default)]
 pub struct Router {
     routes: Vec<Route>,
+}
+
+/// What the routes make of one event: the connectors it goes to, and those whose route
+/// filter failed on it (each becomes a dead delivery with the reason, never a drop).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Routed {
+    pub connectors: Vec<String>,
+    pub failed: Vec<FailedRoute>,
 }
 
 impl Router {
@@ -30,7 +39,8 @@ impl Router {
         }
     }
 
-    /// The connectors (each once, in name order) that routes send this event to.
+    /// The connectors (each once, in name order) whose routes take this kind of event
+    /// from this agent, before any route's `when` (which needs the event itself).
     pub fn connectors_for(&self, kind: EventType, agent_id: Option<&str>) -> Vec<String> {
         let names: BTreeSet<&str> = self
             .routes
@@ -39,6 +49,88 @@ impl Router {
             .flat_map(|route| route.to.iter().map(String::as_str))
             .collect();
         names.into_iter().map(str::to_owned).collect()
+    }
+
+    /// Routes one event: its type and agent, then each route's `when`. A connector that
+    /// one route takes and another's filter failed on goes out normally.
+    pub fn route(&self, event: &Event, agent_id: Option<&str>) -> Routed {
+        let mut context = None;
+        let mut taken = BTreeSet::new();
+        let mut failed = BTreeMap::new();
+        for (index, route) in self.routes.iter().enumerate() {
+            if !route.matches(event.kind, agent_id) {
+                continue;
+            }
+            let verdict = match &route.when {
+                None => Ok(true),
+                Some(when) => {
+                    when.matches(context.get_or_insert_with(|| FilterContext::new(event)))
+                }
+            };
+            match verdict {
+                Ok(true) => taken.extend(route.to.iter().map(String::as_str)),
+                Ok(false) => {}
+                Err(error) => {
+                    for connector in &route.to {
+                        failed.entry(connector.as_str()).or_insert_with(|| {
+                            format!(
+                                "route filter failed: routes[{index}].when: {error}; fix the \
+                                 expression (or the data it expects), reload, then `clairo-sync \
+                                 deliveries retry` this delivery"
+                            )
+                        });
+                    }
+                }
+            }
+        }
+        Routed {
+            connectors: taken.iter().map(|name| (*name).to_owned()).collect(),
+            failed: failed
+                .into_iter()
+                .filter(|(connector, _)| !taken.contains(connector))
+                .map(|(connector, reason)| FailedRoute {
+                    connector: connector.to_owned(),
+                    reason,
+                })
+                .collect(),
+        }
+    }
+
+    /// Whether route `index` takes the event (`check`'s preview of a filter on stored
+    /// events); `Err` when its filter fails on it.
+    pub fn route_takes(
+        &self,
+        index: usize,
+        event: &Event,
+        agent_id: Option<&str>,
+        context: &FilterContext,
+    ) -> Result<bool, String> {
+        let Some(route) = self.routes.get(index) else {
+            return Ok(false);
+        };
+        if !route.matches(event.kind, agent_id) {
+            return Ok(false);
+        }
+        route
+            .when
+            .as_ref()
+            .map_or(Ok(true), |when| when.matches(context))
+    }
+}
+
+/// The event about `key` (a brief id, a conversation's state, a recording's sha256), its
+/// id derived from the key, so the same thing always makes the same id.
+pub fn make_event(
+    kind: EventType,
+    key: &str,
+    timestamp: chrono::DateTime<chrono::Utc>,
+    data: serde_json::Value,
+) -> Event {
+    Event {
+        id: event_id(kind, key),
+        kind,
+        timestamp,
+        data,
     }
 }
 
@@ -86,19 +178,18 @@ impl SourceContext {
         agent_id: Option<&str>,
         data: serde_json::Value,
     ) -> NewEvent {
+        let event = make_event(kind, key, chrono::Utc::now(), data);
+        let routed = self.router.route(&event, agent_id);
         NewEvent {
-            event: Event {
-                id: event_id(kind, key),
-                kind,
-                timestamp: chrono::Utc::now(),
-                data,
-            },
+            event,
             agent_id: agent_id.map(str::to_owned),
-            connectors: self.router.connectors_for(kind, agent_id),
+            connectors: routed.connectors,
+            failed: routed.failed,
         }
     }
 
-    /// Counts the event and wakes its connectors' workers (after the commit).
+    /// Counts the event (and each delivery its route filters failed on, as dead) and
+    /// wakes its connectors' workers (after the commit).
     pub fn emitted(&self, event: &NewEvent) {
         self.metrics
             .events
@@ -106,6 +197,21 @@ impl SourceContext {
                 r#type: event.event.kind.as_str().to_owned(),
             })
             .inc();
+        for failed in &event.failed {
+            tracing::warn!(
+                connector = %failed.connector,
+                event_id = %event.event.id,
+                reason = %failed.reason,
+                "A route filter failed on an event; its delivery is dead (kept, and replayable with `clairo-sync deliveries retry`)."
+            );
+            self.metrics
+                .deliveries
+                .get_or_create(&crate::metrics::DeliveryLabels {
+                    connector: failed.connector.clone(),
+                    outcome: "dead".to_owned(),
+                })
+                .inc();
+        }
         self.wakers.wake(&event.connectors);
     }
 

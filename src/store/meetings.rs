@@ -342,6 +342,26 @@ impl Store {
         ))
     }
 
+    /// Recordings Clairo answered (each announced by a `meeting.processed` event), oldest
+    /// first: what a replay rebuilds pruned events from.
+    pub async fn done_meetings(&self) -> Result<Vec<MeetingRow>> {
+        // PostgreSQL compares text by the database's collation; `COLLATE "C"` orders the
+        // hashes bytewise, as SQLite does.
+        Ok(on_pool!(
+            self,
+            (
+                select_meetings!("WHERE status = 'done' ORDER BY updated_at, sha256"),
+                select_meetings!("WHERE status = 'done' ORDER BY updated_at, sha256 COLLATE \"C\"")
+            ),
+            |sql, ex| sqlx::query(sql)
+                .fetch_all(ex)
+                .await?
+                .into_iter()
+                .map(|row| meeting_from_row!(row))
+                .collect()
+        ))
+    }
+
     /// Uploads whose request was sent and never answered (the process stopped mid-upload).
     pub async fn interrupted_meetings(&self) -> Result<Vec<MeetingRow>> {
         let portable = select_meetings!(

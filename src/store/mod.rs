@@ -15,7 +15,8 @@
 //! The SQL is kept per table, so a second backend can follow the same map: this file opens
 //! the database (pool, pragmas, migrations) and holds the errors and the `meta` table;
 //! `briefs.rs`, `conversations.rs` and `meetings.rs` the items; `outbox.rs` events,
-//! deliveries, attempts and leases; `runs.rs` the sources' runs; `retention.rs` pruning.
+//! deliveries, attempts and leases; `replay.rs` reading events again and queueing a
+//! replay; `runs.rs` the sources' runs; `retention.rs` pruning.
 
 use std::path::Path;
 use std::str::FromStr;
@@ -72,6 +73,7 @@ mod briefs;
 mod conversations;
 pub mod meetings;
 mod outbox;
+mod replay;
 mod retention;
 mod runs;
 mod wakers;
@@ -80,9 +82,10 @@ pub use briefs::BriefRecord;
 pub use conversations::ConversationState;
 use outbox::insert_event;
 pub use outbox::{
-    AttemptRow, ClaimedDelivery, DeliveryFilter, DeliveryRow, Lease, NewEvent, NextState,
-    QueueStats,
+    AttemptRow, ClaimedDelivery, DeliveryFilter, DeliveryRow, FailedRoute, Lease, NewEvent,
+    NextState, QueueStats,
 };
+pub use replay::{RecordedItem, ReplayCount, StoredEvent};
 pub use runs::SourceRun;
 pub use wakers::Wakers;
 
@@ -382,6 +385,16 @@ impl Store {
     async fn write_tx(&self) -> Result<Tx> {
         Ok(match &self.pool {
             Pool::Sqlite(pool) => Tx::Sqlite(pool.begin_with("BEGIN IMMEDIATE").await?),
+            #[cfg(feature = "postgres")]
+            Pool::Postgres(pool) => Tx::Postgres(pool.begin().await?),
+        })
+    }
+
+    /// A plain transaction, taking no write lock at BEGIN (SQLite's deferred BEGIN): for
+    /// work that only reads, and so works on a read-only open too.
+    async fn read_tx(&self) -> Result<Tx> {
+        Ok(match &self.pool {
+            Pool::Sqlite(pool) => Tx::Sqlite(pool.begin().await?),
             #[cfg(feature = "postgres")]
             Pool::Postgres(pool) => Tx::Postgres(pool.begin().await?),
         })

@@ -14,6 +14,17 @@ pub struct NewEvent {
     pub event: Event,
     pub agent_id: Option<String>,
     pub connectors: Vec<String>,
+    /// Connectors a route filter failed on for this event: recorded dead with the reason,
+    /// so nothing is dropped and `deliveries retry` can send them after the fix.
+    pub failed: Vec<FailedRoute>,
+}
+
+/// A delivery whose route filter failed when its event was written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FailedRoute {
+    pub connector: String,
+    /// `route filter failed: routes[N].when: …; …`.
+    pub reason: String,
 }
 
 /// One claim of one delivery: the owner it was claimed by and the end of the lease it
@@ -527,6 +538,27 @@ pub(super) async fn insert_event(tx: &mut Tx, event: &NewEvent) -> Result<bool> 
                 .bind(&event.event.id)
                 .bind(connector)
                 .bind(now)
+                .bind(now)
+                .bind(now)
+                .execute(ex)
+                .await?
+                .rows_affected()
+        );
+    }
+    for failed in &event.failed {
+        on_tx!(
+            &mut *tx,
+            (
+                "INSERT INTO deliveries (event_id, connector, status, next_attempt_at, last_error, created_at, updated_at)
+             VALUES (?, ?, 'dead', ?, ?, ?, ?) ON CONFLICT (event_id, connector) DO NOTHING",
+                "INSERT INTO deliveries (event_id, connector, status, next_attempt_at, last_error, created_at, updated_at)
+                 VALUES ($1, $2, 'dead', $3, $4, $5, $6) ON CONFLICT (event_id, connector) DO NOTHING"
+            ),
+            |sql, ex| sqlx::query(sql)
+                .bind(&event.event.id)
+                .bind(&failed.connector)
+                .bind(now)
+                .bind(&failed.reason)
                 .bind(now)
                 .bind(now)
                 .execute(ex)

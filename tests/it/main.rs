@@ -13,5 +13,7 @@ mod hostile;
 mod meetings;
 mod ops;
 mod pg;
+mod routing;
 mod store;
 mod support;
+mod webhook;

@@ -3,7 +3,12 @@
 //! [`store_tests!`] runs as `<name>::on_sqlite` and `<name>::on_postgres`.
 
 use clairo_connectors::{Event, EventType, event_id};
-use clairo_sync::store::{AttemptRow, BriefRecord, NewEvent, NextState, Store, now_ms};
+use std::collections::HashSet;
+
+use clairo_sync::store::{
+    AttemptRow, BriefRecord, FailedRoute, NewEvent, NextState, RecordedItem, ReplayCount, Store,
+    StoredEvent, now_ms,
+};
 
 use crate::pg::{PASSWORD, PgCluster};
 
@@ -66,6 +71,7 @@ fn brief_event(id: &str) -> NewEvent {
         },
         agent_id: Some("cm1def".into()),
         connectors: vec!["hook".into(), "archive".into()],
+        failed: Vec::new(),
     }
 }
 
@@ -488,4 +494,321 @@ async fn a_wrong_postgres_password_is_an_open_error_that_does_not_show_it() {
     let text = error.to_string();
     assert!(!text.contains("not-the-password-9c1"), "{text}");
     assert!(text.contains("127.0.0.1"), "names the server: {text}");
+}
+
+fn deliveries_of(
+    rows: &[clairo_sync::store::DeliveryRow],
+    connector: &str,
+) -> Vec<(String, String)> {
+    rows.iter()
+        .filter(|row| row.connector == connector)
+        .map(|row| (row.event_id.clone(), row.status.clone()))
+        .collect()
+}
+
+async fn all_deliveries(store: &Store) -> Vec<clairo_sync::store::DeliveryRow> {
+    store
+        .list_deliveries(&clairo_sync::store::DeliveryFilter {
+            limit: 10_000,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+}
+
+store_tests! {
+    async fn a_route_filter_that_failed_writes_a_dead_delivery_with_its_reason(new_backend) {
+    let backend = new_backend();
+    let store = backend.open().await;
+    let reason = "route filter failed: routes[1].when: `data.lead.score > 3`: no field score; fix the filter, then `clairo-sync deliveries retry --all-dead`";
+    let mut event = brief_event("b1");
+    event.connectors = vec!["hook".into()];
+    event.failed = vec![FailedRoute {
+        connector: "archive".into(),
+        reason: reason.into(),
+    }];
+    assert!(store.record_brief(&brief("b1"), Some(&event)).await.unwrap());
+
+    let dead = store
+        .list_deliveries(&clairo_sync::store::DeliveryFilter {
+            dead_only: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    assert_eq!(dead[0].connector, "archive");
+    assert_eq!(dead[0].event_id, event.event.id);
+    assert_eq!(dead[0].last_error.as_deref(), Some(reason));
+    assert_eq!(dead[0].attempts, 0, "never attempted");
+    assert!(dead[0].last_attempt.is_none());
+    let now = now_ms();
+    assert!(
+        store.claim_due("archive", "a", now, now + 60_000, 10).await.unwrap().is_empty(),
+        "a dead delivery is not claimed"
+    );
+    assert_eq!(store.claim_due("hook", "a", now, now + 60_000, 10).await.unwrap().len(), 1);
+    let stats = store.queue_stats().await.unwrap();
+    let archive = stats.iter().find(|q| q.connector == "archive").unwrap();
+    assert_eq!((archive.pending, archive.dead), (0, 1));
+
+    // The same event written again (a repeated poll) adds nothing.
+    assert!(!store.record_brief(&brief("b1"), Some(&event)).await.unwrap());
+    assert_eq!(all_deliveries(&store).await.len(), 2);
+
+    // After the fix, `deliveries retry --all-dead` sends it.
+    assert_eq!(store.retry_deliveries(&[], true).await.unwrap(), 1);
+    let retried = store
+        .claim_due("archive", "a", now_ms(), now_ms() + 60_000, 10)
+        .await
+        .unwrap();
+    assert_eq!(retried.len(), 1);
+    assert_eq!(retried[0].event.id, event.event.id);
+    }
+}
+
+store_tests! {
+    async fn a_replay_queued_twice_makes_one_pending_delivery_per_connector(new_backend) {
+    let backend = new_backend();
+    let store = backend.open().await;
+    for id in ["b1", "b2"] {
+        store.record_brief(&brief(id), Some(&brief_event(id))).await.unwrap();
+    }
+    // b1 and b2 delivered to the hook; "archive" still has both pending.
+    finish_all(&store, "hook", &NextState::Delivered).await;
+    let mut events = Vec::new();
+    store.each_event(|stored| events.push(stored)).await.unwrap();
+    assert_eq!(events.len(), 2);
+
+    // A dry run counts and writes nothing.
+    let counts = store.queue_replay("hook", &events, true).await.unwrap();
+    assert_eq!(
+        counts["brief.created"],
+        ReplayCount { queued: 2, rebuilt: 0, already_pending: 0 }
+    );
+    assert_eq!(store.pending_count("hook").await.unwrap(), 0, "dry run wrote nothing");
+
+    let counts = store.queue_replay("hook", &events, false).await.unwrap();
+    assert_eq!(
+        counts["brief.created"],
+        ReplayCount { queued: 2, rebuilt: 0, already_pending: 0 }
+    );
+    let counts = store.queue_replay("hook", &events, false).await.unwrap();
+    assert_eq!(
+        counts["brief.created"],
+        ReplayCount { queued: 0, rebuilt: 0, already_pending: 2 },
+        "the second replay leaves the pending ones alone"
+    );
+    assert_eq!(store.pending_count("hook").await.unwrap(), 2);
+    let rows = all_deliveries(&store).await;
+    let hook = deliveries_of(&rows, "hook");
+    assert_eq!(hook.len(), 2, "one delivery per event, not a second one: {hook:?}");
+    assert!(hook.iter().all(|(_, status)| status == "pending"), "{hook:?}");
+    assert!(
+        rows.iter().filter(|row| row.connector == "hook").all(|row| row.attempts == 0 && row.delivered_at.is_none()),
+        "attempts reset, delivered_at cleared"
+    );
+
+    // Already pending for "archive": left as they are. A new connector gets one each.
+    let counts = store.queue_replay("archive", &events, false).await.unwrap();
+    assert_eq!(counts["brief.created"].already_pending, 2);
+    for _ in 0..2 {
+        store.queue_replay("new", &events, false).await.unwrap();
+    }
+    assert_eq!(store.pending_count("archive").await.unwrap(), 2);
+    assert_eq!(store.pending_count("new").await.unwrap(), 2);
+    assert_eq!(all_deliveries(&store).await.len(), 6);
+    assert_eq!(store.event_count().await.unwrap(), 2, "the events are the same ones");
+
+    // A dead delivery is queued again too.
+    finish_all(&store, "new", &NextState::Dead).await;
+    let counts = store.queue_replay("new", &events, false).await.unwrap();
+    assert_eq!(counts["brief.created"].queued, 2);
+    assert_eq!(store.pending_count("new").await.unwrap(), 2);
+    }
+}
+
+store_tests! {
+    async fn a_replayed_event_missing_from_the_outbox_is_recorded_with_its_id(new_backend) {
+    let backend = new_backend();
+    let store = backend.open().await;
+    store.record_brief(&brief("kept"), Some(&brief_event("kept"))).await.unwrap();
+    let kept = brief_event("kept");
+    let pruned = brief_event("pruned");
+    let events: Vec<StoredEvent> = [&kept, &pruned]
+        .iter()
+        .map(|new| StoredEvent { event: new.event.clone(), agent_id: new.agent_id.clone() })
+        .collect();
+    let ids = vec![kept.event.id.clone(), pruned.event.id.clone()];
+    assert_eq!(
+        store.stored_event_ids(&ids).await.unwrap(),
+        HashSet::from([kept.event.id.clone()])
+    );
+
+    let dry = store.queue_replay("hook", &events, true).await.unwrap();
+    assert_eq!(dry["brief.created"], ReplayCount { queued: 1, rebuilt: 1, already_pending: 1 });
+    assert_eq!(store.event_count().await.unwrap(), 1, "a dry run records no event");
+
+    let done = store.queue_replay("hook", &events, false).await.unwrap();
+    assert_eq!(done["brief.created"], ReplayCount { queued: 1, rebuilt: 1, already_pending: 1 });
+    assert_eq!(
+        store.stored_event_ids(&ids).await.unwrap(),
+        HashSet::from_iter(ids.iter().cloned())
+    );
+    let now = now_ms();
+    let claimed = store.claim_due("hook", "a", now, now + 60_000, 10).await.unwrap();
+    let claimed_ids: HashSet<String> = claimed.iter().map(|d| d.event.id.clone()).collect();
+    assert_eq!(claimed_ids, HashSet::from_iter(ids.iter().cloned()));
+    let rebuilt = claimed.iter().find(|d| d.event.id == pruned.event.id).unwrap();
+    assert_eq!(rebuilt.event.data, pruned.event.data, "the envelope as it was made");
+    }
+}
+
+fn replay_event(
+    index: usize,
+    kind: EventType,
+    timestamp: chrono::DateTime<chrono::Utc>,
+) -> StoredEvent {
+    // Mixed case and punctuation first, so an order that is not bytewise (a locale's
+    // collation, where `_` is ignored and `a` < `B`) shows.
+    let case = ["a", "B", "c", "D", "_"][index % 5];
+    StoredEvent {
+        event: Event {
+            id: format!("evt_{case}{index:04}"),
+            kind,
+            timestamp,
+            data: serde_json::json!({"n": index}),
+        },
+        agent_id: Some(format!("agent-{}", index % 3)),
+    }
+}
+
+store_tests! {
+    async fn stored_events_are_read_oldest_first_across_pages_and_by_type_and_time(new_backend) {
+    let backend = new_backend();
+    let store = backend.open().await;
+    // More than one page (500) of events, many written in the same millisecond (one
+    // replay transaction), so the pages' boundary falls between equal times.
+    // Whole seconds: the envelope keeps milliseconds.
+    let start =
+        chrono::DateTime::from_timestamp(chrono::Utc::now().timestamp() - 30 * 86_400, 0).unwrap();
+    let written: Vec<StoredEvent> = (0..1_203)
+        .map(|index| {
+            let kind = if index % 4 == 0 { EventType::ConversationUpdated } else { EventType::BriefCreated };
+            replay_event(index, kind, start + chrono::Duration::hours(index as i64))
+        })
+        .collect();
+    // Queued in bytewise id order, so each transaction's ids (one `created_at` each) come
+    // after the previous one's, whether or not the clock moved between them.
+    let mut written = written;
+    written.sort_by(|a, b| a.event.id.cmp(&b.event.id));
+    store.queue_replay("hook", &written, false).await.unwrap();
+
+    let mut read = Vec::new();
+    store.each_event(|stored| read.push(stored)).await.unwrap();
+    let read_ids: Vec<&str> = read.iter().map(|s| s.event.id.as_str()).collect();
+    let mut expected: Vec<&str> = written.iter().map(|s| s.event.id.as_str()).collect();
+    expected.sort();
+    assert_eq!(read_ids.len(), written.len(), "every event once");
+    assert_eq!(read_ids, expected, "oldest first, then by id bytewise");
+    for (stored, original) in read.iter().zip(&written) {
+        assert_eq!(stored.event.kind, original.event.kind);
+        assert_eq!(stored.event.timestamp, original.event.timestamp);
+        assert_eq!(stored.agent_id, original.agent_id);
+    }
+
+    // The replay command's selection: a type and a time window over what was read.
+    let since = start + chrono::Duration::hours(100);
+    let until = start + chrono::Duration::hours(200);
+    let mut chosen: Vec<usize> = read
+        .iter()
+        .filter(|s| s.event.kind == EventType::ConversationUpdated)
+        .filter(|s| s.event.timestamp >= since && s.event.timestamp < until)
+        .map(|s| s.event.data["n"].as_u64().unwrap() as usize)
+        .collect();
+    chosen.sort_unstable();
+    assert_eq!(chosen, (100..200).step_by(4).collect::<Vec<_>>());
+
+    // The newest first (`check`'s preview).
+    let recent = store.recent_events(3).await.unwrap();
+    let recent_ids: Vec<&str> = recent.iter().map(|s| s.event.id.as_str()).collect();
+    let newest: Vec<&str> = expected.iter().rev().take(3).copied().collect();
+    assert_eq!(recent_ids, newest);
+
+    // An empty outbox calls nothing.
+    let empty = new_backend();
+    let empty = empty.open().await;
+    let mut calls = 0;
+    empty.each_event(|_| calls += 1).await.unwrap();
+    assert_eq!(calls, 0);
+    assert!(empty.recent_events(10).await.unwrap().is_empty());
+    }
+}
+
+store_tests! {
+    async fn the_announced_items_are_those_after_the_baseline_and_the_done_meetings(new_backend) {
+    use clairo_sync::store::meetings::{Claim, MeetingClaim, MeetingResult};
+
+    let backend = new_backend();
+    let store = backend.open().await;
+    // `start_from = "now"`: the first poll records briefs without events.
+    store.record_briefs_seen(&[brief("old")]).await.unwrap();
+    store.set_meta("baseline_done.briefs", &now_ms().to_string()).await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    for id in ["new-2", "new-1"] {
+        store.record_brief(&brief(id), Some(&brief_event(id))).await.unwrap();
+    }
+    // One recording answered, one still uploading.
+    for (sha256, done) in [("bb", true), ("aa", false)] {
+        let claim = MeetingClaim {
+            sha256: sha256.into(),
+            file_name: format!("{sha256}.m4a"),
+            source_path: format!("/srv/drop/{sha256}.m4a"),
+            agent_id: "cm1def".into(),
+            title: "Weekly".into(),
+            size: 42,
+        };
+        assert_eq!(
+            store.claim_meeting(&claim, false).await.unwrap(),
+            Claim::Upload { interrupted: false }
+        );
+        if done {
+            let result = MeetingResult {
+                meeting_id: format!("mtg-{sha256}"),
+                title: "Weekly".into(),
+                transcript: Some("hello".into()),
+                summary: None,
+                duration_sec: Some(61.5),
+                uploaded_as: format!("{sha256}.m4a"),
+                raw: serde_json::json!({"id": format!("mtg-{sha256}")}),
+            };
+            assert!(store.record_meeting(sha256, &result, None).await.unwrap());
+        }
+    }
+
+    let done = store.done_meetings().await.unwrap();
+    assert_eq!(done.len(), 1);
+    assert_eq!(done[0].sha256, "bb");
+    assert_eq!(done[0].meeting_id.as_deref(), Some("mtg-bb"));
+    assert_eq!(done[0].duration_sec, Some(61.5));
+
+    let items = store.announced_items().await.unwrap();
+    let briefs: Vec<&str> = items
+        .iter()
+        .filter_map(|item| match item {
+            RecordedItem::Brief { id, .. } => Some(id.as_str()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(briefs.len(), 2, "the baseline's brief had no event: {briefs:?}");
+    assert!(briefs.contains(&"new-1") && briefs.contains(&"new-2"), "{briefs:?}");
+    let meetings: Vec<&str> = items
+        .iter()
+        .filter_map(|item| match item {
+            RecordedItem::Meeting(row) => Some(row.sha256.as_str()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(meetings, ["bb"]);
+    }
 }

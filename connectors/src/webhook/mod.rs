@@ -1,5 +1,8 @@
-//! The webhook connector: POSTs the event envelope signed per the Standard Webhooks
-//! specification, and turns the receiver's answer into a [`Verdict`].
+//! The webhook connector: POSTs the event envelope (or the body a `body_template` makes
+//! of it) signed per the Standard Webhooks specification, with one signature per secret
+//! while a secret is rotated, and turns the receiver's answer into a [`Verdict`].
+
+mod body;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -17,6 +20,7 @@ use serde::Deserialize;
 use sha2::Sha256;
 use url::Url;
 
+use self::body::{Body, DEFAULT_CONTENT_TYPE};
 use crate::http::{self, NoAnswer};
 use crate::{
     Attempt, BuildError, ConfigProblem, Connector, Delivery, HeaderLineError, MAX_RESPONSE_CHARS,
@@ -76,6 +80,17 @@ pub struct WebhookConfig {
     /// `<connector name>-headers`), so a gateway token need not sit in the config.
     #[serde(default)]
     pub headers_file: Option<PathBuf>,
+    /// A minijinja template of the body, for receivers that want their own shape
+    /// (replaces the envelope; the signature covers what it renders).
+    #[serde(default)]
+    pub body_template: Option<String>,
+    /// The same, read from a file.
+    #[serde(default)]
+    pub body_template_file: Option<PathBuf>,
+    /// The body's `Content-Type`; `application/json` unless set. A JSON type makes the
+    /// template a JSON template (values inserted as JSON, the output checked to parse).
+    #[serde(default)]
+    pub content_type: Option<String>,
 }
 
 impl fmt::Debug for WebhookConfig {
@@ -87,6 +102,9 @@ impl fmt::Debug for WebhookConfig {
             .field("timeout", &self.timeout)
             .field("headers", &self.headers.keys().collect::<Vec<_>>())
             .field("headers_file", &self.headers_file)
+            .field("body_template", &self.body_template)
+            .field("body_template_file", &self.body_template_file)
+            .field("content_type", &self.content_type)
             .finish()
     }
 }
@@ -109,10 +127,24 @@ impl WebhookConfig {
         match &self.secret {
             None => problems.push(ConfigProblem::new("secret", MISSING_SECRET)),
             Some(secret) => {
-                if let Err(message) = signing_key(secret) {
+                if let Err(message) = signing_keys(secret) {
                     problems.push(ConfigProblem::new("secret", message));
                 }
             }
+        }
+        if let Err(message) = body::content_type_header(self.content_type()) {
+            problems.push(ConfigProblem::new("content_type", message));
+        }
+        match self.body() {
+            Ok(body) => {
+                let key = if self.body_template_file.is_some() {
+                    "body_template_file"
+                } else {
+                    "body_template"
+                };
+                problems.extend(body.check_on_samples(key));
+            }
+            Err(problem) => problems.push(problem),
         }
         if self.timeout.is_zero() {
             problems.push(ConfigProblem::new(
@@ -126,6 +158,20 @@ impl WebhookConfig {
             }
         }
         problems
+    }
+}
+
+impl WebhookConfig {
+    fn content_type(&self) -> &str {
+        self.content_type.as_deref().unwrap_or(DEFAULT_CONTENT_TYPE)
+    }
+
+    fn body(&self) -> Result<Body, ConfigProblem> {
+        Body::new(
+            self.body_template.as_deref(),
+            self.body_template_file.as_deref(),
+            self.content_type(),
+        )
     }
 }
 
@@ -150,6 +196,36 @@ fn signing_key(secret: &Secret) -> Result<Vec<u8>, SecretError> {
         return Err(SecretError::NoKey);
     }
     Ok(key)
+}
+
+/// The HMAC keys of every `whsec_…` secret in `secret`, one a line: while a secret is
+/// rotated the file holds the old and the new, and each request is signed with both.
+/// Blank lines and `#` comments are skipped. Messages name a line by its number only.
+fn signing_keys(secret: &Secret) -> Result<Vec<Vec<u8>>, String> {
+    let lines: Vec<(usize, &str)> = secret
+        .expose()
+        .lines()
+        .map(str::trim)
+        .enumerate()
+        .filter(|(_, line)| !line.is_empty() && !line.starts_with('#'))
+        .collect();
+    let several = lines.len() > 1;
+    let keys = lines
+        .into_iter()
+        .map(|(index, line)| {
+            signing_key(&Secret::new(line)).map_err(|message| {
+                if several {
+                    format!("line {}: {message}", index + 1)
+                } else {
+                    message.to_string()
+                }
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    if keys.is_empty() {
+        return Err("holds no secret; put the receiver's whsec_… signing secret in it".to_owned());
+    }
+    Ok(keys)
 }
 
 /// `Name: value` lines (a `headers_file` or the `<connector name>-headers` credential);
@@ -223,7 +299,10 @@ struct SigningKey(Vec<u8>);
 pub struct WebhookConnector {
     name: String,
     url: Url,
-    key: SigningKey,
+    /// One per secret: every request carries a signature made with each.
+    keys: Vec<SigningKey>,
+    body: Body,
+    content_type: HeaderValue,
     headers: HeaderMap,
     /// The configured header values, longest first, to scrub from answers that echo them.
     scrubbed: Vec<String>,
@@ -238,7 +317,16 @@ impl WebhookConnector {
             .secret
             .as_ref()
             .ok_or_else(|| BuildError::key("secret", MISSING_SECRET))?;
-        let key = signing_key(secret).map_err(|error| BuildError::key("secret", error))?;
+        let keys = signing_keys(secret)
+            .map_err(|message| BuildError::key("secret", message))?
+            .into_iter()
+            .map(SigningKey)
+            .collect();
+        let content_type = body::content_type_header(config.content_type())
+            .map_err(|message| BuildError::key("content_type", message))?;
+        let body = config
+            .body()
+            .map_err(|problem| BuildError::key(problem.key, problem.message))?;
         let mut headers = HeaderMap::new();
         for (name, value) in &config.headers {
             let (name, value) = custom_header(name, value.expose())
@@ -255,7 +343,9 @@ impl WebhookConnector {
         Ok(Self {
             name: name.to_owned(),
             url,
-            key: SigningKey(key),
+            keys,
+            body,
+            content_type,
             headers,
             scrubbed: scrubbed_values(&config.headers),
             timeout: config.timeout,
@@ -300,16 +390,33 @@ impl WebhookConnector {
 impl Connector for WebhookConnector {
     async fn deliver(&self, delivery: Delivery<'_>) -> Attempt {
         let event = delivery.event;
-        let body = event.to_json();
+        let body = match self.body.render(event) {
+            Ok(body) => body,
+            Err(error) => {
+                let attempt = Attempt::permanent(format!(
+                    "the body could not be made: {error}; fix `body_template`, reload, then \
+                     `clairo-sync deliveries retry` the delivery"
+                ));
+                delivery.log_finished(&self.name, "Webhook", &attempt);
+                return attempt;
+            }
+        };
         // Made afresh at every attempt: receivers reject stale timestamps (typically
         // after 5 minutes), and a retry may come hours later.
         let timestamp = chrono::Utc::now().timestamp();
-        let signature = sign_with_key(&self.key.0, &event.id, timestamp, &body);
+        // One signature per secret, space separated, as Standard Webhooks specifies: a
+        // receiver that has either secret accepts the request.
+        let signature = self
+            .keys
+            .iter()
+            .map(|key| sign_with_key(&key.0, &event.id, timestamp, &body))
+            .collect::<Vec<_>>()
+            .join(" ");
         let sent = self
             .client
             .post(self.url.clone())
             .headers(self.headers.clone())
-            .header(CONTENT_TYPE, "application/json")
+            .header(CONTENT_TYPE, self.content_type.clone())
             .header("webhook-id", event.id.as_str())
             .header("webhook-timestamp", timestamp.to_string())
             .header("webhook-signature", signature)

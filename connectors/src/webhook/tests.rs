@@ -50,6 +50,9 @@ fn config(url: String) -> WebhookConfig {
         timeout: Duration::from_secs(5),
         headers: BTreeMap::new(),
         headers_file: None,
+        body_template: None,
+        body_template_file: None,
+        content_type: None,
     }
 }
 
@@ -470,4 +473,63 @@ fn a_missing_secret_is_a_problem_that_says_where_to_put_it() {
     assert_eq!(problems[0].key, "secret");
     assert!(problems[0].message.contains("secret_file"), "{problems:?}");
     assert!(WebhookConnector::new("sales_hook", &config).is_err());
+}
+
+#[tokio::test]
+async fn a_text_template_is_sent_as_written_with_its_content_type_and_signed_as_sent() {
+    let received = Received::default();
+    let base = receiver(received.clone()).await;
+    let mut config = config(format!("{base}/ok"));
+    config.body_template = Some("lead {{ data.id }}: {{ data.summary }}".to_owned());
+    config.content_type = Some("text/plain; charset=utf-8".to_owned());
+    assert!(config.validate().is_empty(), "{:?}", config.validate());
+
+    let attempt = deliver(&config, &event()).await;
+
+    assert_eq!(attempt.verdict, Verdict::Delivered);
+    let (headers, body) = &received.all()[0];
+    assert_eq!(body, "lead cm3brief: Wants a demo — ünïcode");
+    assert_eq!(
+        header_text(headers, "content-type"),
+        "text/plain; charset=utf-8"
+    );
+    let timestamp: i64 = header_text(headers, "webhook-timestamp").parse().unwrap();
+    let expected = sign(&Secret::new(TEST_SECRET), &event().id, timestamp, body).unwrap();
+    assert_eq!(header_text(headers, "webhook-signature"), expected);
+}
+
+#[tokio::test]
+async fn an_event_the_template_fails_on_is_dead_with_the_reason_and_nothing_is_sent() {
+    let received = Received::default();
+    let base = receiver(received.clone()).await;
+    let mut config = config(format!("{base}/ok"));
+    config.body_template = Some(r#"{"n": {{ data.summary + 1 }}}"#.to_owned());
+
+    let attempt = deliver(&config, &event()).await;
+
+    let Verdict::Permanent { reason } = &attempt.verdict else {
+        panic!("expected a permanent failure, got {attempt:?}");
+    };
+    assert!(reason.starts_with("the body could not be made"), "{reason}");
+    assert!(received.all().is_empty());
+}
+
+#[test]
+fn a_rotation_file_is_checked_line_by_line_without_echoing_a_secret() {
+    let mut config = config("https://hooks.example.com/x".to_owned());
+    config.secret = Some(Secret::new(format!(
+        "{TEST_SECRET}\nwhsec_not base64 hunter2\n"
+    )));
+    let problems = config.validate();
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    assert!(problems[0].message.starts_with("line 2: "), "{problems:?}");
+    assert!(!problems[0].message.contains("hunter2"), "{problems:?}");
+    config.body_template = Some("x".to_owned());
+    config.body_template_file = Some("/etc/clairo-sync/body.j2".into());
+    assert!(
+        config
+            .validate()
+            .iter()
+            .any(|problem| problem.key == "body_template" && problem.message.contains("keep one")),
+    );
 }

@@ -419,7 +419,12 @@ pub async fn process(
                 EventType::MeetingProcessed,
                 &prepared.sha256,
                 Some(&prepared.agent_id),
-                event_data(&result, &sent.meeting, prepared),
+                event_data(
+                    &result,
+                    &prepared.agent_id,
+                    &prepared.file_name,
+                    &prepared.sha256,
+                ),
             );
             let mut attempt = 1;
             let recorded = loop {
@@ -477,10 +482,12 @@ pub fn result_of(sent: &Sent, prepared: &Prepared) -> MeetingResult {
     }
 }
 
-/// The `meeting.processed` event's `data` (the README lists the event).
-fn event_data(result: &MeetingResult, meeting: &Meeting, prepared: &Prepared) -> Value {
+/// The `meeting.processed` event's `data` (the README lists the event), from Clairo's
+/// answer as recorded: made once after the upload, and again by a replay whose event was
+/// pruned (src/sources/rebuild.rs).
+pub fn event_data(result: &MeetingResult, agent_id: &str, file_name: &str, sha256: &str) -> Value {
     // The server's own number (2700, not 2700.0) when it sent one.
-    let duration = meeting
+    let duration = result
         .raw
         .get("durationSec")
         .cloned()
@@ -491,9 +498,9 @@ fn event_data(result: &MeetingResult, meeting: &Meeting, prepared: &Prepared) ->
         "transcript": result.transcript,
         "summary": result.summary,
         "durationSec": duration,
-        "agentId": prepared.agent_id,
-        "fileName": prepared.file_name,
-        "sha256": prepared.sha256,
+        "agentId": agent_id,
+        "fileName": file_name,
+        "sha256": sha256,
     })
 }
 
