@@ -49,6 +49,8 @@ const ONCE_A_YEAR: &str = "0 0 1 1 *";
 /// "Unlimited": far above anything a loopback run can reach.
 const UNLIMITED: u32 = 1_000_000_000;
 const THROUGHPUT_EVENTS: usize = 5_000;
+/// Briefs through the routing phase's five routes, once without and once with filters.
+const ROUTING_EVENTS: usize = 10_000;
 /// "24 MB", kept under the daemon's 25,000,000-byte limit.
 const UPLOAD_BYTES: usize = 24_000_000;
 const UPLOAD_BASELINE_BYTES: usize = 4_096;
@@ -70,11 +72,12 @@ const BRIEFS_LIST: &str = "GET /briefs";
 const BRIEF_DETAIL: &str = "GET /briefs/{id}";
 const CONVERSATIONS_LIST: &str = "GET /conversations";
 
-const PHASES: [&str; 6] = [
+const PHASES: [&str; 7] = [
     "drain",
     "drain-1k",
     "idle",
     "throughput",
+    "routing",
     "upload",
     "history",
 ];
@@ -236,6 +239,14 @@ impl Bench {
             eprintln!("== throughput with an unlimited budget ({THROUGHPUT_EVENTS} briefs)");
             if let Err(error) = self.throughput().await {
                 self.failed("Throughput", &error);
+            }
+        }
+        if wants("routing") {
+            eprintln!(
+                "== routing: {ROUTING_EVENTS} briefs through 5 routes, without and with filters"
+            );
+            if let Err(error) = self.routing().await {
+                self.failed("Routing", &error);
             }
         }
         if wants("upload") {

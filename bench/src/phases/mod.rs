@@ -6,5 +6,6 @@ use super::*;
 mod drain;
 mod history;
 mod idle;
+mod routing;
 mod throughput;
 mod upload;
