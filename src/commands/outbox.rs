@@ -9,7 +9,7 @@ use serde_json::json;
 use crate::cli::DeliveriesCommand;
 use crate::store::{DeliveryFilter, Store, now_ms};
 
-use crate::config::{Need, SecretSources};
+use crate::config::{Need, SecretSources, StateBackend};
 
 use super::{CommandResult, shown};
 
@@ -27,20 +27,32 @@ fn excerpt(response: &str) -> String {
 }
 
 /// The state database the config names, as it is: a missing file is "no state yet",
-/// never created here (src/store: `Store::open_existing`).
+/// never created here (src/store: `Store::open_existing`); a PostgreSQL database is
+/// never migrated here. Returns the SQLite file, if that is where the state is, and what
+/// `status` shows of where it is.
 async fn open_store(
     path: Option<&Path>,
     writable: bool,
-) -> Result<(Store, PathBuf), super::CommandError> {
+) -> Result<(Store, Option<PathBuf>, String), super::CommandError> {
     let path = path
         .map(Path::to_path_buf)
         .unwrap_or_else(|| std::path::PathBuf::from(crate::config::DEFAULT_CONFIG_PATH));
-    let loaded = crate::config::load(Some(&path), Need::StateOnly, &SecretSources::default())?;
-    let database = loaded.config.state.path;
-    let store = Store::open_existing(&database, writable)
+    // No secret but the database's password is read, and only with `state.url` set.
+    let loaded = crate::config::load(
+        Some(&path),
+        Need::StateOnly,
+        &SecretSources::from_env(Some(&path)),
+    )?;
+    let state = &loaded.config.state;
+    let password = loaded.state_password.as_ref().map(|secret| secret.expose());
+    let store = Store::open_existing_state(state.backend(), password, writable)
         .await
         .map_err(anyhow::Error::from)?;
-    Ok((store, database))
+    let file = match state.backend() {
+        StateBackend::Sqlite(file) => Some(file.to_path_buf()),
+        StateBackend::Postgres(_) => None,
+    };
+    Ok((store, file, state.location()))
 }
 
 /// SQLite makes `-wal`/`-shm` files beside the database when a command opens it while the
@@ -83,22 +95,25 @@ fn age(ms: Option<i64>) -> String {
 }
 
 pub async fn status(path: Option<&Path>, as_json: bool) -> CommandResult {
-    let (store, database) = open_store(path, false).await?;
+    let (store, database, location) = open_store(path, false).await?;
     let read = async {
         Ok::<_, crate::store::StoreError>((store.source_runs().await?, store.queue_stats().await?))
     }
     .await;
     store.close().await;
-    hand_side_files_back(&database);
+    if let Some(database) = &database {
+        hand_side_files_back(database);
+    }
     let (runs, queues) = read.map_err(anyhow::Error::from)?;
     if as_json {
-        let value = json!({ "sources": runs, "connectors": queues });
+        let value = json!({ "state": location, "sources": runs, "connectors": queues });
         println!(
             "{}",
             serde_json::to_string_pretty(&value).context("encoding JSON")?
         );
         return Ok(());
     }
+    println!("State  {location}\n");
     println!("Sources");
     if runs.is_empty() {
         println!("  (no run yet)");
@@ -141,10 +156,12 @@ pub async fn status(path: Option<&Path>, as_json: bool) -> CommandResult {
 
 pub async fn deliveries(path: Option<&Path>, command: DeliveriesCommand) -> CommandResult {
     let writable = matches!(command, DeliveriesCommand::Retry { .. });
-    let (store, database) = open_store(path, writable).await?;
+    let (store, database, _) = open_store(path, writable).await?;
     let result = deliveries_in(&store, command).await;
     store.close().await;
-    hand_side_files_back(&database);
+    if let Some(database) = &database {
+        hand_side_files_back(database);
+    }
     result
 }
 

@@ -107,8 +107,16 @@ impl Default for ClairoConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StateConfig {
+    /// The SQLite file. With `url` set the state is in PostgreSQL and this path only
+    /// names the daemon's local directory (its parent holds transcoded copies).
     #[serde(default = "default_state_path")]
     pub path: PathBuf,
+    /// `postgres://user@host/db`: the state in PostgreSQL instead of SQLite. Never holds
+    /// a password (see `password_file`).
+    pub url: Option<String>,
+    /// The PostgreSQL password; else the credential `state-password`, else none (trust,
+    /// peer, or `~/.pgpass`).
+    pub password_file: Option<PathBuf>,
     /// How long an event every delivery of which went out is kept (with its deliveries
     /// and attempts) before it is pruned; `forever` keeps them all.
     #[serde(default)]
@@ -119,7 +127,37 @@ impl Default for StateConfig {
     fn default() -> Self {
         Self {
             path: default_state_path(),
+            url: None,
+            password_file: None,
             delivered_retention: Retention::default(),
+        }
+    }
+}
+
+/// Where the state lives, as `[state]` says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StateBackend<'a> {
+    Sqlite(&'a std::path::Path),
+    /// A URL with no password in it (validation refuses one that has).
+    Postgres(&'a str),
+}
+
+impl StateConfig {
+    /// `url` wins over `path`: `path` has a default, so an operator moving to PostgreSQL
+    /// who leaves it in place (or never wrote it) means the database, not the file.
+    pub fn backend(&self) -> StateBackend<'_> {
+        match &self.url {
+            Some(url) => StateBackend::Postgres(url),
+            None => StateBackend::Sqlite(&self.path),
+        }
+    }
+
+    /// What logs and `status` show of where the state is: the file, or the URL (which
+    /// holds no password).
+    pub fn location(&self) -> String {
+        match self.backend() {
+            StateBackend::Sqlite(path) => path.display().to_string(),
+            StateBackend::Postgres(url) => url.to_owned(),
         }
     }
 }

@@ -26,7 +26,7 @@ use tokio::sync::mpsc;
 
 use crate::auth::AuthGate;
 use crate::clairo::{ClairoClient, ClientOptions, RateLimiter};
-use crate::config::{Config, ConfigErrors, LoadedConfig, Schedule};
+use crate::config::{Config, ConfigErrors, LoadedConfig, Schedule, StateBackend};
 use crate::dispatch::Dispatcher;
 use crate::metrics::Metrics;
 use crate::shutdown::CancellationToken;
@@ -122,15 +122,31 @@ impl Runtime {
         limiter: Option<Arc<RateLimiter>>,
     ) -> anyhow::Result<Self> {
         let config = Arc::new(loaded.config.clone());
-        if let Some(parent) = config.state.path.parent()
-            && !parent.as_os_str().is_empty()
-            && !parent.exists()
-        {
-            std::fs::create_dir_all(parent).with_context(|| {
-                format!("cannot create the state directory {}", parent.display())
-            })?;
+        match config.state.backend() {
+            StateBackend::Sqlite(path) => {
+                if let Some(parent) = path.parent()
+                    && !parent.as_os_str().is_empty()
+                    && !parent.exists()
+                {
+                    std::fs::create_dir_all(parent).with_context(|| {
+                        format!("cannot create the state directory {}", parent.display())
+                    })?;
+                }
+            }
+            StateBackend::Postgres(url) => {
+                // Moving to PostgreSQL leaves the file behind: what it still queues is
+                // not sent by this daemon, and an operator should hear so once.
+                if config.state.path.is_file() {
+                    tracing::warn!(
+                        file = %config.state.path.display(),
+                        database = %url,
+                        "The state is in PostgreSQL (state.url); the SQLite file at state.path is no longer used, and deliveries still pending in it are not sent. Run `clairo-sync status` on it with state.url removed to see them, and move the file aside once it is empty."
+                    );
+                }
+            }
         }
-        let store = Store::open(&config.state.path).await?;
+        let password = loaded.state_password.as_ref().map(|secret| secret.expose());
+        let store = Store::open_state(config.state.backend(), password).await?;
         let metrics = Metrics::new();
         let limiter = limiter
             .unwrap_or_else(|| Arc::new(RateLimiter::new(config.clairo.max_requests_per_minute)));

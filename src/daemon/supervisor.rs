@@ -82,7 +82,7 @@ pub async fn serve(
     }
     tracing::info!(
         version = env!("CARGO_PKG_VERSION"),
-        state = %runtime.config.state.path.display(),
+        state = %runtime.config.state.location(),
         connectors = runtime.connectors.len(),
         "clairo-sync is running."
     );

@@ -13,5 +13,6 @@ mod hostile;
 mod meetings;
 mod ops;
 mod pg;
+mod state;
 mod store;
 mod support;

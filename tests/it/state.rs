@@ -1,0 +1,169 @@
+//! `[state] url`: the daemon and the operator's commands on a real PostgreSQL (a
+//! throwaway cluster, tests/it/pg.rs), and the config errors that keep its password out
+//! of the config, the logs and the output.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::pg::{PASSWORD, PgCluster};
+use crate::support::{Daemon, Receiver, daemon_config, run_cli, sandbox, write};
+
+/// Points a `daemon_config` at PostgreSQL: `url` and a password file holding `password`.
+fn use_postgres(config: &Path, url: &str, password: &str) -> PathBuf {
+    let dir = config.parent().unwrap();
+    let password_file = write(dir, "state-password", &format!("{password}\n"));
+    let text = std::fs::read_to_string(config).unwrap().replacen(
+        "[state]\n",
+        &format!(
+            "[state]\nurl = \"{url}\"\npassword_file = \"{}\"\n",
+            password_file.display()
+        ),
+        1,
+    );
+    std::fs::write(config, text).unwrap();
+    password_file
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_daemon_keeps_its_state_in_postgresql_and_delivers_briefs_to_a_webhook() {
+    let cluster = PgCluster::start();
+    let sandbox = sandbox(0, 0).await;
+    sandbox.add_briefs(5);
+    let receiver = Receiver::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = daemon_config(dir.path(), &sandbox, &receiver, "");
+    use_postgres(&config, &cluster.url(), PASSWORD);
+    let config_arg = config.to_str().unwrap();
+
+    let (code, stdout, stderr) = run_cli(&["check", "--online", "-c", config_arg]);
+    assert_eq!(code, 0, "{stdout}\n{stderr}");
+    assert!(
+        stdout.contains("state: PostgreSQL at") && stdout.contains("migration(s) at its start"),
+        "a new database is reached and awaits the daemon's migrations: {stdout}"
+    );
+
+    let mut daemon = Daemon::start(&config);
+    let delivered = receiver
+        .wait_for_delivered(5, Duration::from_secs(60))
+        .await;
+    assert_eq!(delivered.len(), 5);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        receiver.received().len(),
+        5,
+        "no duplicate and no extra request"
+    );
+    assert!(
+        !dir.path().join("state.db").exists(),
+        "no SQLite file is made when the state is in PostgreSQL"
+    );
+
+    let (code, stdout, stderr) = run_cli(&["status", "-c", config_arg]);
+    assert_eq!(code, 0, "{stdout}\n{stderr}");
+    assert!(
+        stdout.contains(&cluster.url()),
+        "status says where the state is: {stdout}"
+    );
+    assert!(stdout.contains("briefs"), "{stdout}");
+    let (code, stdout, _) = run_cli(&["status", "--json", "-c", config_arg]);
+    assert_eq!(code, 0);
+    let status: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(status["state"], cluster.url().as_str());
+    let hook = status["connectors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|queue| queue["connector"] == "hook")
+        .expect("the webhook's queue");
+    assert_eq!(hook["delivered"], 5, "{status}");
+
+    let (code, stdout, stderr) = run_cli(&["check", "--online", "-c", config_arg]);
+    assert_eq!(code, 0, "{stdout}\n{stderr}");
+    assert!(stdout.contains("schema current"), "{stdout}");
+    for output in [&stdout, &stderr] {
+        assert!(!output.contains(PASSWORD), "the password is never shown");
+    }
+    assert_eq!(daemon.terminate(Duration::from_secs(15)), Some(0));
+}
+
+#[test]
+fn a_state_url_with_a_password_is_refused_naming_password_file_without_echoing_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = "s3cret-Zq81";
+    let config = write(
+        dir.path(),
+        "clairo-sync.toml",
+        &format!(
+            "[clairo]\napi_key = \"clr_test_key_123\"\n\n[state]\nurl = \"postgres://clairo_sync:{secret}@db.example.com/clairo_sync\"\n"
+        ),
+    );
+    let config_arg = config.to_str().unwrap();
+    for command in [
+        &["check", "-c", config_arg][..],
+        &["run", "-c", config_arg],
+        &["status", "-c", config_arg],
+    ] {
+        let (code, stdout, stderr) = run_cli(command);
+        assert_eq!(code, 78, "{command:?}: {stdout}\n{stderr}");
+        assert!(stderr.contains("state.url"), "{command:?}: {stderr}");
+        assert!(
+            stderr.contains("state.password_file"),
+            "{command:?}: {stderr}"
+        );
+        assert!(
+            !stdout.contains(secret) && !stderr.contains(secret),
+            "{command:?} echoed the password: {stdout}\n{stderr}"
+        );
+    }
+}
+
+#[test]
+fn a_state_url_that_is_not_postgresql_names_the_schemes() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write(
+        dir.path(),
+        "clairo-sync.toml",
+        "[clairo]\napi_key = \"clr_test_key_123\"\n\n[state]\nurl = \"mysql://clairo@db.example.com/clairo\"\n",
+    );
+    let (code, _, stderr) = run_cli(&["check", "-c", config.to_str().unwrap()]);
+    assert_eq!(code, 78, "{stderr}");
+    assert!(
+        stderr.contains("state.url") && stderr.contains("postgres://"),
+        "{stderr}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn check_online_says_plainly_when_the_password_is_wrong_or_the_server_is_down() {
+    let cluster = PgCluster::start();
+    let dir = tempfile::tempdir().unwrap();
+    let wrong = "not-the-password-7Yw";
+    let config = write(
+        dir.path(),
+        "clairo-sync.toml",
+        "[clairo]\napi_key = \"clr_test_key_123\"\nbase_url = \"http://127.0.0.1:9/api/v1\"\n\n[state]\n",
+    );
+    use_postgres(&config, &cluster.url(), wrong);
+    let (code, stdout, stderr) = run_cli(&["check", "--online", "-c", config.to_str().unwrap()]);
+    assert_ne!(code, 0);
+    assert!(
+        stderr.contains("refused the password") && stderr.contains("state.password_file"),
+        "{stderr}"
+    );
+    assert!(
+        !stdout.contains(wrong) && !stderr.contains(wrong),
+        "{stderr}"
+    );
+
+    let url = cluster.url();
+    drop(cluster);
+    let config = write(
+        dir.path(),
+        "clairo-sync.toml",
+        "[clairo]\napi_key = \"clr_test_key_123\"\nbase_url = \"http://127.0.0.1:9/api/v1\"\n\n[state]\n",
+    );
+    use_postgres(&config, &url, PASSWORD);
+    let (code, _, stderr) = run_cli(&["check", "--online", "-c", config.to_str().unwrap()]);
+    assert_ne!(code, 0);
+    assert!(stderr.contains("cannot be reached"), "{stderr}");
+}
