@@ -220,6 +220,15 @@ fn connect_advice(url: &str, error: &sqlx::Error, had_password: bool) -> String 
         (Some("28000"), _) => format!(
             "PostgreSQL does not let this user in from this host ({error}): add a line for it in the server's pg_hba.conf, or fix the user in state.url"
         ),
+        (Some("25006"), _) => format!(
+            "the server takes no writes ({error}): state.url names a read-only server (a standby?); point it at the primary"
+        ),
+        (Some(code), _) if code.starts_with("53") => format!(
+            "the server is out of resources ({error}): free disk space or connections on it"
+        ),
+        (Some(code), _) if code.starts_with("57") || code.starts_with("08") => format!(
+            "PostgreSQL is shutting down or dropped the connection ({error}): check the server; the daemon retries"
+        ),
         (Some("3D000"), _) => format!(
             "the database does not exist ({error}): create it (createdb -O USER DATABASE) or fix its name in state.url"
         ),
@@ -543,6 +552,26 @@ impl Store {
 
     /// Checks that the database accepts a write (readiness).
     pub async fn check_writable(&self) -> Result<()> {
+        let checked = self.write_check().await;
+        // PostgreSQL can go away under a running daemon: `/readyz` says why in the words
+        // `check --online` uses (the pool holds no URL; the config names it).
+        #[cfg(feature = "postgres")]
+        if let (Pool::Postgres(_), Err(StoreError::Sql(source))) = (&self.pool, &checked)
+            && is_server_trouble(source)
+        {
+            let Err(StoreError::Sql(source)) = checked else {
+                unreachable!("matched above")
+            };
+            return Err(StoreError::Connect {
+                url: "named by state.url".to_owned(),
+                had_password: true,
+                source,
+            });
+        }
+        checked
+    }
+
+    async fn write_check(&self) -> Result<()> {
         let mut tx = self.write_tx().await?;
         on_tx!(
             &mut tx,
@@ -586,6 +615,24 @@ impl Store {
                 .rows_affected()
         );
         Ok(())
+    }
+}
+
+/// Whether a statement failed because of the server or the way to it (not the
+/// statement): unreachable, refusing this client, read-only or out of disk.
+#[cfg(feature = "postgres")]
+fn is_server_trouble(error: &sqlx::Error) -> bool {
+    match error {
+        sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::Tls(_) => true,
+        // Classes 08 (connection), 28 (authorization), 3D (no database), 53 (resources),
+        // 57 (operator intervention: shutdown) and read-only transactions.
+        sqlx::Error::Database(database) => database.code().is_some_and(|code| {
+            ["08", "28", "3D", "53", "57"]
+                .iter()
+                .any(|class| code.starts_with(class))
+                || code == "25006"
+        }),
+        _ => false,
     }
 }
 

@@ -167,3 +167,25 @@ async fn check_online_says_plainly_when_the_password_is_wrong_or_the_server_is_d
     assert_ne!(code, 0);
     assert!(stderr.contains("cannot be reached"), "{stderr}");
 }
+
+#[tokio::test]
+async fn a_running_store_whose_server_stops_says_it_cannot_be_reached() {
+    let cluster = PgCluster::start();
+    let store = clairo_sync::store::Store::connect(&cluster.url(), Some(PASSWORD))
+        .await
+        .unwrap();
+    store
+        .check_writable()
+        .await
+        .expect("writable while the server runs");
+    drop(cluster);
+    let error = store
+        .check_writable()
+        .await
+        .expect_err("the server is gone")
+        .to_string();
+    assert!(
+        error.contains("state.url") && error.contains("PostgreSQL"),
+        "{error}"
+    );
+}
