@@ -139,50 +139,57 @@ impl Store {
     /// taken over when `take_over` says its file is gone, and reported otherwise.
     pub async fn claim_meeting(&self, claim: &MeetingClaim, take_over: bool) -> Result<Claim> {
         let mut tx = self.write_tx().await?;
+        let now = now_ms();
+        let size = i64::try_from(claim.size).unwrap_or(i64::MAX);
+        // Insert first, read only on a conflict: two instances claiming one content at
+        // once both get an answer (one the upload, the other "in progress"), where a read
+        // then an insert would give the slower one a unique violation. On PostgreSQL the
+        // insert waits for the other's uncommitted row, then yields to it.
+        let inserted = on_tx!(
+            &mut tx,
+            (
+                "INSERT INTO meetings (sha256, file_name, source_path, agent_id, title, size, status, attempts, created_at, updated_at)
+                 VALUES (?, ?, ?, ?, ?, ?, 'uploading', 0, ?, ?) ON CONFLICT (sha256) DO NOTHING",
+                "INSERT INTO meetings (sha256, file_name, source_path, agent_id, title, size, status, attempts, created_at, updated_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, 'uploading', 0, $7, $8) ON CONFLICT (sha256) DO NOTHING"
+            ),
+            |sql, ex| sqlx::query(sql)
+                .bind(&claim.sha256)
+                .bind(&claim.file_name)
+                .bind(&claim.source_path)
+                .bind(&claim.agent_id)
+                .bind(&claim.title)
+                .bind(size)
+                .bind(now)
+                .bind(now)
+                .execute(ex)
+                .await?
+                .rows_affected()
+        ) == 1;
+        if inserted {
+            tx.commit().await?;
+            return Ok(Claim::Upload { interrupted: false });
+        }
+        // The row is locked until the commit (PostgreSQL), so two re-claims of a failed
+        // content take turns and the second sees the first's claim; SQLite's writers
+        // take turns already.
         let existing = on_tx!(
             &mut tx,
             (
                 select_meetings!("WHERE sha256 = ?"),
-                select_meetings!("WHERE sha256 = $1")
+                select_meetings!("WHERE sha256 = $1 FOR UPDATE")
             ),
             |sql, ex| sqlx::query(sql)
                 .bind(&claim.sha256)
-                .fetch_optional(ex)
-                .await?
-                .map(|row| meeting_from_row!(row))
+                .fetch_one(ex)
+                .await
+                .map(|row| meeting_from_row!(row))?
         );
-        let now = now_ms();
-        let size = i64::try_from(claim.size).unwrap_or(i64::MAX);
         let claimed = match existing {
-            None => {
-                on_tx!(
-                    &mut tx,
-                    (
-                        "INSERT INTO meetings (sha256, file_name, source_path, agent_id, title, size, status, attempts, created_at, updated_at)
-                         VALUES (?, ?, ?, ?, ?, ?, 'uploading', 0, ?, ?)",
-                        "INSERT INTO meetings (sha256, file_name, source_path, agent_id, title, size, status, attempts, created_at, updated_at)
-                         VALUES ($1, $2, $3, $4, $5, $6, 'uploading', 0, $7, $8)"
-                    ),
-                    |sql, ex| sqlx::query(sql)
-                        .bind(&claim.sha256)
-                        .bind(&claim.file_name)
-                        .bind(&claim.source_path)
-                        .bind(&claim.agent_id)
-                        .bind(&claim.title)
-                        .bind(size)
-                        .bind(now)
-                        .bind(now)
-                        .execute(ex)
-                        .await?
-                        .rows_affected()
-                );
-                Claim::Upload { interrupted: false }
-            }
-            Some(row) if row.status == MeetingStatus::Done => Claim::Done(row),
-            Some(row)
-                if row.status == MeetingStatus::Failed
-                    || row.source_path == claim.source_path
-                    || take_over =>
+            row if row.status == MeetingStatus::Done => Claim::Done(row),
+            row if row.status == MeetingStatus::Failed
+                || row.source_path == claim.source_path
+                || take_over =>
             {
                 // Never answered: sent (attempts > 0) with no failure recorded since.
                 let interrupted = row.status == MeetingStatus::Uploading
@@ -212,7 +219,7 @@ impl Store {
                 );
                 Claim::Upload { interrupted }
             }
-            Some(row) => Claim::InProgress(row),
+            row => Claim::InProgress(row),
         };
         tx.commit().await?;
         Ok(claimed)

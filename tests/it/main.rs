@@ -14,5 +14,7 @@ mod meetings;
 mod ops;
 mod pg;
 mod state;
+#[macro_use]
 mod store;
+mod store_items;
 mod support;
