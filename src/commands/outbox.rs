@@ -96,17 +96,33 @@ fn age(ms: Option<i64>) -> String {
 
 pub async fn status(path: Option<&Path>, as_json: bool) -> CommandResult {
     let (store, database, location) = open_store(path, false).await?;
+    // Instances share a database on PostgreSQL only; on SQLite the daemon is alone.
+    let shared = database.is_none();
     let read = async {
-        Ok::<_, crate::store::StoreError>((store.source_runs().await?, store.queue_stats().await?))
+        let instances = if shared {
+            store.instances().await?
+        } else {
+            Vec::new()
+        };
+        Ok::<_, crate::store::StoreError>((
+            store.source_runs().await?,
+            store.queue_stats().await?,
+            instances,
+        ))
     }
     .await;
     store.close().await;
     if let Some(database) = &database {
         hand_side_files_back(database);
     }
-    let (runs, queues) = read.map_err(anyhow::Error::from)?;
+    let (runs, queues, instances) = read.map_err(anyhow::Error::from)?;
     if as_json {
-        let value = json!({ "state": location, "sources": runs, "connectors": queues });
+        let value = json!({
+            "state": location,
+            "instances": instances,
+            "sources": runs,
+            "connectors": queues,
+        });
         println!(
             "{}",
             serde_json::to_string_pretty(&value).context("encoding JSON")?
@@ -114,6 +130,27 @@ pub async fn status(path: Option<&Path>, as_json: bool) -> CommandResult {
         return Ok(());
     }
     println!("State  {location}\n");
+    if shared {
+        println!("Instances");
+        if instances.is_empty() {
+            println!("  (none running)");
+        }
+        for instance in &instances {
+            let leads = if instance.sources.is_empty() {
+                "-".to_owned()
+            } else {
+                instance.sources.join(", ")
+            };
+            println!(
+                "  {:<14} host {:<16} last heartbeat {} ago  polls {}",
+                shown::one_line(&instance.name),
+                shown::one_line(&instance.host),
+                age(Some(instance.last_heartbeat_at)),
+                leads
+            );
+        }
+        println!();
+    }
     println!("Sources");
     if runs.is_empty() {
         println!("  (no run yet)");

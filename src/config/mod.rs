@@ -117,6 +117,12 @@ pub struct StateConfig {
     /// The PostgreSQL password; else the credential `state-password`, else none (trust,
     /// peer, or `~/.pgpass`).
     pub password_file: Option<PathBuf>,
+    /// This instance's name in `status` and the leases (PostgreSQL); default the host name.
+    pub instance: Option<String>,
+    /// With several instances on one PostgreSQL database: how long a source's poller may
+    /// go without renewing its lease before another instance takes the source over.
+    #[serde(default = "default_source_lease", with = "humantime_serde")]
+    pub lease: Duration,
     /// How long an event every delivery of which went out is kept (with its deliveries
     /// and attempts) before it is pruned; `forever` keeps them all.
     #[serde(default)]
@@ -129,6 +135,8 @@ impl Default for StateConfig {
             path: default_state_path(),
             url: None,
             password_file: None,
+            instance: None,
+            lease: default_source_lease(),
             delivered_retention: Retention::default(),
         }
     }
@@ -150,6 +158,19 @@ impl StateConfig {
             Some(url) => StateBackend::Postgres(url),
             None => StateBackend::Sqlite(&self.path),
         }
+    }
+
+    /// `state.instance`, else the host name (else `clairo-sync`).
+    pub fn instance_name(&self) -> String {
+        self.instance
+            .clone()
+            .or_else(|| {
+                std::fs::read_to_string("/proc/sys/kernel/hostname")
+                    .ok()
+                    .map(|name| name.trim().to_owned())
+                    .filter(|name| !name.is_empty())
+            })
+            .unwrap_or_else(|| "clairo-sync".to_owned())
     }
 
     /// What logs and `status` show of where the state is: the file, or the URL (which
@@ -407,6 +428,11 @@ fn default_max_response_size() -> ByteSize {
 }
 fn default_state_path() -> PathBuf {
     PathBuf::from("/var/lib/clairo-sync/state.db")
+}
+/// 30 s: a failover takes at most this plus one renewal (a sixth of it) before the next
+/// instance polls, and a database that stalls for a few seconds costs no failover.
+fn default_source_lease() -> Duration {
+    Duration::from_secs(30)
 }
 fn default_listen() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 9464))

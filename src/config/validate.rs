@@ -231,6 +231,20 @@ pub(super) fn validate_state(state: &StateConfig, problems: &mut Vec<Problem>) {
             "is empty; name the SQLite file, e.g. /var/lib/clairo-sync/state.db",
         ));
     }
+    if state.lease < Duration::from_secs(3) {
+        problems.push(Problem::new(
+            "state.lease",
+            "is shorter than 3s, so a database pause of a moment would hand a source to another instance; the default is \"30s\"",
+        ));
+    }
+    if let Some(name) = &state.instance
+        && (name.trim().is_empty() || name.chars().any(char::is_control))
+    {
+        problems.push(Problem::new(
+            "state.instance",
+            "is empty or holds control characters; name this instance, e.g. \"web-2\", or remove the key to use the host name",
+        ));
+    }
     let Some(url) = &state.url else {
         if state.password_file.is_some() {
             problems.push(Problem::new(

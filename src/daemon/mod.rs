@@ -8,6 +8,7 @@
 //! - `schedule.rs`: the pollers on their schedules; `stale.rs`: readiness staleness
 //! - `systemd.rs`: readiness notifications and the watchdog
 
+mod leases;
 mod reload;
 mod schedule;
 mod signals;
@@ -32,6 +33,7 @@ use crate::metrics::Metrics;
 use crate::shutdown::CancellationToken;
 use crate::sources::{SourceContext, SourceKind};
 use crate::store::{Store, Wakers};
+pub use leases::Leadership;
 
 pub use schedule::{run_source, sleep_until_next, source_loop};
 pub use stale::{STALE_AFTER_FIRINGS, STALE_MARGIN, stale_loop, stale_reason};
@@ -93,6 +95,8 @@ pub struct Runtime {
     pub auth: Arc<AuthGate>,
     pub connectors: BTreeMap<String, Arc<dyn Connector>>,
     pub limiter: Arc<RateLimiter>,
+    /// Which sources this instance polls (all of them on SQLite).
+    pub leadership: Leadership,
 }
 
 /// What one config produces: replaced whole on SIGHUP, so every part sees one config.
@@ -157,6 +161,12 @@ impl Runtime {
             .map(|kind| kind.name())
             .collect();
         metrics.init_labels(&sources, connectors.keys());
+        let leadership = match config.state.backend() {
+            StateBackend::Sqlite(_) => Leadership::single(&config, &metrics),
+            StateBackend::Postgres(_) => {
+                Leadership::shared(store.clone(), &config, metrics.clone())
+            }
+        };
         Ok(Self {
             config,
             store,
@@ -166,6 +176,7 @@ impl Runtime {
             auth: Arc::default(),
             connectors,
             limiter,
+            leadership,
         })
     }
 

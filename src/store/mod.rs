@@ -15,7 +15,8 @@
 //! The SQL is kept per table, so a second backend can follow the same map: this file opens
 //! the database (pool, pragmas, migrations) and holds the errors and the `meta` table;
 //! `briefs.rs`, `conversations.rs` and `meetings.rs` the items; `outbox.rs` events,
-//! deliveries, attempts and leases; `runs.rs` the sources' runs; `retention.rs` pruning.
+//! deliveries, attempts and leases; `runs.rs` the sources' runs; `leases.rs` instances and
+//! who polls each source; `retention.rs` pruning.
 
 use std::path::Path;
 use std::str::FromStr;
@@ -70,6 +71,7 @@ macro_rules! on_tx {
 
 mod briefs;
 mod conversations;
+mod leases;
 pub mod meetings;
 mod outbox;
 mod retention;
@@ -78,6 +80,7 @@ mod wakers;
 
 pub use briefs::BriefRecord;
 pub use conversations::ConversationState;
+pub use leases::{Holder, InstanceRow};
 use outbox::insert_event;
 pub use outbox::{
     AttemptRow, ClaimedDelivery, DeliveryFilter, DeliveryRow, Lease, NewEvent, NextState,

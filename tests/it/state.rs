@@ -189,3 +189,100 @@ async fn a_running_store_whose_server_stops_says_it_cannot_be_reached() {
         "{error}"
     );
 }
+
+/// `GET /briefs` requests `sandbox` has seen: each one a poll of the briefs source.
+fn brief_polls(sandbox: &clairo_sandbox::Sandbox) -> usize {
+    sandbox
+        .stats()
+        .log
+        .iter()
+        .filter(|request| request.endpoint == "GET /briefs")
+        .count()
+}
+
+/// A daemon config on `cluster` as instance `name`, polling its own `sandbox` (so each
+/// sandbox's request log tells which instance polled), with a 3 s source lease.
+fn instance_config(
+    dir: &Path,
+    cluster: &PgCluster,
+    sandbox: &clairo_sandbox::Sandbox,
+    receiver: &Receiver,
+    name: &str,
+) -> PathBuf {
+    let config = daemon_config(dir, sandbox, receiver, "");
+    use_postgres(&config, &cluster.url(), PASSWORD);
+    let text = std::fs::read_to_string(&config).unwrap().replacen(
+        "[state]\n",
+        &format!("[state]\ninstance = \"{name}\"\nlease = \"3s\"\n"),
+        1,
+    );
+    std::fs::write(&config, text).unwrap();
+    config
+}
+
+async fn wait_until(within: Duration, mut done: impl FnMut() -> bool) -> Option<Duration> {
+    let start = std::time::Instant::now();
+    while start.elapsed() < within {
+        if done() {
+            return Some(start.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    None
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_instances_on_one_database_poll_each_source_once_and_the_survivor_takes_over_after_a_kill()
+ {
+    const LEASE: Duration = Duration::from_secs(3);
+    const PERIOD: Duration = Duration::from_secs(2);
+    let cluster = PgCluster::start();
+    let receiver = Receiver::start().await;
+    let (sandbox_a, sandbox_b) = (sandbox(0, 0).await, sandbox(0, 0).await);
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let config_a = instance_config(dir_a.path(), &cluster, &sandbox_a, &receiver, "a");
+    let config_b = instance_config(dir_b.path(), &cluster, &sandbox_b, &receiver, "b");
+
+    let mut a = Daemon::start(&config_a);
+    wait_until(Duration::from_secs(30), || brief_polls(&sandbox_a) > 0)
+        .await
+        .expect("instance a polls");
+    let _b = Daemon::start(&config_b);
+    // b is up, and a renews its lease many times over meanwhile.
+    let (code, stdout, stderr) = run_cli(&["status", "--json", "-c", config_b.to_str().unwrap()]);
+    assert_eq!(code, 0, "{stderr}");
+    tokio::time::sleep(LEASE * 3).await;
+    let polls_a = brief_polls(&sandbox_a);
+    assert!(polls_a >= 4, "a keeps polling on its schedule: {polls_a}");
+    assert_eq!(
+        brief_polls(&sandbox_b),
+        0,
+        "b never polls while a holds the lease"
+    );
+    let (code, stdout2, _) = run_cli(&["status", "--json", "-c", config_b.to_str().unwrap()]);
+    assert_eq!(code, 0);
+    let status: serde_json::Value = serde_json::from_str(&stdout2).unwrap();
+    let instances = status["instances"].as_array().expect("instances listed");
+    let names: Vec<&str> = instances
+        .iter()
+        .filter_map(|i| i["name"].as_str())
+        .collect();
+    assert_eq!(names, ["a", "b"], "{stdout}\n{stdout2}");
+    assert_eq!(instances[0]["sources"], serde_json::json!(["briefs"]));
+    assert_eq!(instances[1]["sources"], serde_json::json!([]));
+
+    a.kill9();
+    let taken_over = wait_until(Duration::from_secs(30), || brief_polls(&sandbox_b) > 0)
+        .await
+        .expect("b takes the source over");
+    // Lease + one schedule period, with a second for two processes on a busy machine.
+    assert!(
+        taken_over <= LEASE + PERIOD + Duration::from_secs(1),
+        "b's first poll came {taken_over:?} after a was killed"
+    );
+    eprintln!("failover: b's first poll {taken_over:?} after SIGKILL of a");
+    let settled = brief_polls(&sandbox_a);
+    tokio::time::sleep(PERIOD * 2).await;
+    assert_eq!(brief_polls(&sandbox_a), settled, "a is dead");
+    assert!(brief_polls(&sandbox_b) >= 2, "b polls on its schedule now");
+}

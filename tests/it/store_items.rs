@@ -3,7 +3,7 @@
 
 use clairo_connectors::{Event, EventType, event_id};
 use clairo_sync::store::meetings::{Claim, MeetingClaim, MeetingResult, MeetingStatus};
-use clairo_sync::store::{ConversationState, NewEvent, Schema, Store, now_ms};
+use clairo_sync::store::{ConversationState, Holder, NewEvent, Schema, Store, now_ms};
 
 use crate::store::Backend;
 
@@ -204,5 +204,47 @@ store_tests! {
     store.close().await;
     let store: Store = backend.open().await;
     assert_eq!(store.meta("cursor").await.unwrap().as_deref(), Some("two"));
+    }
+}
+
+fn holder(name: &str, process: u32) -> Holder {
+    Holder {
+        name: name.into(),
+        host: "host-1".into(),
+        token: format!("{name}/host-1/{process}/1"),
+        started_at: now_ms(),
+    }
+}
+
+store_tests! {
+    async fn a_source_lease_is_held_by_one_process_until_it_runs_out_or_is_released(new_backend) {
+    let backend = new_backend();
+    let store = backend.open().await;
+    let (a, b) = (holder("a", 1), holder("b", 2));
+    store.heartbeat(&a).await.unwrap();
+    store.heartbeat(&b).await.unwrap();
+    assert!(store.hold_lease("briefs", &a, 60_000).await.unwrap());
+    assert!(!store.hold_lease("briefs", &b, 60_000).await.unwrap(), "held by a");
+    assert!(store.hold_lease("briefs", &a, 60_000).await.unwrap(), "a renews");
+    assert!(
+        !store.hold_lease("briefs", &holder("a", 3), 60_000).await.unwrap(),
+        "a restarted process of the same name waits for the old lease too"
+    );
+    assert!(store.hold_lease("conversations", &b, 300).await.unwrap());
+    let instances = store.instances().await.unwrap();
+    assert_eq!(instances.len(), 2);
+    assert_eq!(instances[0].sources, ["briefs"]);
+    assert_eq!(instances[1].sources, ["conversations"]);
+    assert_eq!(store.live_instances(60_000).await.unwrap(), 2);
+
+    // b's short lease runs out: a takes it over.
+    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+    assert!(store.hold_lease("conversations", &a, 60_000).await.unwrap());
+    assert!(!store.hold_lease("conversations", &b, 60_000).await.unwrap());
+
+    store.release_source_leases(&a).await.unwrap();
+    assert!(store.hold_lease("briefs", &b, 60_000).await.unwrap(), "released at once");
+    let names: Vec<String> = store.instances().await.unwrap().into_iter().map(|i| i.name).collect();
+    assert_eq!(names, ["b"], "a clean stop removes the instance");
     }
 }
