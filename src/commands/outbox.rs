@@ -50,7 +50,20 @@ async fn open_store(
         .map_err(anyhow::Error::from)?;
     let file = match state.backend() {
         StateBackend::Sqlite(file) => Some(file.to_path_buf()),
-        StateBackend::Postgres(_) => None,
+        StateBackend::Postgres(url) => {
+            // The database exists but the daemon has not made its tables yet: say so,
+            // as for a SQLite file not made yet, rather than "relation does not exist".
+            if let Ok(crate::store::Schema::Older { pending }) = store.schema().await
+                && pending == crate::store::Store::migrations_known(state.backend())
+            {
+                store.close().await;
+                return Err(anyhow::anyhow!(
+                    "no state yet: {url} has no clairo-sync tables; the daemon creates them at its first start (sudo systemctl enable --now clairo-sync)"
+                )
+                .into());
+            }
+            None
+        }
     };
     Ok((store, file, state.location()))
 }

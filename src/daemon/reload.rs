@@ -76,6 +76,13 @@ impl Runtime {
                 "state.url or state.password_file changed; the state database stays as it was until a restart."
             );
         }
+        if config.state.instance != self.config.state.instance
+            || config.state.lease != self.config.state.lease
+        {
+            tracing::warn!(
+                "state.instance or state.lease changed; this instance keeps its name and lease until a restart."
+            );
+        }
         if config.http.listen != self.config.http.listen
             || config.http.enabled != self.config.http.enabled
         {

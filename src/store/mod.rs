@@ -359,6 +359,21 @@ impl Store {
         }
     }
 
+    /// How many migrations this binary holds for `backend`'s kind of database.
+    pub fn migrations_known(backend: crate::config::StateBackend<'_>) -> usize {
+        match backend {
+            crate::config::StateBackend::Sqlite(_) => {
+                sqlx::migrate!("./migrations/sqlite").iter().count()
+            }
+            #[cfg(feature = "postgres")]
+            crate::config::StateBackend::Postgres(_) => {
+                sqlx::migrate!("./migrations/postgres").iter().count()
+            }
+            #[cfg(not(feature = "postgres"))]
+            crate::config::StateBackend::Postgres(_) => 0,
+        }
+    }
+
     /// Compares the migrations applied to the database with those this binary holds.
     pub async fn schema(&self) -> Result<Schema> {
         let (known, applied): (Vec<i64>, Vec<i64>) = match &self.pool {

@@ -286,3 +286,60 @@ async fn two_instances_on_one_database_poll_each_source_once_and_the_survivor_ta
     assert_eq!(brief_polls(&sandbox_a), settled, "a is dead");
     assert!(brief_polls(&sandbox_b) >= 2, "b polls on its schedule now");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_password_comes_from_the_credential_and_status_before_the_first_start_says_no_state_yet()
+ {
+    let cluster = PgCluster::start();
+    let dir = tempfile::tempdir().unwrap();
+    let credentials = dir.path().join("credentials");
+    std::fs::create_dir(&credentials).unwrap();
+    write(&credentials, "state-password", PASSWORD);
+    let config = write(
+        dir.path(),
+        "clairo-sync.toml",
+        &format!(
+            "[clairo]\napi_key = \"clr_test_key_123\"\n\n[state]\nurl = \"{}\"\n",
+            cluster.url()
+        ),
+    );
+    let output = std::process::Command::new(crate::support::bin())
+        .args(["status", "-c", config.to_str().unwrap()])
+        .env("CREDENTIALS_DIRECTORY", &credentials)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("no state yet") && stderr.contains("first start"),
+        "the credential's password is accepted and the empty database told: {stderr}"
+    );
+}
+
+#[test]
+fn state_keys_that_cannot_work_are_named() {
+    let dir = tempfile::tempdir().unwrap();
+    for (state, key) in [
+        (
+            "password_file = \"/etc/clairo-sync/pw\"\n",
+            "state.password_file",
+        ),
+        (
+            "url = \"postgres://u@db/x\"\nlease = \"1s\"\n",
+            "state.lease",
+        ),
+        (
+            "url = \"postgres://u@db/x\"\ninstance = \"\"\n",
+            "state.instance",
+        ),
+    ] {
+        let config = write(
+            dir.path(),
+            "clairo-sync.toml",
+            &format!("[clairo]\napi_key = \"clr_test_key_123\"\n\n[state]\n{state}"),
+        );
+        let (code, _, stderr) = run_cli(&["check", "-c", config.to_str().unwrap()]);
+        assert_eq!(code, 78, "{state}: {stderr}");
+        assert!(stderr.contains(key), "{state}: {stderr}");
+    }
+}
