@@ -270,10 +270,16 @@ pub(super) fn validate_state(state: &StateConfig, problems: &mut Vec<Problem>) {
                 ),
             ))
         }
-        Ok(parsed) if parsed.password().is_some() => problems.push(Problem::new(
+        // `?password=` is read by the driver too.
+        Ok(parsed)
+            if parsed.password().is_some()
+                || parsed.query_pairs().any(|(key, _)| key == "password") =>
+        {
+            problems.push(Problem::new(
             "state.url",
             "holds a password (not shown), which anyone who may read the config could read and which would show wherever the URL is shown; remove it from the URL and put it in the file named by state.password_file (or the systemd credential state-password)",
-        )),
+            ))
+        }
         Ok(_) if !cfg!(feature = "postgres") => problems.push(Problem::new(
             "state.url",
             "this build of clairo-sync has no PostgreSQL support (built without the `postgres` feature); remove state.url to keep the state in SQLite (state.path), or install a build with it",

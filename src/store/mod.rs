@@ -658,8 +658,25 @@ fn is_server_trouble(error: &sqlx::Error) -> bool {
 #[cfg(feature = "postgres")]
 pub fn redact_url(url: &str) -> String {
     match url::Url::parse(url) {
-        Ok(mut parsed) if parsed.password().is_some() => {
-            let _ = parsed.set_password(Some("REDACTED"));
+        Ok(mut parsed)
+            if parsed.password().is_some()
+                || parsed.query_pairs().any(|(key, _)| key == "password") =>
+        {
+            if parsed.password().is_some() {
+                let _ = parsed.set_password(Some("REDACTED"));
+            }
+            let pairs: Vec<(String, String)> = parsed
+                .query_pairs()
+                .map(|(key, value)| {
+                    let value = if key == "password" {
+                        "REDACTED".into()
+                    } else {
+                        value
+                    };
+                    (key.into_owned(), value.into_owned())
+                })
+                .collect();
+            parsed.query_pairs_mut().clear().extend_pairs(pairs);
             parsed.to_string()
         }
         Ok(_) => url.to_owned(),
@@ -693,6 +710,22 @@ async fn open_lock(path: &Path) -> Result<std::fs::File> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[cfg(feature = "postgres")]
+    #[test]
+    fn a_password_in_a_url_is_redacted_wherever_it_sits() {
+        for url in [
+            "postgres://u:s3cret@db/x",
+            "postgres://u@db/x?sslmode=require&password=s3cret",
+        ] {
+            let shown = redact_url(url);
+            assert!(
+                !shown.contains("s3cret") && shown.contains("REDACTED"),
+                "{shown}"
+            );
+        }
+        assert_eq!(redact_url("postgres://u@db/x"), "postgres://u@db/x");
+    }
 
     #[tokio::test]
     async fn a_full_database_is_told_by_sqlites_code() {

@@ -90,30 +90,35 @@ async fn the_daemon_keeps_its_state_in_postgresql_and_delivers_briefs_to_a_webho
 fn a_state_url_with_a_password_is_refused_naming_password_file_without_echoing_it() {
     let dir = tempfile::tempdir().unwrap();
     let secret = "s3cret-Zq81";
-    let config = write(
-        dir.path(),
-        "clairo-sync.toml",
-        &format!(
-            "[clairo]\napi_key = \"clr_test_key_123\"\n\n[state]\nurl = \"postgres://clairo_sync:{secret}@db.example.com/clairo_sync\"\n"
+    for url in [
+        format!("postgres://clairo_sync:{secret}@db.example.com/clairo_sync"),
+        format!(
+            "postgresql://clairo_sync@db.example.com/clairo_sync?sslmode=require&password={secret}"
         ),
-    );
-    let config_arg = config.to_str().unwrap();
-    for command in [
-        &["check", "-c", config_arg][..],
-        &["run", "-c", config_arg],
-        &["status", "-c", config_arg],
     ] {
-        let (code, stdout, stderr) = run_cli(command);
-        assert_eq!(code, 78, "{command:?}: {stdout}\n{stderr}");
-        assert!(stderr.contains("state.url"), "{command:?}: {stderr}");
-        assert!(
-            stderr.contains("state.password_file"),
-            "{command:?}: {stderr}"
+        let config = write(
+            dir.path(),
+            "clairo-sync.toml",
+            &format!("[clairo]\napi_key = \"clr_test_key_123\"\n\n[state]\nurl = \"{url}\"\n"),
         );
-        assert!(
-            !stdout.contains(secret) && !stderr.contains(secret),
-            "{command:?} echoed the password: {stdout}\n{stderr}"
-        );
+        let config_arg = config.to_str().unwrap();
+        for command in [
+            &["check", "-c", config_arg][..],
+            &["run", "-c", config_arg],
+            &["status", "-c", config_arg],
+        ] {
+            let (code, stdout, stderr) = run_cli(command);
+            assert_eq!(code, 78, "{command:?}: {stdout}\n{stderr}");
+            assert!(stderr.contains("state.url"), "{command:?}: {stderr}");
+            assert!(
+                stderr.contains("state.password_file"),
+                "{command:?}: {stderr}"
+            );
+            assert!(
+                !stdout.contains(secret) && !stderr.contains(secret),
+                "{command:?} echoed the password: {stdout}\n{stderr}"
+            );
+        }
     }
 }
 
