@@ -248,3 +248,38 @@ store_tests! {
     assert_eq!(names, ["b"], "a clean stop removes the instance");
     }
 }
+
+store_tests! {
+    async fn the_same_file_claimed_by_another_live_instance_waits_and_is_taken_once_it_is_dead(new_backend) {
+    use clairo_sync::store::meetings::Claimant;
+    let backend = new_backend();
+    let store = backend.open().await;
+    let claimant = |name: &str, live_within_ms| Claimant { name: name.into(), live_within_ms };
+    store.heartbeat(&holder("a", 1)).await.unwrap();
+    store.heartbeat(&holder("b", 2)).await.unwrap();
+    let shared = claim("dd44", "/shared/drop/d.mp3");
+    assert_eq!(
+        store.claim_meeting_as(&shared, false, Some(&claimant("a", 60_000))).await.unwrap(),
+        Claim::Upload { interrupted: false }
+    );
+    store.meeting_attempt("dd44").await.unwrap();
+    assert!(
+        matches!(
+            store.claim_meeting_as(&shared, false, Some(&claimant("b", 60_000))).await.unwrap(),
+            Claim::InProgress(_)
+        ),
+        "b finds the same file a is uploading: it waits"
+    );
+    assert_eq!(
+        store.claim_meeting_as(&shared, false, Some(&claimant("a", 60_000))).await.unwrap(),
+        Claim::Upload { interrupted: true },
+        "a resumes its own interrupted upload"
+    );
+    // a's heartbeat is older than b's lease now: a is dead, b takes the upload over.
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    assert_eq!(
+        store.claim_meeting_as(&shared, false, Some(&claimant("b", 50))).await.unwrap(),
+        Claim::Upload { interrupted: true }
+    );
+    }
+}
