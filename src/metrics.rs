@@ -72,6 +72,10 @@ pub struct Metrics {
     pub last_success: Family<SourceLabels, Gauge<f64, AtomicU64>>,
     /// 1 while a source has not completed a run for longer than its schedule allows.
     pub source_stale: Family<SourceLabels, Gauge>,
+    /// 1 on the instance that polls a source now, 0 on the others.
+    pub source_leader: Family<SourceLabels, Gauge>,
+    /// Instances sharing the state database with a fresh heartbeat (1 on SQLite).
+    pub instances: Gauge,
     pub events: Family<TypeLabel, Counter>,
     pub deliveries: Family<DeliveryLabels, Counter>,
     pub delivery_queue_depth: Family<ConnectorLabels, Gauge>,
@@ -127,6 +131,18 @@ impl Metrics {
             "source_stale",
             "1 while a source has not completed a run for longer than its schedule allows (/readyz says since when)",
             source_stale.clone(),
+        );
+        let source_leader = Family::<SourceLabels, Gauge>::default();
+        registry.register(
+            "source_leader",
+            "1 on the instance that polls a source now (holds its lease), 0 on the others",
+            source_leader.clone(),
+        );
+        let instances = Gauge::default();
+        registry.register(
+            "instances",
+            "Instances sharing the state database whose heartbeat is younger than state.lease",
+            instances.clone(),
         );
         let events = Family::<TypeLabel, Counter>::default();
         registry.register("events", "Events recorded, by type", events.clone());
@@ -187,6 +203,8 @@ impl Metrics {
             poll_runs,
             last_success,
             source_stale,
+            source_leader,
+            instances,
             events,
             deliveries,
             delivery_queue_depth,
@@ -233,6 +251,7 @@ impl Metrics {
             };
             let _ = self.last_success.get_or_create(&labels);
             let _ = self.source_stale.get_or_create(&labels);
+            let _ = self.source_leader.get_or_create(&labels);
         }
         for kind in ["brief.created", "conversation.updated", "meeting.processed"] {
             let _ = self.events.get_or_create(&TypeLabel {

@@ -3,9 +3,9 @@
 use std::path::Path;
 
 use crate::cli::CheckArgs;
-use crate::config::{Config, FilterContext};
+use crate::config::{Config, FilterContext, LoadedConfig, StateBackend};
 use crate::sources::Router;
-use crate::store::Store;
+use crate::store::{Schema, Store};
 
 use super::{CommandResult, load_daemon_config};
 
@@ -16,6 +16,7 @@ pub async fn check(path: Option<&Path>, args: &CheckArgs) -> CommandResult {
     let loaded = load_daemon_config(path)?;
     preview_filters(&loaded.config).await;
     if args.online {
+        check_state(&loaded).await?;
         super::api::check_online(&loaded, args.send_test).await?;
     }
     println!("ok");
@@ -27,7 +28,11 @@ pub async fn check(path: Option<&Path>, args: &CheckArgs) -> CommandResult {
 /// state database exists; opened read-only, as `status` does. A state that cannot be read
 /// is said, not fatal: the config itself is what `check` judges.
 async fn preview_filters(config: &Config) {
-    if config.routes.iter().all(|route| route.when.is_none()) || !config.state.path.exists() {
+    // A PostgreSQL state is not read for this preview (check --online connects to it).
+    if config.routes.iter().all(|route| route.when.is_none())
+        || !matches!(config.state.backend(), StateBackend::Sqlite(_))
+        || !config.state.path.exists()
+    {
         return;
     }
     let read = async {
@@ -75,4 +80,31 @@ async fn preview_filters(config: &Config) {
         }
         println!("{line}");
     }
+}
+
+/// Online, a PostgreSQL state database is connected to and its schema compared with this
+/// binary's (a SQLite file is the daemon's to create, so there is nothing to reach).
+async fn check_state(loaded: &LoadedConfig) -> CommandResult {
+    let StateBackend::Postgres(url) = loaded.config.state.backend() else {
+        return Ok(());
+    };
+    let password = loaded.state_password.as_ref().map(|secret| secret.expose());
+    let store = Store::open_existing_state(loaded.config.state.backend(), password, false)
+        .await
+        .map_err(|error| anyhow::anyhow!("state.url: {error}"))?;
+    let schema = store.schema().await;
+    store.close().await;
+    match schema.map_err(|error| anyhow::anyhow!("state.url: {error}"))? {
+        Schema::Current => println!("state: PostgreSQL at {url} reached, schema current"),
+        Schema::Older { pending } => println!(
+            "state: PostgreSQL at {url} reached; the daemon applies {pending} migration(s) at its start"
+        ),
+        Schema::Newer { unknown } => {
+            return Err(anyhow::anyhow!(
+                "state.url: the database's schema is newer than this clairo-sync ({unknown} migration(s) unknown to it): a newer version has used it; upgrade clairo-sync (every instance sharing one database must run the same version or newer)"
+            )
+            .into());
+        }
+    }
+    Ok(())
 }

@@ -9,7 +9,7 @@ use serde_json::json;
 use crate::cli::DeliveriesCommand;
 use crate::store::{DeliveryFilter, Store, now_ms};
 
-use crate::config::{Need, SecretSources};
+use crate::config::{Need, SecretSources, StateBackend};
 
 use super::{CommandResult, shown};
 
@@ -27,20 +27,45 @@ fn excerpt(response: &str) -> String {
 }
 
 /// The state database the config names, as it is: a missing file is "no state yet",
-/// never created here (src/store: `Store::open_existing`).
+/// never created here (src/store: `Store::open_existing`); a PostgreSQL database is
+/// never migrated here. Returns the SQLite file, if that is where the state is, and what
+/// `status` shows of where it is.
 pub(super) async fn open_store(
     path: Option<&Path>,
     writable: bool,
-) -> Result<(Store, PathBuf), super::CommandError> {
+) -> Result<(Store, Option<PathBuf>, String), super::CommandError> {
     let path = path
         .map(Path::to_path_buf)
         .unwrap_or_else(|| std::path::PathBuf::from(crate::config::DEFAULT_CONFIG_PATH));
-    let loaded = crate::config::load(Some(&path), Need::StateOnly, &SecretSources::default())?;
-    let database = loaded.config.state.path;
-    let store = Store::open_existing(&database, writable)
+    // No secret but the database's password is read, and only with `state.url` set.
+    let loaded = crate::config::load(
+        Some(&path),
+        Need::StateOnly,
+        &SecretSources::from_env(Some(&path)),
+    )?;
+    let state = &loaded.config.state;
+    let password = loaded.state_password.as_ref().map(|secret| secret.expose());
+    let store = Store::open_existing_state(state.backend(), password, writable)
         .await
         .map_err(anyhow::Error::from)?;
-    Ok((store, database))
+    let file = match state.backend() {
+        StateBackend::Sqlite(file) => Some(file.to_path_buf()),
+        StateBackend::Postgres(url) => {
+            // The database exists but the daemon has not made its tables yet: say so,
+            // as for a SQLite file not made yet, rather than "relation does not exist".
+            if let Ok(crate::store::Schema::Older { pending }) = store.schema().await
+                && pending == crate::store::Store::migrations_known(state.backend())
+            {
+                store.close().await;
+                return Err(anyhow::anyhow!(
+                    "no state yet: {url} has no clairo-sync tables; the daemon creates them at its first start (sudo systemctl enable --now clairo-sync)"
+                )
+                .into());
+            }
+            None
+        }
+    };
+    Ok((store, file, state.location()))
 }
 
 /// SQLite makes `-wal`/`-shm` files beside the database when a command opens it while the
@@ -83,21 +108,61 @@ fn age(ms: Option<i64>) -> String {
 }
 
 pub async fn status(path: Option<&Path>, as_json: bool) -> CommandResult {
-    let (store, database) = open_store(path, false).await?;
+    let (store, database, location) = open_store(path, false).await?;
+    // Instances share a database on PostgreSQL only; on SQLite the daemon is alone.
+    let shared = database.is_none();
     let read = async {
-        Ok::<_, crate::store::StoreError>((store.source_runs().await?, store.queue_stats().await?))
+        let instances = if shared {
+            store.instances().await?
+        } else {
+            Vec::new()
+        };
+        Ok::<_, crate::store::StoreError>((
+            store.source_runs().await?,
+            store.queue_stats().await?,
+            instances,
+        ))
     }
     .await;
     store.close().await;
-    hand_side_files_back(&database);
-    let (runs, queues) = read.map_err(anyhow::Error::from)?;
+    if let Some(database) = &database {
+        hand_side_files_back(database);
+    }
+    let (runs, queues, instances) = read.map_err(anyhow::Error::from)?;
     if as_json {
-        let value = json!({ "sources": runs, "connectors": queues });
+        let value = json!({
+            "state": location,
+            "instances": instances,
+            "sources": runs,
+            "connectors": queues,
+        });
         println!(
             "{}",
             serde_json::to_string_pretty(&value).context("encoding JSON")?
         );
         return Ok(());
+    }
+    println!("State  {location}\n");
+    if shared {
+        println!("Instances");
+        if instances.is_empty() {
+            println!("  (none running)");
+        }
+        for instance in &instances {
+            let leads = if instance.sources.is_empty() {
+                "-".to_owned()
+            } else {
+                instance.sources.join(", ")
+            };
+            println!(
+                "  {:<14} host {:<16} last heartbeat {} ago  polls {}",
+                shown::one_line(&instance.name),
+                shown::one_line(&instance.host),
+                age(Some(instance.last_heartbeat_at)),
+                leads
+            );
+        }
+        println!();
     }
     println!("Sources");
     if runs.is_empty() {
@@ -144,10 +209,12 @@ pub async fn deliveries(path: Option<&Path>, command: DeliveriesCommand) -> Comm
         return super::replay::replay(path, args).await;
     }
     let writable = matches!(command, DeliveriesCommand::Retry { .. });
-    let (store, database) = open_store(path, writable).await?;
+    let (store, database, _) = open_store(path, writable).await?;
     let result = deliveries_in(&store, command).await;
     store.close().await;
-    hand_side_files_back(&database);
+    if let Some(database) = &database {
+        hand_side_files_back(database);
+    }
     result
 }
 

@@ -14,6 +14,7 @@ use serde_json::{Value, json};
 
 use crate::cli::UploadArgs;
 use crate::commands::{CommandError, CommandResult, load_api_config, shown};
+use crate::config::StateBackend;
 use crate::metrics::Metrics;
 use crate::sources::SourceContext;
 use crate::sources::meetings::upload::{
@@ -77,15 +78,18 @@ pub async fn upload(path: Option<&Path>, args: &UploadArgs) -> CommandResult {
         print_meeting(&summary_json(&result, &prepared), args.json);
         return Ok(());
     }
-    let state = &config.state.path;
-    if let Some(parent) = state.parent()
+    let backend = config.state.backend();
+    if let StateBackend::Sqlite(state) = backend
+        && let Some(parent) = state.parent()
         && !parent.as_os_str().is_empty()
     {
         std::fs::create_dir_all(parent)
             .with_context(|| format!("cannot create the state directory {}", parent.display()))?;
     }
-    let store = Store::open(state).await.map_err(|error| {
-        anyhow!("{error}; run the command as the user the daemon runs as (e.g. `sudo -u clairo-sync clairo-sync upload …`)")
+    let password = loaded.state_password.as_ref().map(|secret| secret.expose());
+    let store = Store::open_state(backend, password).await.map_err(|error| match backend {
+        StateBackend::Sqlite(_) => anyhow!("{error}; run the command as the user the daemon runs as (e.g. `sudo -u clairo-sync clairo-sync upload …`)"),
+        StateBackend::Postgres(_) => anyhow!(error),
     })?;
     let context = SourceContext::new(
         config,

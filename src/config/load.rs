@@ -17,6 +17,9 @@ pub struct LoadedConfig {
     pub config: Config,
     /// The resolved Clairo API key (`None` only where the caller allowed it).
     pub api_key: Option<Secret>,
+    /// The PostgreSQL password (`state.password_file` or the credential
+    /// `state-password`), when `state.url` is set and one is found.
+    pub state_password: Option<Secret>,
     pub path: Option<PathBuf>,
 }
 
@@ -112,11 +115,16 @@ fn finish(
         return Err(ConfigErrors(problems));
     };
     let path = source.map(|source| source.path.to_path_buf());
+    // Every command that opens the state needs the database's password, even those that
+    // read no other secret.
+    let state_password = secrets::resolve_state_password(&config.state, sources, &mut problems);
     if need == Need::StateOnly {
+        super::validate::validate_state(&config.state, &mut problems);
         return if problems.is_empty() {
             Ok(LoadedConfig {
                 config,
                 api_key: None,
+                state_password,
                 path,
             })
         } else {
@@ -132,6 +140,7 @@ fn finish(
         Ok(LoadedConfig {
             config,
             api_key,
+            state_password,
             path,
         })
     } else {
@@ -179,7 +188,9 @@ impl figment::Provider for EnvOverrides {
 fn is_secret_key(path: &str) -> bool {
     let segments: Vec<&str> = path.split('.').collect();
     match segments.as_slice() {
-        ["clairo", "api_key"] => true,
+        // Not a secret, but it could hold one by mistake: validation refuses that
+        // without echoing it, and a parser error must not echo it either.
+        ["clairo", "api_key"] | ["state", "url"] => true,
         ["connectors", _, key, ..] => clairo_connectors::SECRET_KEYS.contains(key),
         _ => false,
     }

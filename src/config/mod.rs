@@ -111,8 +111,22 @@ impl Default for ClairoConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StateConfig {
+    /// The SQLite file. With `url` set the state is in PostgreSQL and this path only
+    /// names the daemon's local directory (its parent holds transcoded copies).
     #[serde(default = "default_state_path")]
     pub path: PathBuf,
+    /// `postgres://user@host/db`: the state in PostgreSQL instead of SQLite. Never holds
+    /// a password (see `password_file`).
+    pub url: Option<String>,
+    /// The PostgreSQL password; else the credential `state-password`, else none (trust,
+    /// peer, or `~/.pgpass`).
+    pub password_file: Option<PathBuf>,
+    /// This instance's name in `status` and the leases (PostgreSQL); default the host name.
+    pub instance: Option<String>,
+    /// With several instances on one PostgreSQL database: how long a source's poller may
+    /// go without renewing its lease before another instance takes the source over.
+    #[serde(default = "default_source_lease", with = "humantime_serde")]
+    pub lease: Duration,
     /// How long an event every delivery of which went out is kept (with its deliveries
     /// and attempts) before it is pruned; `forever` keeps them all.
     #[serde(default)]
@@ -123,7 +137,52 @@ impl Default for StateConfig {
     fn default() -> Self {
         Self {
             path: default_state_path(),
+            url: None,
+            password_file: None,
+            instance: None,
+            lease: default_source_lease(),
             delivered_retention: Retention::default(),
+        }
+    }
+}
+
+/// Where the state lives, as `[state]` says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StateBackend<'a> {
+    Sqlite(&'a std::path::Path),
+    /// A URL with no password in it (validation refuses one that has).
+    Postgres(&'a str),
+}
+
+impl StateConfig {
+    /// `url` wins over `path`: `path` has a default, so an operator moving to PostgreSQL
+    /// who leaves it in place (or never wrote it) means the database, not the file.
+    pub fn backend(&self) -> StateBackend<'_> {
+        match &self.url {
+            Some(url) => StateBackend::Postgres(url),
+            None => StateBackend::Sqlite(&self.path),
+        }
+    }
+
+    /// `state.instance`, else the host name (else `clairo-sync`).
+    pub fn instance_name(&self) -> String {
+        self.instance
+            .clone()
+            .or_else(|| {
+                std::fs::read_to_string("/proc/sys/kernel/hostname")
+                    .ok()
+                    .map(|name| name.trim().to_owned())
+                    .filter(|name| !name.is_empty())
+            })
+            .unwrap_or_else(|| "clairo-sync".to_owned())
+    }
+
+    /// What logs and `status` show of where the state is: the file, or the URL (which
+    /// holds no password).
+    pub fn location(&self) -> String {
+        match self.backend() {
+            StateBackend::Sqlite(path) => path.display().to_string(),
+            StateBackend::Postgres(url) => url.to_owned(),
         }
     }
 }
@@ -422,6 +481,11 @@ fn default_max_response_size() -> ByteSize {
 }
 fn default_state_path() -> PathBuf {
     PathBuf::from("/var/lib/clairo-sync/state.db")
+}
+/// 30 s: a failover takes at most this plus one renewal (a sixth of it) before the next
+/// instance polls, and a database that stalls for a few seconds costs no failover.
+fn default_source_lease() -> Duration {
+    Duration::from_secs(30)
 }
 fn default_listen() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 9464))

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use clairo_connectors::Secret;
 
 use super::unit::{CREDENTIALS_DIR_ID, PACKAGED_CREDENTIALS_DIR, Unit};
-use super::{ClairoConfig, ConnectorTable, Problem};
+use super::{ClairoConfig, ConnectorTable, Problem, StateConfig};
 
 /// Where secrets may come from besides the config itself, read once from the process
 /// environment (and replaceable in tests).
@@ -135,6 +135,39 @@ pub fn read_secret_file(path: &Path) -> Result<Secret, String> {
             "cannot read {}: {error}; check that the file exists and the clairo-sync user may read it",
             path.display()
         )),
+    }
+}
+
+/// The name of the systemd credential that holds the PostgreSQL password.
+pub const STATE_PASSWORD_CREDENTIAL: &str = "state-password";
+
+/// The PostgreSQL password, only when `state.url` is set: `state.password_file`, else the
+/// credential `state-password`, else none (the server may trust this host, or the
+/// service user's `~/.pgpass` may hold it).
+pub(super) fn resolve_state_password(
+    state: &StateConfig,
+    sources: &SecretSources,
+    problems: &mut Vec<Problem>,
+) -> Option<Secret> {
+    state.url.as_ref()?;
+    if let Some(path) = &state.password_file {
+        return match read_secret_file(path) {
+            Ok(password) => Some(password),
+            Err(message) => {
+                problems.push(Problem::new("state.password_file", message));
+                None
+            }
+        };
+    }
+    let Found::File { path, from_unit } = sources.credential(STATE_PASSWORD_CREDENTIAL) else {
+        return None;
+    };
+    match read_credential(STATE_PASSWORD_CREDENTIAL, &path, from_unit) {
+        Ok(password) => Some(password),
+        Err(message) => {
+            problems.push(Problem::new("state.password_file", message));
+            None
+        }
     }
 }
 

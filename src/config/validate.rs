@@ -6,7 +6,8 @@ use std::time::Duration;
 use clairo_connectors::{EventType, Secret};
 
 use super::{
-    Config, DEFAULT_BASE_URL, MIN_RESPONSE_SIZE, Need, Problem, RateLimit, When, log_filter,
+    Config, DEFAULT_BASE_URL, MIN_RESPONSE_SIZE, Need, Problem, RateLimit, StateConfig, When,
+    log_filter,
 };
 
 pub(super) fn validate(
@@ -76,12 +77,7 @@ pub(super) fn validate(
             "must be at least 1; the default is 5",
         ));
     }
-    if config.state.path.as_os_str().is_empty() {
-        problems.push(Problem::new(
-            "state.path",
-            "is empty; name the SQLite file, e.g. /var/lib/clairo-sync/state.db",
-        ));
-    }
+    validate_state(&config.state, problems);
     if let Some(briefs) = &config.sync.briefs {
         check_limit("sync.briefs.limit", briefs.limit, problems);
     }
@@ -238,6 +234,71 @@ pub(super) fn validate(
             "delivery.lease",
             "is shorter than 5s, so a slow delivery could be claimed twice; use at least the connectors' timeout",
         ));
+    }
+}
+
+/// `[state]`: also judged for the commands that read nothing but the state.
+pub(super) fn validate_state(state: &StateConfig, problems: &mut Vec<Problem>) {
+    if state.path.as_os_str().is_empty() {
+        problems.push(Problem::new(
+            "state.path",
+            "is empty; name the SQLite file, e.g. /var/lib/clairo-sync/state.db",
+        ));
+    }
+    if state.lease < Duration::from_secs(3) {
+        problems.push(Problem::new(
+            "state.lease",
+            "is shorter than 3s, so a database pause of a moment would hand a source to another instance; the default is \"30s\"",
+        ));
+    }
+    if let Some(name) = &state.instance
+        && (name.trim().is_empty() || name.chars().any(char::is_control))
+    {
+        problems.push(Problem::new(
+            "state.instance",
+            "is empty or holds control characters; name this instance, e.g. \"web-2\", or remove the key to use the host name",
+        ));
+    }
+    let Some(url) = &state.url else {
+        if state.password_file.is_some() {
+            problems.push(Problem::new(
+                "state.password_file",
+                "is set but state.url is not, so nothing would use it; set state.url = \"postgres://user@host/db\" or remove the key",
+            ));
+        }
+        return;
+    };
+    // The URL is never echoed: by mistake it may hold the password.
+    const EXAMPLE: &str = "postgres://clairo_sync@db.example.com/clairo_sync";
+    match url::Url::parse(url) {
+        Err(_) => problems.push(Problem::new(
+            "state.url",
+            format!("is not a URL (the value is not shown); write e.g. {EXAMPLE}"),
+        )),
+        Ok(parsed) if !matches!(parsed.scheme(), "postgres" | "postgresql") => {
+            problems.push(Problem::new(
+                "state.url",
+                format!(
+                    "must start with postgres:// or postgresql:// (found {}://); for SQLite remove state.url and set state.path",
+                    parsed.scheme()
+                ),
+            ))
+        }
+        // `?password=` is read by the driver too.
+        Ok(parsed)
+            if parsed.password().is_some()
+                || parsed.query_pairs().any(|(key, _)| key == "password") =>
+        {
+            problems.push(Problem::new(
+            "state.url",
+            "holds a password (not shown), which anyone who may read the config could read and which would show wherever the URL is shown; remove it from the URL and put it in the file named by state.password_file (or the systemd credential state-password)",
+            ))
+        }
+        Ok(_) if !cfg!(feature = "postgres") => problems.push(Problem::new(
+            "state.url",
+            "this build of clairo-sync has no PostgreSQL support (built without the `postgres` feature); remove state.url to keep the state in SQLite (state.path), or install a build with it",
+        )),
+        Ok(_) => {}
     }
 }
 

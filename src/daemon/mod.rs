@@ -8,6 +8,7 @@
 //! - `schedule.rs`: the pollers on their schedules; `stale.rs`: readiness staleness
 //! - `systemd.rs`: readiness notifications and the watchdog
 
+mod leases;
 mod reload;
 mod schedule;
 mod signals;
@@ -26,12 +27,13 @@ use tokio::sync::mpsc;
 
 use crate::auth::AuthGate;
 use crate::clairo::{ClairoClient, ClientOptions, RateLimiter};
-use crate::config::{Config, ConfigErrors, LoadedConfig, Schedule};
+use crate::config::{Config, ConfigErrors, LoadedConfig, Schedule, StateBackend};
 use crate::dispatch::Dispatcher;
 use crate::metrics::Metrics;
 use crate::shutdown::CancellationToken;
 use crate::sources::{SourceContext, SourceKind};
 use crate::store::{Store, Wakers};
+pub use leases::Leadership;
 
 pub use schedule::{run_source, sleep_until_next, source_loop};
 pub use stale::{STALE_AFTER_FIRINGS, STALE_MARGIN, stale_loop, stale_reason};
@@ -93,6 +95,8 @@ pub struct Runtime {
     pub auth: Arc<AuthGate>,
     pub connectors: BTreeMap<String, Arc<dyn Connector>>,
     pub limiter: Arc<RateLimiter>,
+    /// Which sources this instance polls (all of them on SQLite).
+    pub leadership: Leadership,
 }
 
 /// What one config produces: replaced whole on SIGHUP, so every part sees one config.
@@ -122,15 +126,31 @@ impl Runtime {
         limiter: Option<Arc<RateLimiter>>,
     ) -> anyhow::Result<Self> {
         let config = Arc::new(loaded.config.clone());
-        if let Some(parent) = config.state.path.parent()
-            && !parent.as_os_str().is_empty()
-            && !parent.exists()
-        {
-            std::fs::create_dir_all(parent).with_context(|| {
-                format!("cannot create the state directory {}", parent.display())
-            })?;
+        match config.state.backend() {
+            StateBackend::Sqlite(path) => {
+                if let Some(parent) = path.parent()
+                    && !parent.as_os_str().is_empty()
+                    && !parent.exists()
+                {
+                    std::fs::create_dir_all(parent).with_context(|| {
+                        format!("cannot create the state directory {}", parent.display())
+                    })?;
+                }
+            }
+            StateBackend::Postgres(url) => {
+                // Moving to PostgreSQL leaves the file behind: what it still queues is
+                // not sent by this daemon, and an operator should hear so once.
+                if config.state.path.is_file() {
+                    tracing::warn!(
+                        file = %config.state.path.display(),
+                        database = %url,
+                        "The state is in PostgreSQL (state.url); the SQLite file at state.path is no longer used, and deliveries still pending in it are not sent. Run `clairo-sync status` on it with state.url removed to see them, and move the file aside once it is empty."
+                    );
+                }
+            }
         }
-        let store = Store::open(&config.state.path).await?;
+        let password = loaded.state_password.as_ref().map(|secret| secret.expose());
+        let store = Store::open_state(config.state.backend(), password).await?;
         let metrics = Metrics::new();
         let limiter = limiter
             .unwrap_or_else(|| Arc::new(RateLimiter::new(config.clairo.max_requests_per_minute)));
@@ -141,6 +161,12 @@ impl Runtime {
             .map(|kind| kind.name())
             .collect();
         metrics.init_labels(&sources, connectors.keys());
+        let leadership = match config.state.backend() {
+            StateBackend::Sqlite(_) => Leadership::single(&config, &metrics),
+            StateBackend::Postgres(_) => {
+                Leadership::shared(store.clone(), &config, metrics.clone())
+            }
+        };
         Ok(Self {
             config,
             store,
@@ -150,6 +176,7 @@ impl Runtime {
             auth: Arc::default(),
             connectors,
             limiter,
+            leadership,
         })
     }
 

@@ -1,6 +1,6 @@
 //! SIGHUP: the config is read again (every secret file too); a valid one becomes a new
 //! [`Generation`] that every loop picks up at its next step, an invalid one is refused and
-//! the old generation keeps running. `state.path` and `[http]` need a restart.
+//! the old generation keeps running. `[state]`'s database and `[http]` need a restart.
 
 use std::sync::Arc;
 
@@ -68,6 +68,20 @@ impl Runtime {
         let config = Arc::new(loaded.config.clone());
         if config.state.path != self.config.state.path {
             tracing::warn!("state.path changed; the new path is used only after a restart.");
+        }
+        if config.state.url != self.config.state.url
+            || config.state.password_file != self.config.state.password_file
+        {
+            tracing::warn!(
+                "state.url or state.password_file changed; the state database stays as it was until a restart."
+            );
+        }
+        if config.state.instance != self.config.state.instance
+            || config.state.lease != self.config.state.lease
+        {
+            tracing::warn!(
+                "state.instance or state.lease changed; this instance keeps its name and lease until a restart."
+            );
         }
         if config.http.listen != self.config.http.listen
             || config.http.enabled != self.config.http.enabled

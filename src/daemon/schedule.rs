@@ -13,7 +13,7 @@ use crate::metrics::{PollLabels, SourceLabels};
 use crate::shutdown::CancellationToken;
 use crate::sources::{self, PollError, SourceContext, SourceKind};
 
-use super::Generation;
+use super::{Generation, Leadership};
 
 /// The longest single sleep of the scheduler: after it, the wall clock is read again, so
 /// a clock that jumped (NTP, suspend) is noticed within this long.
@@ -132,9 +132,14 @@ pub async fn sleep_until_next(schedule: &Schedule, shutdown: &CancellationToken)
 /// while one was going coalesced into the next. A reload swaps the schedule at once; a run
 /// in progress finishes on the config it started with. After a failed run, a reload runs
 /// the source at once (the fix for a rejected key takes effect without waiting).
+///
+/// With several instances, only the holder of the source's lease runs it: the others
+/// skip their firings, and one that takes the lease over runs at once; a run whose lease
+/// is lost midway stops there (no two instances ever poll one source).
 pub async fn source_loop(
     kind: SourceKind,
     mut generations: watch::Receiver<Arc<Generation>>,
+    leadership: Leadership,
     shutdown: CancellationToken,
 ) {
     let mut run_now = true;
@@ -151,11 +156,18 @@ pub async fn source_loop(
             continue;
         };
         if !run_now {
+            let held = leadership.holds(kind);
             tokio::select! {
                 fired = sleep_until_next(&schedule, &shutdown) => if !fired { return },
                 changed = generations.changed() => {
                     if changed.is_err() { return }
                     run_now = last_failed;
+                    continue;
+                }
+                // Taken over from an instance that stopped: its missed runs are covered
+                // now, as at start-up.
+                () = leadership.taken(kind), if !held => {
+                    run_now = true;
                     continue;
                 }
             }
@@ -164,6 +176,13 @@ pub async fn source_loop(
         if shutdown.is_cancelled() {
             return;
         }
+        if !leadership.holds(kind) {
+            tracing::debug!(
+                source = kind.name(),
+                "Another instance polls this source (it holds the lease)."
+            );
+            continue;
+        }
         if let Some(reason) = generation.context.auth.paused() {
             tracing::debug!(source = kind.name(), %reason, "Polling paused after Clairo refused the credentials.");
             continue;
@@ -171,6 +190,9 @@ pub async fn source_loop(
         let run = run_source(kind, &generation.context, &generation.config);
         tokio::select! {
             result = run => last_failed = result.is_err(),
+            () = leadership.lost(kind) => {
+                tracing::warn!(source = kind.name(), "This instance's lease on the source ran out or went to another instance during a run; the run stops here, and the lease's holder polls the source.");
+            }
             _ = shutdown.cancelled() => return,
         }
     }

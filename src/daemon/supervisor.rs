@@ -52,8 +52,14 @@ pub async fn serve(
         tasks.spawn(schedule::source_loop(
             kind,
             generations.clone(),
+            runtime.leadership.clone(),
             stop.clone(),
         ));
+    }
+    {
+        let leadership = runtime.leadership.clone();
+        let (generations, stop) = (generations.clone(), stop.clone());
+        tasks.spawn(async move { leadership.run(generations, stop).await });
     }
     tasks.spawn(meetings_loop(generations.clone(), stop.clone()));
     tasks.spawn(stale::stale_loop(
@@ -82,7 +88,8 @@ pub async fn serve(
     }
     tracing::info!(
         version = env!("CARGO_PKG_VERSION"),
-        state = %runtime.config.state.path.display(),
+        state = %runtime.config.state.location(),
+        instance = runtime.leadership.instance().unwrap_or("(SQLite: the only one)"),
         connectors = runtime.connectors.len(),
         "clairo-sync is running."
     );
@@ -94,6 +101,9 @@ pub async fn serve(
         }
     }
     while tasks.join_next().await.is_some() {}
+    // Every poller has stopped: the sources are handed over now, not when the leases
+    // run out.
+    runtime.leadership.release().await;
     runtime.store.close().await;
     tracing::info!("Stopped.");
     Ok(())

@@ -147,6 +147,9 @@ pub struct SourceContext {
     pub start_from: StartFrom,
     /// Briefs of the last listing known to be recorded (see [`briefs::poll`]).
     pub recorded_briefs: Arc<std::sync::Mutex<HashSet<String>>>,
+    /// This instance, when several may share the state database (PostgreSQL): recordings
+    /// are claimed in its name.
+    pub claimant: Option<crate::store::meetings::Claimant>,
 }
 
 impl SourceContext {
@@ -167,6 +170,16 @@ impl SourceContext {
             auth,
             start_from: config.sync.start_from,
             recorded_briefs: Arc::default(),
+            claimant: match config.state.backend() {
+                crate::config::StateBackend::Sqlite(_) => None,
+                crate::config::StateBackend::Postgres(_) => {
+                    Some(crate::store::meetings::Claimant {
+                        name: config.state.instance_name(),
+                        live_within_ms: i64::try_from(config.state.lease.as_millis())
+                            .unwrap_or(i64::MAX),
+                    })
+                }
+            },
         }
     }
 

@@ -23,6 +23,15 @@ pub struct MeetingClaim {
     pub size: u64,
 }
 
+/// The instance that claims an upload, when several may share the database: its name,
+/// and how fresh another claimer's heartbeat must be for its claim to stand
+/// (`state.lease`).
+#[derive(Debug, Clone)]
+pub struct Claimant {
+    pub name: String,
+    pub live_within_ms: i64,
+}
+
 /// What the store knows of one recording.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct MeetingRow {
@@ -92,6 +101,42 @@ pub struct MeetingResult {
     pub raw: serde_json::Value,
 }
 
+/// Whether `row` (the same content) is this file's own earlier claim: the same path, and
+/// made by no other instance whose heartbeat is fresh. Without a claimant (one instance
+/// alone) the path decides.
+async fn row_is_ours(
+    tx: &mut super::Tx,
+    row: &MeetingRow,
+    claim: &MeetingClaim,
+    claimant: Option<&Claimant>,
+) -> Result<bool> {
+    if row.source_path != claim.source_path {
+        return Ok(false);
+    }
+    let Some(claimant) = claimant else {
+        return Ok(true);
+    };
+    // Claimed by another instance that is still alive: it is uploading this very file.
+    let other_alive = on_tx!(
+        tx,
+        (
+            "SELECT COUNT(*) FROM meetings m JOIN instances i ON i.name = m.claimed_by
+             WHERE m.sha256 = ? AND m.claimed_by <> ?
+               AND i.last_heartbeat_at > CAST((julianday('now') - 2440587.5) * 86400000.0 AS INTEGER) - ?",
+            "SELECT COUNT(*) FROM meetings m JOIN instances i ON i.name = m.claimed_by
+             WHERE m.sha256 = $1 AND m.claimed_by <> $2
+               AND i.last_heartbeat_at > CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000 AS BIGINT) - $3"
+        ),
+        |sql, ex| sqlx::query_scalar::<_, i64>(sql)
+            .bind(&claim.sha256)
+            .bind(&claimant.name)
+            .bind(claimant.live_within_ms)
+            .fetch_one(ex)
+            .await?
+    );
+    Ok(other_alive == 0)
+}
+
 /// `SELECT <every column> FROM meetings <rest>`, as one literal (sqlx takes only static SQL).
 macro_rules! select_meetings {
     ($rest:literal) => {
@@ -138,52 +183,74 @@ impl Store {
     /// file was dropped anew); an `uploading` one is resumed when it is this same file,
     /// taken over when `take_over` says its file is gone, and reported otherwise.
     pub async fn claim_meeting(&self, claim: &MeetingClaim, take_over: bool) -> Result<Claim> {
+        self.claim_meeting_as(claim, take_over, None).await
+    }
+
+    /// [`Store::claim_meeting`] by one of several instances: the same file (same path,
+    /// on shared storage) claimed by another instance that is alive is reported in
+    /// progress rather than resumed, since to this instance it looks like its own
+    /// interrupted upload.
+    pub async fn claim_meeting_as(
+        &self,
+        claim: &MeetingClaim,
+        take_over: bool,
+        claimant: Option<&Claimant>,
+    ) -> Result<Claim> {
+        let claimed_by = claimant.map(|claimant| claimant.name.as_str());
         let mut tx = self.write_tx().await?;
+        let now = now_ms();
+        let size = i64::try_from(claim.size).unwrap_or(i64::MAX);
+        // Insert first, read only on a conflict: two instances claiming one content at
+        // once both get an answer (one the upload, the other "in progress"), where a read
+        // then an insert would give the slower one a unique violation. On PostgreSQL the
+        // insert waits for the other's uncommitted row, then yields to it.
+        let inserted = on_tx!(
+            &mut tx,
+            (
+                "INSERT INTO meetings (sha256, file_name, source_path, agent_id, title, size, status, attempts, created_at, updated_at, claimed_by)
+                 VALUES (?, ?, ?, ?, ?, ?, 'uploading', 0, ?, ?, ?) ON CONFLICT (sha256) DO NOTHING",
+                "INSERT INTO meetings (sha256, file_name, source_path, agent_id, title, size, status, attempts, created_at, updated_at, claimed_by)
+                 VALUES ($1, $2, $3, $4, $5, $6, 'uploading', 0, $7, $8, $9) ON CONFLICT (sha256) DO NOTHING"
+            ),
+            |sql, ex| sqlx::query(sql)
+                .bind(&claim.sha256)
+                .bind(&claim.file_name)
+                .bind(&claim.source_path)
+                .bind(&claim.agent_id)
+                .bind(&claim.title)
+                .bind(size)
+                .bind(now)
+                .bind(now)
+                .bind(claimed_by)
+                .execute(ex)
+                .await?
+                .rows_affected()
+        ) == 1;
+        if inserted {
+            tx.commit().await?;
+            return Ok(Claim::Upload { interrupted: false });
+        }
+        // The row is locked until the commit (PostgreSQL), so two re-claims of a failed
+        // content take turns and the second sees the first's claim; SQLite's writers
+        // take turns already.
         let existing = on_tx!(
             &mut tx,
             (
                 select_meetings!("WHERE sha256 = ?"),
-                select_meetings!("WHERE sha256 = $1")
+                select_meetings!("WHERE sha256 = $1 FOR UPDATE")
             ),
             |sql, ex| sqlx::query(sql)
                 .bind(&claim.sha256)
-                .fetch_optional(ex)
-                .await?
-                .map(|row| meeting_from_row!(row))
+                .fetch_one(ex)
+                .await
+                .map(|row| meeting_from_row!(row))?
         );
-        let now = now_ms();
-        let size = i64::try_from(claim.size).unwrap_or(i64::MAX);
+        // The same path is this instance's own earlier claim only if no other live
+        // instance made it.
+        let same_file = row_is_ours(&mut tx, &existing, claim, claimant).await?;
         let claimed = match existing {
-            None => {
-                on_tx!(
-                    &mut tx,
-                    (
-                        "INSERT INTO meetings (sha256, file_name, source_path, agent_id, title, size, status, attempts, created_at, updated_at)
-                         VALUES (?, ?, ?, ?, ?, ?, 'uploading', 0, ?, ?)",
-                        "INSERT INTO meetings (sha256, file_name, source_path, agent_id, title, size, status, attempts, created_at, updated_at)
-                         VALUES ($1, $2, $3, $4, $5, $6, 'uploading', 0, $7, $8)"
-                    ),
-                    |sql, ex| sqlx::query(sql)
-                        .bind(&claim.sha256)
-                        .bind(&claim.file_name)
-                        .bind(&claim.source_path)
-                        .bind(&claim.agent_id)
-                        .bind(&claim.title)
-                        .bind(size)
-                        .bind(now)
-                        .bind(now)
-                        .execute(ex)
-                        .await?
-                        .rows_affected()
-                );
-                Claim::Upload { interrupted: false }
-            }
-            Some(row) if row.status == MeetingStatus::Done => Claim::Done(row),
-            Some(row)
-                if row.status == MeetingStatus::Failed
-                    || row.source_path == claim.source_path
-                    || take_over =>
-            {
+            row if row.status == MeetingStatus::Done => Claim::Done(row),
+            row if row.status == MeetingStatus::Failed || same_file || take_over => {
                 // Never answered: sent (attempts > 0) with no failure recorded since.
                 let interrupted = row.status == MeetingStatus::Uploading
                     && row.attempts > 0
@@ -192,11 +259,11 @@ impl Store {
                     &mut tx,
                     (
                         "UPDATE meetings SET status = 'uploading', file_name = ?, source_path = ?, agent_id = ?, title = ?, size = ?,
-                                error = CASE WHEN status = 'failed' THEN NULL ELSE error END, updated_at = ?
+                                error = CASE WHEN status = 'failed' THEN NULL ELSE error END, updated_at = ?, claimed_by = ?
                          WHERE sha256 = ?",
                         "UPDATE meetings SET status = 'uploading', file_name = $1, source_path = $2, agent_id = $3, title = $4, size = $5,
-                                error = CASE WHEN status = 'failed' THEN NULL ELSE error END, updated_at = $6
-                         WHERE sha256 = $7"
+                                error = CASE WHEN status = 'failed' THEN NULL ELSE error END, updated_at = $6, claimed_by = $7
+                         WHERE sha256 = $8"
                     ),
                     |sql, ex| sqlx::query(sql)
                         .bind(&claim.file_name)
@@ -205,6 +272,7 @@ impl Store {
                         .bind(&claim.title)
                         .bind(size)
                         .bind(now)
+                        .bind(claimed_by)
                         .bind(&claim.sha256)
                         .execute(ex)
                         .await?
@@ -212,7 +280,7 @@ impl Store {
                 );
                 Claim::Upload { interrupted }
             }
-            Some(row) => Claim::InProgress(row),
+            row => Claim::InProgress(row),
         };
         tx.commit().await?;
         Ok(claimed)

@@ -16,7 +16,8 @@
 //! the database (pool, pragmas, migrations) and holds the errors and the `meta` table;
 //! `briefs.rs`, `conversations.rs` and `meetings.rs` the items; `outbox.rs` events,
 //! deliveries, attempts and leases; `replay.rs` reading events again and queueing a
-//! replay; `runs.rs` the sources' runs; `retention.rs` pruning.
+//! replay; `runs.rs` the sources' runs; `leases.rs` instances and who polls each source;
+//! `retention.rs` pruning.
 
 use std::path::Path;
 use std::str::FromStr;
@@ -71,6 +72,7 @@ macro_rules! on_tx {
 
 mod briefs;
 mod conversations;
+mod leases;
 pub mod meetings;
 mod outbox;
 mod replay;
@@ -80,6 +82,7 @@ mod wakers;
 
 pub use briefs::BriefRecord;
 pub use conversations::ConversationState;
+pub use leases::{Holder, InstanceRow};
 use outbox::insert_event;
 pub use outbox::{
     AttemptRow, ClaimedDelivery, DeliveryFilter, DeliveryRow, FailedRoute, Lease, NewEvent,
@@ -120,10 +123,22 @@ pub enum StoreError {
         "no state yet: {path} does not exist; the service creates it at its first start (sudo systemctl enable --now clairo-sync)"
     )]
     NoState { path: String },
-    #[error(
-        "cannot migrate the state database: {0}; restore a backup or move the file aside to start afresh"
-    )]
+    #[error("{}", migrate_advice(.0))]
     Migrate(#[from] sqlx::migrate::MigrateError),
+    /// PostgreSQL could not be reached or refused this client: said in plain words, with
+    /// the URL (which holds no password) and what to check.
+    #[error("{}", connect_advice(url, source, *had_password))]
+    Connect {
+        url: String,
+        had_password: bool,
+        #[source]
+        source: sqlx::Error,
+    },
+    /// `state.url` in a binary built without PostgreSQL (validation says so first).
+    #[error(
+        "this build of clairo-sync has no PostgreSQL support; remove state.url to keep the state in SQLite, or install a build with the `postgres` feature"
+    )]
+    NoPostgres,
     #[error("state database error: {0}")]
     Sql(#[from] sqlx::Error),
     /// The worker's lease ran out and another worker claimed the delivery: what this
@@ -143,7 +158,7 @@ impl StoreError {
     /// The disk is full (or the file system read-only): new work must wait.
     pub fn is_disk_full(&self) -> bool {
         let source = match self {
-            Self::Open { source, .. } | Self::Sql(source) => source,
+            Self::Open { source, .. } | Self::Connect { source, .. } | Self::Sql(source) => source,
             Self::Migrate(
                 MigrateError::Execute(source) | MigrateError::ExecuteMigration(source, _),
             ) => source,
@@ -188,6 +203,61 @@ fn is_full_or_read_only(error: &sqlx::Error) -> bool {
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
+/// A failed migration, with what to do: a database migrated by a newer binary is not
+/// damaged, this binary is just too old for it.
+fn migrate_advice(error: &MigrateError) -> String {
+    match error {
+        MigrateError::VersionMissing(version) => format!(
+            "the state database's schema is newer than this clairo-sync (migration {version} is unknown to it): a newer version has used it; upgrade clairo-sync (every instance sharing one database must run the same version or newer)"
+        ),
+        other => format!(
+            "cannot migrate the state database: {other}; restore a backup, or (SQLite) move the file aside to start afresh"
+        ),
+    }
+}
+
+/// Why PostgreSQL could not be used, in an operator's words.
+fn connect_advice(url: &str, error: &sqlx::Error, had_password: bool) -> String {
+    let code = match error {
+        sqlx::Error::Database(database) => database.code().map(|code| code.into_owned()),
+        _ => None,
+    };
+    let what = match (code.as_deref(), error) {
+        (Some("28P01"), _) if had_password => {
+            "PostgreSQL refused the password: check the file named by state.password_file (or the credential state-password) against the user's password on the server".to_owned()
+        }
+        (Some("28P01"), _) => {
+            "PostgreSQL asks for a password and none was given: put it in the file named by state.password_file (or the systemd credential state-password)".to_owned()
+        }
+        (Some("28000"), _) => format!(
+            "PostgreSQL does not let this user in from this host ({error}): add a line for it in the server's pg_hba.conf, or fix the user in state.url"
+        ),
+        (Some("25006"), _) => format!(
+            "the server takes no writes ({error}): state.url names a read-only server (a standby?); point it at the primary"
+        ),
+        (Some(code), _) if code.starts_with("53") => format!(
+            "the server is out of resources ({error}): free disk space or connections on it"
+        ),
+        (Some(code), _) if code.starts_with("57") || code.starts_with("08") => format!(
+            "PostgreSQL is shutting down or dropped the connection ({error}): check the server; the daemon retries"
+        ),
+        (Some("3D000"), _) => format!(
+            "the database does not exist ({error}): create it (createdb -O USER DATABASE) or fix its name in state.url"
+        ),
+        (_, sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut) => format!(
+            "PostgreSQL cannot be reached ({error}): check that the server is running, that state.url's host and port are right, and that no firewall stands between"
+        ),
+        (_, sqlx::Error::Tls(_)) => format!(
+            "the TLS handshake with PostgreSQL failed ({error}): check the server's certificate, or the sslmode in state.url"
+        ),
+        (_, sqlx::Error::Configuration(_)) => format!(
+            "state.url cannot be used ({error}): write it as postgres://USER@HOST:PORT/DATABASE"
+        ),
+        _ => format!("PostgreSQL refused the connection: {error}"),
+    };
+    format!("cannot use the state database {url}: {what}")
+}
+
 /// Milliseconds since the Unix epoch, the store's unit of time.
 pub fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
@@ -203,6 +273,22 @@ const PG_MAX_CONNECTIONS: u32 = 4;
 /// `default_transaction_read_only`): new work waits, as on SQLite.
 #[cfg(feature = "postgres")]
 const PG_FULL_OR_READ_ONLY: [&str; 2] = ["53100", "25006"];
+
+/// How long a connection to PostgreSQL may take: a server on a network answers within
+/// this, and an operator's `status` or `check` should not hang for sqlx's 30 s default.
+#[cfg(feature = "postgres")]
+const PG_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Whether the database's schema fits this binary (`check --online`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Schema {
+    /// Every migration this binary knows is applied, and no other.
+    Current,
+    /// Migrations the daemon applies at its next start.
+    Older { pending: usize },
+    /// Migrations applied by a newer binary: this one cannot use the database.
+    Newer { unknown: usize },
+}
 
 #[derive(Clone)]
 pub(crate) enum Pool {
@@ -244,6 +330,112 @@ pub struct Store {
 }
 
 impl Store {
+    /// The daemon's state where `[state]` says: the SQLite file (created if missing) or the
+    /// PostgreSQL database; pending migrations applied.
+    pub async fn open_state(
+        backend: crate::config::StateBackend<'_>,
+        password: Option<&str>,
+    ) -> Result<Self> {
+        match backend {
+            crate::config::StateBackend::Sqlite(path) => Self::open(path).await,
+            #[cfg(feature = "postgres")]
+            crate::config::StateBackend::Postgres(url) => Self::connect(url, password).await,
+            #[cfg(not(feature = "postgres"))]
+            crate::config::StateBackend::Postgres(_) => {
+                let _ = password;
+                Err(StoreError::NoPostgres)
+            }
+        }
+    }
+
+    /// [`Store::open_state`] for an operator's command: nothing created, nothing migrated.
+    pub async fn open_existing_state(
+        backend: crate::config::StateBackend<'_>,
+        password: Option<&str>,
+        writable: bool,
+    ) -> Result<Self> {
+        match backend {
+            crate::config::StateBackend::Sqlite(path) => Self::open_existing(path, writable).await,
+            #[cfg(feature = "postgres")]
+            crate::config::StateBackend::Postgres(url) => {
+                Self::connect_existing(url, password).await
+            }
+            #[cfg(not(feature = "postgres"))]
+            crate::config::StateBackend::Postgres(_) => {
+                let _ = (password, writable);
+                Err(StoreError::NoPostgres)
+            }
+        }
+    }
+
+    /// How many migrations this binary holds for `backend`'s kind of database.
+    pub fn migrations_known(backend: crate::config::StateBackend<'_>) -> usize {
+        match backend {
+            crate::config::StateBackend::Sqlite(_) => {
+                sqlx::migrate!("./migrations/sqlite").iter().count()
+            }
+            #[cfg(feature = "postgres")]
+            crate::config::StateBackend::Postgres(_) => {
+                sqlx::migrate!("./migrations/postgres").iter().count()
+            }
+            #[cfg(not(feature = "postgres"))]
+            crate::config::StateBackend::Postgres(_) => 0,
+        }
+    }
+
+    /// Compares the migrations applied to the database with those this binary holds.
+    pub async fn schema(&self) -> Result<Schema> {
+        let (known, applied): (Vec<i64>, Vec<i64>) = match &self.pool {
+            Pool::Sqlite(pool) => {
+                let known = sqlx::migrate!("./migrations/sqlite")
+                    .iter()
+                    .map(|migration| migration.version)
+                    .collect();
+                let exists: i64 = sqlx::query_scalar(
+                    "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = '_sqlx_migrations'",
+                )
+                .fetch_one(pool)
+                .await?;
+                let applied = if exists > 0 {
+                    sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success")
+                        .fetch_all(pool)
+                        .await?
+                } else {
+                    Vec::new()
+                };
+                (known, applied)
+            }
+            #[cfg(feature = "postgres")]
+            Pool::Postgres(pool) => {
+                let known = sqlx::migrate!("./migrations/postgres")
+                    .iter()
+                    .map(|migration| migration.version)
+                    .collect();
+                let exists: bool =
+                    sqlx::query_scalar("SELECT to_regclass('_sqlx_migrations') IS NOT NULL")
+                        .fetch_one(pool)
+                        .await?;
+                let applied = if exists {
+                    sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success")
+                        .fetch_all(pool)
+                        .await?
+                } else {
+                    Vec::new()
+                };
+                (known, applied)
+            }
+        };
+        let unknown = applied.iter().filter(|v| !known.contains(v)).count();
+        let pending = known.iter().filter(|v| !applied.contains(v)).count();
+        Ok(if unknown > 0 {
+            Schema::Newer { unknown }
+        } else if pending > 0 {
+            Schema::Older { pending }
+        } else {
+            Schema::Current
+        })
+    }
+
     /// Opens (creating if missing) the state file and applies pending migrations.
     pub async fn open(path: &Path) -> Result<Self> {
         let options = SqliteConnectOptions::from_str("sqlite://")
@@ -320,8 +512,9 @@ impl Store {
 
     #[cfg(feature = "postgres")]
     async fn connect_pool(url: &str, password: Option<&str>, connections: u32) -> Result<Self> {
-        let open_error = |source| StoreError::Open {
-            path: redact_url(url),
+        let open_error = |source| StoreError::Connect {
+            url: redact_url(url),
+            had_password: password.is_some(),
             source,
         };
         let mut options = PgConnectOptions::from_str(url).map_err(open_error)?;
@@ -330,6 +523,9 @@ impl Store {
         }
         let pool = PgPoolOptions::new()
             .max_connections(connections)
+            // A server that is down is said at once (with what to check), not after
+            // sqlx's default 30 s.
+            .acquire_timeout(PG_CONNECT_TIMEOUT)
             .connect_with(options)
             .await
             .map_err(open_error)?;
@@ -402,6 +598,26 @@ impl Store {
 
     /// Checks that the database accepts a write (readiness).
     pub async fn check_writable(&self) -> Result<()> {
+        let checked = self.write_check().await;
+        // PostgreSQL can go away under a running daemon: `/readyz` says why in the words
+        // `check --online` uses (the pool holds no URL; the config names it).
+        #[cfg(feature = "postgres")]
+        if let (Pool::Postgres(_), Err(StoreError::Sql(source))) = (&self.pool, &checked)
+            && is_server_trouble(source)
+        {
+            let Err(StoreError::Sql(source)) = checked else {
+                unreachable!("matched above")
+            };
+            return Err(StoreError::Connect {
+                url: "named by state.url".to_owned(),
+                had_password: true,
+                source,
+            });
+        }
+        checked
+    }
+
+    async fn write_check(&self) -> Result<()> {
         let mut tx = self.write_tx().await?;
         on_tx!(
             &mut tx,
@@ -448,12 +664,47 @@ impl Store {
     }
 }
 
+/// Whether a statement failed because of the server or the way to it (not the
+/// statement): unreachable, refusing this client, read-only or out of disk.
+#[cfg(feature = "postgres")]
+fn is_server_trouble(error: &sqlx::Error) -> bool {
+    match error {
+        sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::Tls(_) => true,
+        // Classes 08 (connection), 28 (authorization), 3D (no database), 53 (resources),
+        // 57 (operator intervention: shutdown) and read-only transactions.
+        sqlx::Error::Database(database) => database.code().is_some_and(|code| {
+            ["08", "28", "3D", "53", "57"]
+                .iter()
+                .any(|class| code.starts_with(class))
+                || code == "25006"
+        }),
+        _ => false,
+    }
+}
+
 /// `url` without its password, if it has one, for error texts and logs.
 #[cfg(feature = "postgres")]
 pub fn redact_url(url: &str) -> String {
     match url::Url::parse(url) {
-        Ok(mut parsed) if parsed.password().is_some() => {
-            let _ = parsed.set_password(Some("REDACTED"));
+        Ok(mut parsed)
+            if parsed.password().is_some()
+                || parsed.query_pairs().any(|(key, _)| key == "password") =>
+        {
+            if parsed.password().is_some() {
+                let _ = parsed.set_password(Some("REDACTED"));
+            }
+            let pairs: Vec<(String, String)> = parsed
+                .query_pairs()
+                .map(|(key, value)| {
+                    let value = if key == "password" {
+                        "REDACTED".into()
+                    } else {
+                        value
+                    };
+                    (key.into_owned(), value.into_owned())
+                })
+                .collect();
+            parsed.query_pairs_mut().clear().extend_pairs(pairs);
             parsed.to_string()
         }
         Ok(_) => url.to_owned(),
@@ -487,6 +738,22 @@ async fn open_lock(path: &Path) -> Result<std::fs::File> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[cfg(feature = "postgres")]
+    #[test]
+    fn a_password_in_a_url_is_redacted_wherever_it_sits() {
+        for url in [
+            "postgres://u:s3cret@db/x",
+            "postgres://u@db/x?sslmode=require&password=s3cret",
+        ] {
+            let shown = redact_url(url);
+            assert!(
+                !shown.contains("s3cret") && shown.contains("REDACTED"),
+                "{shown}"
+            );
+        }
+        assert_eq!(redact_url("postgres://u@db/x"), "postgres://u@db/x");
+    }
 
     #[tokio::test]
     async fn a_full_database_is_told_by_sqlites_code() {

@@ -14,6 +14,9 @@ mod meetings;
 mod ops;
 mod pg;
 mod routing;
+mod state;
+#[macro_use]
 mod store;
+mod store_items;
 mod support;
 mod webhook;

@@ -91,7 +91,9 @@ pub async fn run(context: SourceContext, config: Arc<Config>, shutdown: Cancella
 }
 
 /// Where converted copies are written: beside the state database (a directory the
-/// service may write to), else the system's temporary directory.
+/// service may write to), else the system's temporary directory. With the state in
+/// PostgreSQL `state.path` still names that local directory (its default is in the
+/// service's `StateDirectory=`).
 pub fn temp_dir(config: &Config) -> PathBuf {
     match config.state.path.parent() {
         Some(parent) if !parent.as_os_str().is_empty() => parent.join("transcode"),

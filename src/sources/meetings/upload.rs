@@ -394,12 +394,19 @@ pub async fn process(
         title: prepared.title.clone(),
         size: prepared.size,
     };
-    let mut claimed = context.store.claim_meeting(&claim, false).await?;
+    let claimant = context.claimant.as_ref();
+    let mut claimed = context
+        .store
+        .claim_meeting_as(&claim, false, claimant)
+        .await?;
     if let Claim::InProgress(row) = &claimed
         && !Path::new(&row.source_path).exists()
     {
         // The other copy is gone (moved away or deleted before its upload finished).
-        claimed = context.store.claim_meeting(&claim, true).await?;
+        claimed = context
+            .store
+            .claim_meeting_as(&claim, true, claimant)
+            .await?;
     }
     match claimed {
         Claim::Done(row) => return Ok(Outcome::AlreadyUploaded(row)),
