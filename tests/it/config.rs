@@ -811,8 +811,14 @@ async fn check_online_judges_a_file_connector_as_the_unit_and_sends_tests_to_no_
     use crate::support::{Receiver, daemon_config, sandbox};
     let sandbox = sandbox(0, 0).await;
     let receiver = Receiver::start().await;
-    // Not under /tmp, which the unit's PrivateTmp= would make private.
-    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    // Not under /tmp or /var/tmp, which the unit's PrivateTmp= makes private (and
+    // writable): the target directory itself may be there (a clone in /tmp), so as root (CI,
+    // the project's machines) the directory goes under /var/lib, read-only to the unit.
+    let dir = tempfile::Builder::new()
+        .prefix("clairo-sync-test-")
+        .tempdir_in("/var/lib")
+        .or_else(|_| tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")))
+        .unwrap();
     let config = daemon_config(dir.path(), &sandbox, &receiver, "");
     // ProtectSystem=strict: the archive's directory is read-only to the service unless
     // the unit says otherwise.
