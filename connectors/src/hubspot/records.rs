@@ -282,14 +282,9 @@ impl HubspotConnector {
             "sorts": [{"propertyName": "createdate", "direction": "ASCENDING"}],
             "limit": 10,
         });
-        let path = format!("{COMPANIES_PATH}/search");
         let answer = self
-            .api
-            .send(self.api.post(&path).json(&body), doing)
+            .post_for_results(&format!("{COMPANIES_PATH}/search"), &body, doing)
             .await?;
-        if !answer.status.is_success() {
-            return Err(self.failure(&answer, doing));
-        }
         Ok(results(&answer)
             .find(|company| {
                 company
@@ -396,14 +391,9 @@ impl HubspotConnector {
             "properties": ["hs_note_body"],
             "limit": 10,
         });
-        let path = format!("{NOTES_PATH}/search");
         let answer = self
-            .api
-            .send(self.api.post(&path).json(&body), doing)
+            .post_for_results(&format!("{NOTES_PATH}/search"), &body, doing)
             .await?;
-        if !answer.status.is_success() {
-            return Err(self.failure(&answer, doing));
-        }
         Ok(results(&answer)
             .find(|note| {
                 note.pointer("/properties/hs_note_body")
@@ -490,14 +480,9 @@ impl HubspotConnector {
             .map(|id| json!({"id": id}))
             .collect();
         let body = json!({"properties": [property], "inputs": inputs});
-        let path = format!("/crm/v3/objects/{kind}/batch/read");
         let answer = self
-            .api
-            .send(self.api.post(&path).json(&body), doing)
+            .post_for_results(&format!("/crm/v3/objects/{kind}/batch/read"), &body, doing)
             .await?;
-        if !answer.status.is_success() {
-            return Err(self.failure(&answer, doing));
-        }
         let pointer = format!("/properties/{property}");
         Ok(results(&answer)
             .find(|record| {
@@ -534,6 +519,22 @@ impl HubspotConnector {
         Zone::from_details(answer.json()).ok_or_else(|| {
             ProbeError::Lasting("HubSpot's account details hold no usable time zone offset".into())
         })
+    }
+}
+
+impl HubspotConnector {
+    /// POSTs a search or batch read; an answer that is not a success is the step's failure.
+    async fn post_for_results(
+        &self,
+        path: &str,
+        body: &Value,
+        doing: &str,
+    ) -> Result<Answer, Attempt> {
+        let answer = self.api.send(self.api.post(path).json(body), doing).await?;
+        if !answer.status.is_success() {
+            return Err(self.failure(&answer, doing));
+        }
+        Ok(answer)
     }
 }
 
