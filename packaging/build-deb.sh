@@ -14,7 +14,8 @@ if ! cargo deb --version >/dev/null 2>&1; then
   exit 1
 fi
 
-cargo build --release --locked --bin clairo-sync
+# CLAIRO_SYNC_FEATURES=postgres builds a package that can keep its state in PostgreSQL.
+cargo build --release --locked --bin clairo-sync ${CLAIRO_SYNC_FEATURES:+--features "$CLAIRO_SYNC_FEATURES"}
 
 # The binary lives in Cargo's target dir (which CARGO_TARGET_DIR or a config may move);
 # the assets go to ./target/assets, where Cargo.toml's asset list looks for them.
