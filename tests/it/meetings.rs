@@ -7,7 +7,7 @@
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use clairo_sandbox::Sandbox;
 use clairo_sync::config::{self, Need, SecretSources};
@@ -17,17 +17,15 @@ use clairo_sync::shutdown::CancellationToken;
 use clairo_sync::sources::meetings;
 use clairo_sync::store::Store;
 use clairo_sync::store::meetings::{Claim, MeetingClaim};
-use sha2::{Digest, Sha256};
 use tokio::task::JoinHandle;
 use tracing_subscriber::filter::Targets;
 use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::util::SubscriberInitExt as _;
 
-use crate::support::{Daemon, LoggedDaemon, Receiver, SECRET, bin, enable_http, sandbox, write};
-
-/// Long enough for anything here on a loaded two-core machine; waits end as soon as the
-/// condition holds.
-const PATIENCE: Duration = Duration::from_secs(60);
+use crate::support::{
+    Daemon, LoggedDaemon, PATIENCE, Receiver, SECRET, bin, enable_http, eventually, names, sandbox,
+    sha256_hex, write,
+};
 
 /// A test's folders.
 struct Dirs {
@@ -223,35 +221,6 @@ fn wav_header(data_len: u32, rate: u32) -> Vec<u8> {
     header.extend_from_slice(b"data");
     header.extend_from_slice(&data_len.to_le_bytes());
     header
-}
-
-fn sha256_hex(bytes: &[u8]) -> String {
-    Sha256::digest(bytes)
-        .iter()
-        .map(|byte| format!("{byte:02x}"))
-        .collect()
-}
-
-fn names(dir: &Path) -> Vec<String> {
-    let mut names: Vec<String> = std::fs::read_dir(dir)
-        .map(|entries| {
-            entries
-                .flatten()
-                .map(|entry| entry.file_name().to_string_lossy().into_owned())
-                .collect()
-        })
-        .unwrap_or_default();
-    names.sort();
-    names
-}
-
-/// Waits until `condition` holds, failing with `what` after [`PATIENCE`].
-async fn eventually(what: &str, mut condition: impl FnMut() -> bool) {
-    let deadline = Instant::now() + PATIENCE;
-    while !condition() {
-        assert!(Instant::now() < deadline, "timed out waiting until {what}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 fn meeting_events(receiver: &Receiver) -> Vec<serde_json::Value> {

@@ -2,51 +2,14 @@
 //! connector's pace (`rate_limit`), through the real binary, the sandbox and receivers on
 //! 127.0.0.1.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
-use clairo_sandbox::{BriefSpec, Sandbox};
+use clairo_sandbox::BriefSpec;
 
-use crate::support::{Receiver, SECRET, run_cli, sandbox, write};
-
-/// A config polling briefs from `sandbox` with a webhook `hook` to `receiver`, a file
-/// connector `archive`, and `rest` (routes, more connectors) after them.
-fn config(dir: &Path, sandbox: &Sandbox, receiver: &Receiver, rest: &str) -> PathBuf {
-    let text = format!(
-        r#"
-[clairo]
-base_url = "{base}"
-api_key = "clr_sandbox_key"
-max_attempts = 3
-
-[state]
-path = "{state}"
-
-[http]
-enabled = false
-
-[sync.briefs]
-schedule = "*/2 * * * * *"
-
-[connectors.hook]
-type = "webhook"
-url = "{url}"
-secret = "{SECRET}"
-timeout = "5s"
-
-[connectors.archive]
-type = "file"
-path = "{archive}"
-
-{rest}
-"#,
-        base = sandbox.base_url(),
-        state = dir.join("state.db").display(),
-        url = receiver.url,
-        archive = dir.join("events.jsonl").display(),
-    );
-    write(dir, "clairo-sync.toml", &text)
-}
+// A config polling briefs, with a webhook `hook` and a file `archive`; routes are the test's.
+use crate::support::config_without_routes as config;
+use crate::support::{Receiver, SECRET, run_cli, sandbox};
 
 fn brief(name: &str, email: Option<&str>, company: &str) -> BriefSpec {
     BriefSpec {

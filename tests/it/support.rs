@@ -199,8 +199,23 @@ pub async fn sandbox(seed_briefs: usize, seed_conversations: usize) -> Sandbox {
     .expect("the sandbox starts")
 }
 
-/// A daemon config: briefs polled every `schedule`, webhook to `receiver`, a file archive.
+/// A daemon config: briefs polled every `schedule`, webhook to `receiver`, a file archive,
+/// both routed every brief and conversation.
 pub fn daemon_config(dir: &Path, sandbox: &Sandbox, receiver: &Receiver, extra: &str) -> PathBuf {
+    let rest = format!(
+        "[[routes]]\nevents = [\"brief.created\", \"conversation.updated\"]\nto = [\"hook\", \"archive\"]\n{extra}"
+    );
+    config_without_routes(dir, sandbox, receiver, &rest)
+}
+
+/// The same config with no route: `rest` (routes, more connectors) follows the connectors
+/// `hook` (a webhook to `receiver`) and `archive` (a JSONL file).
+pub fn config_without_routes(
+    dir: &Path,
+    sandbox: &Sandbox,
+    receiver: &Receiver,
+    rest: &str,
+) -> PathBuf {
     let text = format!(
         r#"
 [clairo]
@@ -227,10 +242,7 @@ timeout = "5s"
 type = "file"
 path = "{archive}"
 
-[[routes]]
-events = ["brief.created", "conversation.updated"]
-to = ["hook", "archive"]
-{extra}
+{rest}
 "#,
         base = sandbox.base_url(),
         state = dir.join("state.db").display(),
@@ -488,4 +500,40 @@ fn reusable_socket(addr: SocketAddr) -> tokio::net::TcpSocket {
     socket.set_reuseaddr(true).expect("SO_REUSEADDR");
     socket.bind(addr).expect("bind the receiver's port");
     socket
+}
+
+/// How long a drop-folder test waits for something the daemon does within seconds: generous,
+/// a readiness bound on a loaded machine, not a speed claim.
+pub const PATIENCE: Duration = Duration::from_secs(60);
+
+/// Waits until `condition` holds, failing with `what` after [`PATIENCE`].
+pub async fn eventually(what: &str, mut condition: impl FnMut() -> bool) {
+    let deadline = Instant::now() + PATIENCE;
+    while !condition() {
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The lower-case hex sha256 of `bytes`.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest as _;
+    sha2::Sha256::digest(bytes)
+        .iter()
+        .map(|byte| format!("{byte:02x}"))
+        .collect()
+}
+
+/// The names in `dir`, sorted (none when it cannot be read).
+pub fn names(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .flatten()
+                .map(|entry| entry.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
 }

@@ -7,7 +7,7 @@ use std::os::unix::fs::{FileTypeExt as _, PermissionsExt as _};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use clairo_sandbox::Sandbox;
 use clairo_sync::config::{self, Need, SecretSources};
@@ -15,13 +15,8 @@ use clairo_sync::daemon::Runtime;
 use clairo_sync::sources::meetings::checks::Conversion;
 use clairo_sync::sources::meetings::files;
 use clairo_sync::sources::meetings::upload::{self, Uploader, Wanted};
-use sha2::{Digest, Sha256};
 
-use crate::support::{LoggedDaemon, get, sandbox, write};
-
-/// Long enough for anything here on a loaded two-core machine; waits end as soon as the
-/// condition holds.
-const PATIENCE: Duration = Duration::from_secs(60);
+use crate::support::{LoggedDaemon, PATIENCE, eventually, get, names, sandbox, sha256_hex, write};
 
 /// What a linked key file holds: the test looks for it (and its hex) everywhere.
 const SECRET_KEY: &str = "clr_live_5f3c9a0b7e2d4c1f8a6b";
@@ -126,38 +121,9 @@ fn wav(seconds: f64, pitch: f64) -> Vec<u8> {
     bytes
 }
 
-fn sha256_hex(bytes: &[u8]) -> String {
-    Sha256::digest(bytes)
-        .iter()
-        .map(|byte| format!("{byte:02x}"))
-        .collect()
-}
-
-fn names(dir: &Path) -> Vec<String> {
-    let mut names: Vec<String> = std::fs::read_dir(dir)
-        .map(|entries| {
-            entries
-                .flatten()
-                .map(|entry| entry.file_name().to_string_lossy().into_owned())
-                .collect()
-        })
-        .unwrap_or_default();
-    names.sort();
-    names
-}
-
 fn is_link(path: &Path) -> bool {
     path.symlink_metadata()
         .is_ok_and(|metadata| metadata.file_type().is_symlink())
-}
-
-/// Waits until `condition` holds, failing with `what` after [`PATIENCE`].
-async fn eventually(what: &str, mut condition: impl FnMut() -> bool) {
-    let deadline = Instant::now() + PATIENCE;
-    while !condition() {
-        assert!(Instant::now() < deadline, "timed out waiting until {what}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 /// `POST /meetings` requests the sandbox received, accepted or not.
