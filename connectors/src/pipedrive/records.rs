@@ -382,16 +382,16 @@ impl PipedriveConnector {
         self.created(&answer, doing, number)
     }
 
-    /// Looks among the person's newest notes for the one this event's note would be: its
-    /// content carries the event id.
-    pub(super) async fn find_note(
+    /// The person's newest records at `path` (notes, leads), newest first: where a record an
+    /// earlier attempt may have created is looked for.
+    async fn newest_of_person(
         &self,
+        path: &str,
         person_id: u64,
-        event_id: &str,
-    ) -> Result<Option<u64>, Attempt> {
-        let doing = "looking for the note an earlier attempt may have created";
+        doing: &str,
+    ) -> Result<Answer, Attempt> {
         let person = person_id.to_string();
-        let request = self.api.get(NOTES_PATH).query(&[
+        let request = self.api.get(path).query(&[
             ("person_id", person.as_str()),
             ("sort", "add_time DESC"),
             ("limit", READ_BACK),
@@ -400,6 +400,18 @@ impl PipedriveConnector {
         if !answer.status.is_success() {
             return Err(self.failure(&answer, doing));
         }
+        Ok(answer)
+    }
+
+    /// Looks among the person's newest notes for the one this event's note would be: its
+    /// content carries the event id.
+    pub(super) async fn find_note(
+        &self,
+        person_id: u64,
+        event_id: &str,
+    ) -> Result<Option<u64>, Attempt> {
+        let doing = "looking for the note an earlier attempt may have created";
+        let answer = self.newest_of_person(NOTES_PATH, person_id, doing).await?;
         Ok(data(&answer)
             .find(|note| {
                 note.get("content")
@@ -447,16 +459,7 @@ impl PipedriveConnector {
         event_id: &str,
     ) -> Result<Option<String>, Attempt> {
         let doing = "looking for the lead an earlier attempt may have created";
-        let person = person_id.to_string();
-        let request = self.api.get(LEADS_PATH).query(&[
-            ("person_id", person.as_str()),
-            ("sort", "add_time DESC"),
-            ("limit", READ_BACK),
-        ]);
-        let answer = self.api.send(request, doing).await?;
-        if !answer.status.is_success() {
-            return Err(self.failure(&answer, doing));
-        }
+        let answer = self.newest_of_person(LEADS_PATH, person_id, doing).await?;
         Ok(data(&answer)
             .find(|lead| lead.get("origin_id").and_then(Value::as_str) == Some(event_id))
             .and_then(|lead| lead.get("id").and_then(crm::id_text)))
