@@ -73,29 +73,27 @@ impl JsonTemplates {
 
     /// Renders `name` with `context` and parses the result.
     pub fn render(&self, name: &str, context: &Value) -> Result<Value, JsonTemplateError> {
-        let rendered = self
-            .env
-            .get_template(name)
-            .and_then(|template| template.render(context))
-            .map_err(|error| {
-                JsonTemplateError::Render(format!("`{name}` failed to render ({error})"))
-            })?;
+        let rendered = self.render_raw(name, context)?;
         serde_json::from_str(&rendered).map_err(|error| not_json(name, &error))
     }
 
     /// Renders `name` with `context` and checks that the result is JSON; returns the text
     /// as rendered (a webhook body is signed and sent exactly as the template wrote it).
     pub fn render_text(&self, name: &str, context: &Value) -> Result<String, JsonTemplateError> {
-        let rendered = self
-            .env
+        let rendered = self.render_raw(name, context)?;
+        serde_json::from_str::<serde::de::IgnoredAny>(&rendered)
+            .map_err(|error| not_json(name, &error))?;
+        Ok(rendered)
+    }
+
+    /// The template's output as text, unparsed.
+    fn render_raw(&self, name: &str, context: &Value) -> Result<String, JsonTemplateError> {
+        self.env
             .get_template(name)
             .and_then(|template| template.render(context))
             .map_err(|error| {
                 JsonTemplateError::Render(format!("`{name}` failed to render ({error})"))
-            })?;
-        serde_json::from_str::<serde::de::IgnoredAny>(&rendered)
-            .map_err(|error| not_json(name, &error))?;
-        Ok(rendered)
+            })
     }
 }
 
