@@ -20,7 +20,9 @@ use tokio::task::JoinSet;
 use crate::config::{ConnectorTable, DeliveryConfig, RateLimit};
 use crate::metrics::{ConnectorLabels, DeliveryLabels, Metrics};
 use crate::shutdown::{self, CancellationToken};
-use crate::store::{AttemptRow, ClaimedDelivery, Lease, NextState, Store, Wakers, now_ms};
+use crate::store::{
+    AttemptRow, Claim, ClaimedDelivery, Finish, Lease, NextState, Store, StoreError, Wakers, now_ms,
+};
 
 /// ±20% around each wait of the retry schedule, so deliveries that failed together do
 /// not all come back at the same instant.
@@ -97,6 +99,38 @@ impl CheckpointSink for StoreCheckpoints {
             .save_checkpoint(&self.lease, &checkpoint)
             .await
             .map_err(CheckpointError::not_saved)
+    }
+}
+
+/// One attempt made, not yet recorded.
+struct Finished {
+    delivery: ClaimedDelivery,
+    row: AttemptRow,
+    next: NextState,
+}
+
+impl Finished {
+    fn finish(&self) -> Finish<'_> {
+        Finish {
+            lease: &self.delivery.lease,
+            attempt: &self.row,
+            next: &self.next,
+        }
+    }
+}
+
+/// Says that attempts could not be recorded (the state database failed).
+fn not_recorded(finished: &[Finished], error: &StoreError) {
+    for finished in finished {
+        let delivery = &finished.delivery;
+        tracing::error!(connector = %delivery.connector, event_id = %delivery.event.id, %error, "Cannot record a delivery attempt; it will be repeated when its lease ends.");
+    }
+}
+
+/// Moves every attempt of `in_flight` that has finished into `finished`.
+fn reap(in_flight: &mut JoinSet<Finished>, finished: &mut Vec<Finished>) {
+    while let Some(attempt) = in_flight.try_join_next() {
+        finished.extend(attempt.ok());
     }
 }
 
@@ -190,7 +224,11 @@ impl Dispatcher {
                     let connector = connector.clone();
                     in_flight.spawn(async move { this.attempt(&*connector, delivery).await });
                 }
-                while in_flight.join_next().await.is_some() {}
+                let mut finished = Vec::with_capacity(in_flight.len());
+                while let Some(attempt) = in_flight.join_next().await {
+                    finished.extend(attempt.ok());
+                }
+                self.record(finished).await;
             }
         }
         self.update_queue_depth().await;
@@ -260,18 +298,42 @@ impl Dispatcher {
         } else {
             Duration::from_millis(50)
         };
-        let mut in_flight: JoinSet<()> = JoinSet::new();
+        let mut in_flight: JoinSet<Finished> = JoinSet::new();
+        // Attempts that have finished and are not recorded yet.
+        let mut finished: Vec<Finished> = Vec::new();
         let mut depth_updated = Instant::now() - QUEUE_DEPTH_INTERVAL;
         loop {
             if shutdown.is_cancelled() {
                 break;
             }
-            // Reap every attempt that has finished, so the slots they free are claimed
-            // in one transaction rather than one claim per finished attempt.
-            while in_flight.try_join_next().is_some() {}
+            // Reap every attempt that has finished and record them together (one
+            // transaction); the slots they free are then claimed in one more, rather than
+            // a transaction per finished attempt and a claim per freed slot.
+            reap(&mut in_flight, &mut finished);
             let free = self.settings.concurrency.saturating_sub(in_flight.len());
             let mut wait = IDLE_RECHECK;
-            if free > 0 {
+            if free > 0 && pace.is_none() && !finished.is_empty() {
+                // Busy: record what finished and claim the slots it freed in one
+                // transaction, without first asking whether anything is due.
+                let done = std::mem::take(&mut finished);
+                match self.record_and_claim(&name, done, free).await {
+                    Ok(claimed) => {
+                        for delivery in claimed {
+                            let this = self.clone();
+                            let connector = connector.clone();
+                            in_flight
+                                .spawn(async move { this.attempt(&*connector, delivery).await });
+                        }
+                        // Nothing due: the next due time is asked next turn.
+                        wait = floor;
+                    }
+                    Err(error) => {
+                        tracing::error!(connector = %name, %error, "Cannot claim deliveries from the state database; retrying shortly.");
+                        wait = STORE_ERROR_BACKOFF;
+                    }
+                }
+            } else if free > 0 {
+                self.record(std::mem::take(&mut finished)).await;
                 match self
                     .claim_if_due(&name, free, pace.as_deref(), &shutdown)
                     .await
@@ -302,19 +364,34 @@ impl Dispatcher {
             }
             tokio::select! {
                 _ = wake.notified() => {}
-                Some(_) = in_flight.join_next(), if !in_flight.is_empty() => {}
+                Some(attempt) = in_flight.join_next(), if !in_flight.is_empty() => {
+                    finished.extend(attempt.ok());
+                }
                 _ = tokio::time::sleep(wait) => {}
                 _ = shutdown.cancelled() => {}
             }
         }
-        let stopped = shutdown::drain(&mut in_flight, self.settings.shutdown_timeout).await;
+        // Stopping: what is in flight finishes within the timeout and is recorded as it
+        // finishes; the rest is stopped and attempted again after its lease.
+        let deadline = tokio::time::Instant::now() + self.settings.shutdown_timeout;
+        while !in_flight.is_empty() {
+            reap(&mut in_flight, &mut finished);
+            self.record(std::mem::take(&mut finished)).await;
+            match tokio::time::timeout_at(deadline, in_flight.join_next()).await {
+                Ok(Some(attempt)) => finished.extend(attempt.ok()),
+                Ok(None) => {}
+                Err(_) => break,
+            }
+        }
+        self.record(finished).await;
+        let stopped = shutdown::drain(&mut in_flight, Duration::ZERO).await;
         if stopped > 0 {
             tracing::warn!(connector = %name, pending = stopped, "Deliveries still in flight at the shutdown timeout were stopped; they will be retried.");
         }
     }
 
-    /// One attempt at one claimed delivery, recorded whatever happens.
-    async fn attempt(&self, connector: &dyn Connector, delivery: ClaimedDelivery) {
+    /// One attempt at one claimed delivery: what came of it, for [`Dispatcher::record`].
+    async fn attempt(&self, connector: &dyn Connector, delivery: ClaimedDelivery) -> Finished {
         let started_at = now_ms();
         let started = Instant::now();
         let checkpoints = StoreCheckpoints {
@@ -363,65 +440,123 @@ impl Dispatcher {
             }
             (Verdict::Permanent { reason }, _) => ("dead", Some(reason.clone())),
         };
-        let row = AttemptRow {
-            attempt: attempt_number,
-            started_at,
-            duration_ms,
-            status_code: attempt.status_code.map(i64::from),
-            outcome: outcome.to_owned(),
-            reason: reason.clone(),
-            response: attempt.response.clone(),
+        Finished {
+            row: AttemptRow {
+                attempt: attempt_number,
+                started_at,
+                duration_ms,
+                status_code: attempt.status_code.map(i64::from),
+                outcome: outcome.to_owned(),
+                reason,
+                response: attempt.response,
+            },
+            next,
+            delivery,
+        }
+    }
+
+    /// Records attempts that finished, in one transaction, then says what came of each
+    /// (log line, metrics). An attempt whose record cannot be written is attempted again
+    /// when its lease ends: at least once, never lost.
+    async fn record(&self, finished: Vec<Finished>) {
+        if finished.is_empty() {
+            return;
+        }
+        let finishes: Vec<Finish<'_>> = finished.iter().map(Finished::finish).collect();
+        let recorded = match self.store.finish_attempts(&finishes).await {
+            Ok(recorded) => recorded,
+            Err(error) => return not_recorded(&finished, &error),
         };
+        for (finished, recorded) in finished.iter().zip(recorded) {
+            self.said(finished, recorded);
+        }
+    }
+
+    /// [`Dispatcher::record`] and a claim of up to `limit` due deliveries, in one
+    /// transaction. When it fails, nothing of either is written: the attempts are said
+    /// to be repeated after their leases, as `record` says.
+    async fn record_and_claim(
+        &self,
+        connector: &str,
+        finished: Vec<Finished>,
+        limit: usize,
+    ) -> Result<Vec<ClaimedDelivery>, crate::store::StoreError> {
+        let finishes: Vec<Finish<'_>> = finished.iter().map(Finished::finish).collect();
+        let now = now_ms();
+        let claim = Claim {
+            connector,
+            owner: &self.owner,
+            now,
+            lease_until: now + self.settings.lease.as_millis() as i64,
+            limit: limit as i64,
+        };
+        match self.store.finish_and_claim(&finishes, &claim).await {
+            Ok((recorded, claimed)) => {
+                for (finished, recorded) in finished.iter().zip(recorded) {
+                    self.said(finished, recorded);
+                }
+                Ok(claimed)
+            }
+            Err(error) => {
+                not_recorded(&finished, &error);
+                Err(error)
+            }
+        }
+    }
+
+    /// The log line and the metrics of one attempt, once its record is written (or known
+    /// to be another worker's to write).
+    fn said(&self, finished: &Finished, recorded: bool) {
+        let Finished {
+            delivery,
+            row,
+            next,
+        } = finished;
         let connector_name = delivery.connector.as_str();
-        match &next {
+        if !recorded {
+            // Another worker claimed the delivery after this lease ran out; its record is
+            // the one that counts.
+            let text = StoreError::LeaseLost {
+                delivery_id: delivery.lease.delivery_id,
+            }
+            .to_string();
+            let text = text.strip_prefix("the ").unwrap_or(&text);
+            tracing::warn!(connector = connector_name, event_id = %delivery.event.id, "The {text}");
+            return;
+        }
+        let reason = row.reason.as_deref().unwrap_or("");
+        match next {
             NextState::Delivered => tracing::info!(
                 connector = connector_name,
                 event_id = %delivery.event.id,
                 event_type = %delivery.event.kind,
-                attempt = attempt_number,
+                attempt = row.attempt,
                 "Delivered."
             ),
             NextState::Retry { at_ms } => tracing::warn!(
                 connector = connector_name,
                 event_id = %delivery.event.id,
-                attempt = attempt_number,
+                attempt = row.attempt,
                 retry_in_s = (at_ms - now_ms()) / 1000,
-                reason = reason.as_deref().unwrap_or(""),
+                reason,
                 "Delivery failed; will retry."
             ),
             NextState::Dead => tracing::error!(
                 connector = connector_name,
                 event_id = %delivery.event.id,
-                attempt = attempt_number,
-                reason = reason.as_deref().unwrap_or(""),
+                attempt = row.attempt,
+                reason,
                 "Delivery is dead; `clairo-sync deliveries list --dead` shows it, `deliveries retry` replays it."
             ),
-        }
-        if let Err(error) = self
-            .store
-            .finish_attempt(&delivery.lease, &row, &next)
-            .await
-        {
-            if error.is_lease_lost() {
-                // Another worker claimed the delivery after this lease ran out; its
-                // record is the one that counts.
-                let text = error.to_string();
-                let text = text.strip_prefix("the ").unwrap_or(&text);
-                tracing::warn!(connector = connector_name, event_id = %delivery.event.id, "The {text}");
-                return;
-            }
-            // The lease runs out and the delivery is attempted again: at least once, never lost.
-            tracing::error!(connector = connector_name, event_id = %delivery.event.id, %error, "Cannot record a delivery attempt; it will be repeated when its lease ends.");
-            return;
         }
         self.metrics
             .deliveries
             .get_or_create(&DeliveryLabels {
                 connector: connector_name.to_owned(),
-                outcome: outcome.to_owned(),
+                outcome: row.outcome.clone(),
             })
             .inc();
-        if next == NextState::Delivered {
+        if *next == NextState::Delivered {
             let latency = (now_ms() - delivery.event_created_at).max(0) as f64 / 1000.0;
             self.metrics
                 .delivery_latency

@@ -8,10 +8,11 @@ use serde_json::{Map, Value};
 
 use crate::clairo::{BriefDetail, BriefSummary, ClairoError};
 use crate::config::BriefsSync;
-use crate::store::BriefRecord;
+use crate::store::{BriefRecord, StoreError};
 use clairo_connectors::EventType;
+use tokio::sync::mpsc;
 
-use super::{PollError, PollReport, SourceContext};
+use super::{GROUP_MAX, PollError, PollReport, SourceContext, next_group};
 
 pub const SOURCE: &str = "briefs";
 
@@ -73,36 +74,62 @@ pub async fn poll(context: &SourceContext, section: &BriefsSync) -> Result<PollR
         remember(context, &listing.items, &HashSet::new());
         return Ok(report);
     }
+    // Details are fetched one after another; what they bring is recorded in groups
+    // meanwhile (one transaction per group, `next_group`). A fetch that fails stops the
+    // poll after what was fetched before it is recorded; a write that fails stops the
+    // fetching.
     let mut not_recorded = HashSet::new();
-    for summary in new {
-        report.new_items += 1;
-        report.detail_calls += 1;
-        let detail = match context.client.brief(&summary.id).await {
-            Ok(detail) => detail,
-            Err(ClairoError::NotFound { .. }) => {
-                tracing::warn!(source = SOURCE, id = %summary.id, "A listed brief was gone when its detail was fetched; skipped.");
-                not_recorded.insert(summary.id.as_str());
-                continue;
+    let mut events = 0;
+    let (sender, receiver) = mpsc::channel(GROUP_MAX);
+    let fetch = async {
+        for summary in new {
+            report.new_items += 1;
+            report.detail_calls += 1;
+            let detail = match context.client.brief(&summary.id).await {
+                Ok(detail) => detail,
+                Err(ClairoError::NotFound { .. }) => {
+                    tracing::warn!(source = SOURCE, id = %summary.id, "A listed brief was gone when its detail was fetched; skipped.");
+                    not_recorded.insert(summary.id.as_str());
+                    continue;
+                }
+                Err(error) => return Err(error),
+            };
+            let data = merge(summary, &detail);
+            let agent_id = summary.agent_id.clone().or(detail.agent_id.clone());
+            let event = context.event(
+                EventType::BriefCreated,
+                &summary.id,
+                agent_id.as_deref(),
+                data.clone(),
+            );
+            if sender
+                .send((record(summary, Some(data)), event))
+                .await
+                .is_err()
+            {
+                break;
             }
-            Err(error) => return Err(error.into()),
-        };
-        let data = merge(summary, &detail);
-        let agent_id = summary.agent_id.clone().or(detail.agent_id.clone());
-        let event = context.event(
-            EventType::BriefCreated,
-            &summary.id,
-            agent_id.as_deref(),
-            data.clone(),
-        );
-        if context
-            .store
-            .record_brief(&record(summary, Some(data)), Some(&event))
-            .await?
-        {
-            report.events += 1;
-            context.emitted(&event);
         }
-    }
+        drop(sender);
+        Ok(())
+    };
+    let write = async {
+        let mut receiver = receiver;
+        while let Some(group) = next_group(&mut receiver).await {
+            let written = context.store.record_briefs(&group).await?;
+            for ((_, event), written) in group.iter().zip(written) {
+                if written {
+                    events += 1;
+                    context.emitted(event);
+                }
+            }
+        }
+        Ok::<(), StoreError>(())
+    };
+    let (fetched, written) = tokio::join!(fetch, write);
+    report.events += events;
+    written?;
+    fetched?;
     remember(context, &listing.items, &not_recorded);
     Ok(report)
 }

@@ -9,14 +9,41 @@ pub mod rebuild;
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::sync::Arc;
+use std::time::Duration;
 
 use clairo_connectors::{Event, EventType, event_id};
+use tokio::sync::mpsc;
 
 use crate::auth::AuthGate;
 use crate::clairo::{ClairoClient, ClairoError, Listing};
 use crate::config::{Config, FilterContext, Route, StartFrom};
 use crate::metrics::{Metrics, SourceLabels};
 use crate::store::{FailedRoute, NewEvent, Store, StoreError, Wakers};
+
+/// The longest an item waits for others to be recorded with it (see [`next_group`]).
+const GROUP_WINDOW: Duration = Duration::from_millis(20);
+
+/// The most items recorded in one transaction.
+pub(crate) const GROUP_MAX: usize = 64;
+
+/// The next group of items to record together, as a poll that fetches one detail after
+/// another produces them: the first of a group waits at most [`GROUP_WINDOW`] for others
+/// (at most [`GROUP_MAX`]), so a backlog costs one transaction per group instead of one
+/// per item, and an item is recorded at most 20 ms after it was fetched however long the
+/// next fetch waits (a rate-limit pause). `None` once the sender is dropped and all is
+/// handed out.
+pub(crate) async fn next_group<T>(items: &mut mpsc::Receiver<T>) -> Option<Vec<T>> {
+    let first = items.recv().await?;
+    let deadline = tokio::time::Instant::now() + GROUP_WINDOW;
+    let mut group = vec![first];
+    while group.len() < GROUP_MAX {
+        match tokio::time::timeout_at(deadline, items.recv()).await {
+            Ok(Some(item)) => group.push(item),
+            Ok(None) | Err(_) => break,
+        }
+    }
+    Some(group)
+}
 
 /// Decides which connectors an event goes to, from the config's `[[routes]]`.
 #[derive(Debug, Clone, Default)]
@@ -338,5 +365,50 @@ pub async fn poll(
                 .expect("conversations enabled");
             conversations::poll(context, section).await
         }
+    }
+}
+
+#[cfg(test)]
+mod grouping {
+    use std::time::Instant;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn items_that_come_together_are_one_group_and_a_lone_item_waits_the_window_at_most() {
+        let (sender, mut receiver) = mpsc::channel(GROUP_MAX);
+        for n in 0..3 {
+            sender.send(n).await.unwrap();
+        }
+        assert_eq!(next_group(&mut receiver).await, Some(vec![0, 1, 2]));
+        // One item and then a long pause (a fetch waiting on the rate limit): the item is
+        // handed out after the window, not after the pause.
+        sender.send(3).await.unwrap();
+        let late = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(30)).await;
+            sender.send(4).await.unwrap();
+        });
+        let started = Instant::now();
+        assert_eq!(next_group(&mut receiver).await, Some(vec![3]));
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{:?}",
+            started.elapsed()
+        );
+        late.abort();
+        let _ = late.await;
+        assert_eq!(next_group(&mut receiver).await, None, "the sender is gone");
+    }
+
+    #[tokio::test]
+    async fn a_group_holds_at_most_group_max_items() {
+        let (sender, mut receiver) = mpsc::channel(GROUP_MAX * 2);
+        for n in 0..GROUP_MAX + 1 {
+            sender.send(n).await.unwrap();
+        }
+        drop(sender);
+        assert_eq!(next_group(&mut receiver).await.unwrap().len(), GROUP_MAX);
+        assert_eq!(next_group(&mut receiver).await, Some(vec![GROUP_MAX]));
+        assert_eq!(next_group(&mut receiver).await, None);
     }
 }

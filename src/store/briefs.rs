@@ -4,7 +4,7 @@
 use std::borrow::Cow;
 use std::collections::HashSet;
 
-use super::{NewEvent, Result, Store, Tx, insert_event, now_ms};
+use super::{NewEvent, Result, Store, Tx, insert_event, insert_events, now_ms};
 
 /// Rows written per transaction when recording many items at once.
 const BATCH: usize = 500;
@@ -47,7 +47,9 @@ impl Store {
         event: Option<&NewEvent>,
     ) -> Result<bool> {
         let mut tx = self.write_tx().await?;
-        let inserted = insert_brief(&mut tx, brief, now_ms()).await?;
+        let inserted = !insert_briefs(&mut tx, std::slice::from_ref(brief), now_ms())
+            .await?
+            .is_empty();
         let written = match event {
             Some(event) if inserted => insert_event(&mut tx, event).await?,
             _ => inserted,
@@ -56,15 +58,42 @@ impl Store {
         Ok(written)
     }
 
+    /// [`Store::record_brief`] for many briefs, each with its event, in one transaction of
+    /// three statements whatever their number (a backlog's briefs come in groups: see
+    /// `sources::in_batches`). Says, for each in order, whether its event was written.
+    pub async fn record_briefs(&self, briefs: &[(BriefRecord<'_>, NewEvent)]) -> Result<Vec<bool>> {
+        if briefs.is_empty() {
+            return Ok(Vec::new());
+        }
+        let records: Vec<BriefRecord<'_>> = briefs.iter().map(|(brief, _)| brief.clone()).collect();
+        let mut tx = self.write_tx().await?;
+        let inserted = insert_briefs(&mut tx, &records, now_ms()).await?;
+        let events: Vec<&NewEvent> = briefs
+            .iter()
+            .filter(|(brief, _)| inserted.contains(&brief.id))
+            .map(|(_, event)| event)
+            .collect();
+        let written = insert_events(&mut tx, &events).await?;
+        tx.commit().await?;
+        let written: HashSet<&str> = events
+            .iter()
+            .zip(written)
+            .filter(|(_, written)| *written)
+            .map(|(event, _)| event.event.id.as_str())
+            .collect();
+        Ok(briefs
+            .iter()
+            .map(|(_, event)| written.contains(event.event.id.as_str()))
+            .collect())
+    }
+
     /// Records briefs as seen, without events (`start_from = "now"`), in transactions of
     /// [`BATCH`] rows rather than one per brief.
     pub async fn record_briefs_seen(&self, briefs: &[BriefRecord<'_>]) -> Result<()> {
         let now = now_ms();
         for chunk in briefs.chunks(BATCH) {
             let mut tx = self.write_tx().await?;
-            for brief in chunk {
-                insert_brief(&mut tx, brief, now).await?;
-            }
+            insert_briefs(&mut tx, chunk, now).await?;
             tx.commit().await?;
         }
         Ok(())
@@ -78,23 +107,45 @@ impl Store {
     }
 }
 
-/// Inserts a brief unless it is recorded already; whether it was new.
-async fn insert_brief(tx: &mut Tx, brief: &BriefRecord<'_>, seen_at: i64) -> Result<bool> {
-    Ok(on_tx!(
+/// Inserts briefs (one statement whatever their number), leaving alone those recorded
+/// already; the ids of those that were new.
+async fn insert_briefs(
+    tx: &mut Tx,
+    briefs: &[BriefRecord<'_>],
+    seen_at: i64,
+) -> Result<HashSet<String>> {
+    let rows: Vec<serde_json::Value> = briefs
+        .iter()
+        .map(|brief| {
+            serde_json::json!({
+                "id": brief.id,
+                "agent_id": brief.agent_id,
+                "conversation_id": brief.conversation_id,
+                "created_at": brief.created_at,
+                "raw": brief.raw,
+            })
+        })
+        .collect();
+    let rows = serde_json::Value::Array(rows).to_string();
+    let inserted: Vec<String> = on_tx!(
         tx,
         (
-            "INSERT INTO briefs (id, agent_id, conversation_id, created_at, raw, seen_at) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING",
-            "INSERT INTO briefs (id, agent_id, conversation_id, created_at, raw, seen_at) VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (id) DO NOTHING"
+            "INSERT INTO briefs (id, agent_id, conversation_id, created_at, raw, seen_at)
+             SELECT j.value ->> 'id', j.value ->> 'agent_id', j.value ->> 'conversation_id',
+                    j.value ->> 'created_at', j.value ->> 'raw', ?2
+             FROM json_each(?1) AS j WHERE true ORDER BY j.key
+             ON CONFLICT (id) DO NOTHING RETURNING id",
+            "INSERT INTO briefs (id, agent_id, conversation_id, created_at, raw, seen_at)
+             SELECT j.value ->> 'id', j.value ->> 'agent_id', j.value ->> 'conversation_id',
+                    j.value ->> 'created_at', j.value ->> 'raw', $2
+             FROM jsonb_array_elements($1::text::jsonb) WITH ORDINALITY AS j (value, n) ORDER BY j.n
+             ON CONFLICT (id) DO NOTHING RETURNING id"
         ),
-        |sql, ex| sqlx::query(sql)
-            .bind(&brief.id)
-            .bind(&brief.agent_id)
-            .bind(&brief.conversation_id)
-            .bind(&brief.created_at)
-            .bind(brief.raw.as_ref())
+        |sql, ex| sqlx::query_scalar(sql)
+            .bind(&rows)
             .bind(seen_at)
-            .execute(ex)
+            .fetch_all(&mut *ex)
             .await?
-            .rows_affected()
-    ) == 1)
+    );
+    Ok(inserted.into_iter().collect())
 }

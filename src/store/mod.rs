@@ -15,7 +15,7 @@
 //! The SQL is kept per table, so a second backend can follow the same map: this file opens
 //! the database (pool, pragmas, migrations) and holds the errors and the `meta` table;
 //! `briefs.rs`, `conversations.rs` and `meetings.rs` the items; `outbox.rs` events,
-//! deliveries, attempts and leases; `replay.rs` reading events again and queueing a
+//! deliveries and attempts; `claims.rs` claiming deliveries and recording attempts; `replay.rs` reading events again and queueing a
 //! replay; `runs.rs` the sources' runs; `leases.rs` instances and who polls each source;
 //! `retention.rs` pruning.
 
@@ -71,6 +71,7 @@ macro_rules! on_tx {
 }
 
 mod briefs;
+mod claims;
 mod conversations;
 mod leases;
 pub mod meetings;
@@ -81,13 +82,13 @@ mod runs;
 mod wakers;
 
 pub use briefs::BriefRecord;
+pub use claims::{Claim, ClaimedDelivery, Finish, Lease};
 pub use conversations::ConversationState;
 pub use leases::{Holder, InstanceRow};
-use outbox::insert_event;
 pub use outbox::{
-    AttemptRow, ClaimedDelivery, DeliveryFilter, DeliveryRow, FailedRoute, Lease, NewEvent,
-    NextState, QueueStats,
+    AttemptRow, DeliveryFilter, DeliveryRow, FailedRoute, NewEvent, NextState, QueueStats,
 };
+use outbox::{insert_event, insert_events};
 pub use replay::{RecordedItem, ReplayCount, StoredEvent};
 pub use runs::SourceRun;
 pub use wakers::Wakers;

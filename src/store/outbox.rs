@@ -6,7 +6,7 @@ use clairo_connectors::Event;
 use serde::Serialize;
 use sqlx::Row;
 
-use super::{Result, Store, StoreError, Tx, now_ms};
+use super::{Result, Store, Tx, now_ms};
 
 /// An event to record, with the connectors its routes send it to.
 #[derive(Debug, Clone)]
@@ -25,30 +25,6 @@ pub struct FailedRoute {
     pub connector: String,
     /// `route filter failed: routes[N].when: …; …`.
     pub reason: String,
-}
-
-/// One claim of one delivery: the owner it was claimed by and the end of the lease it
-/// got. A later claim of the same delivery (after this lease ran out) has a later end,
-/// so the pair names one claim even when the same process claims the delivery twice.
-/// Every write about the delivery's outcome is made only while the row still holds it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Lease {
-    pub delivery_id: i64,
-    pub owner: String,
-    pub until: i64,
-}
-
-/// A delivery claimed by a dispatcher worker, under [`ClaimedDelivery::lease`].
-#[derive(Debug, Clone)]
-pub struct ClaimedDelivery {
-    pub id: i64,
-    pub lease: Lease,
-    pub connector: String,
-    pub event: Event,
-    pub event_created_at: i64,
-    /// Attempts made before this one.
-    pub attempts: i64,
-    pub checkpoint: Option<serde_json::Value>,
 }
 
 /// One attempt's record, as kept for `deliveries list`.
@@ -109,200 +85,6 @@ impl Store {
         Ok(on_pool!(self, (portable, portable), |sql, ex| {
             sqlx::query_scalar(sql).fetch_one(ex).await?
         }))
-    }
-
-    /// Claims up to `limit` due deliveries of `connector` (pending, next attempt due,
-    /// lease free or expired) under a lease that ends at `lease_until`.
-    pub async fn claim_due(
-        &self,
-        connector: &str,
-        owner: &str,
-        now: i64,
-        lease_until: i64,
-        limit: i64,
-    ) -> Result<Vec<ClaimedDelivery>> {
-        let mut tx = self.write_tx().await?;
-        // PostgreSQL: instances claim concurrently; SKIP LOCKED lets each take rows the
-        // others are not claiming at that instant, instead of queueing behind them. The
-        // event comes back with the claim (subqueries in RETURNING): one statement, not one
-        // more round trip to the connection's thread per delivery claimed.
-        let claimed = on_tx!(
-            &mut tx,
-            (
-                "UPDATE deliveries SET lease_owner = ?, lease_until = ?, updated_at = ?
-                 WHERE id IN (
-                     SELECT id FROM deliveries
-                     WHERE connector = ? AND status = 'pending' AND next_attempt_at <= ?
-                       AND (lease_until IS NULL OR lease_until <= ?)
-                     ORDER BY next_attempt_at, id LIMIT ?)
-                 RETURNING id, event_id, attempts, checkpoint,
-                     (SELECT envelope FROM events WHERE events.id = deliveries.event_id) AS envelope,
-                     (SELECT created_at FROM events WHERE events.id = deliveries.event_id) AS event_created_at",
-                "UPDATE deliveries SET lease_owner = $1, lease_until = $2, updated_at = $3
-                 WHERE id IN (
-                     SELECT id FROM deliveries
-                     WHERE connector = $4 AND status = 'pending' AND next_attempt_at <= $5
-                       AND (lease_until IS NULL OR lease_until <= $6)
-                     ORDER BY next_attempt_at, id LIMIT $7
-                     FOR UPDATE SKIP LOCKED)
-                 RETURNING id, event_id, attempts, checkpoint,
-                     (SELECT envelope FROM events WHERE events.id = deliveries.event_id) AS envelope,
-                     (SELECT created_at FROM events WHERE events.id = deliveries.event_id) AS event_created_at"
-            ),
-            |sql, ex| {
-                let rows = sqlx::query(sql)
-                    .bind(owner)
-                    .bind(lease_until)
-                    .bind(now)
-                    .bind(connector)
-                    .bind(now)
-                    .bind(now)
-                    .bind(limit)
-                    .fetch_all(&mut *ex)
-                    .await?;
-                let mut claimed = Vec::with_capacity(rows.len());
-                for row in rows {
-                    let event_id: String = row.get("event_id");
-                    // NULL only if the event row were gone, which its foreign key forbids.
-                    let envelope: Option<String> = row.get("envelope");
-                    let envelope = envelope.ok_or_else(|| {
-                        sqlx::Error::Decode(format!("event {event_id}: no such event").into())
-                    })?;
-                    let event: Event = serde_json::from_str(&envelope).map_err(|error| {
-                        sqlx::Error::Decode(format!("event {event_id}: {error}").into())
-                    })?;
-                    let checkpoint: Option<String> = row.get("checkpoint");
-                    let id: i64 = row.get("id");
-                    claimed.push(ClaimedDelivery {
-                        id,
-                        lease: Lease {
-                            delivery_id: id,
-                            owner: owner.to_owned(),
-                            until: lease_until,
-                        },
-                        connector: connector.to_owned(),
-                        event,
-                        event_created_at: row
-                            .get::<Option<i64>, _>("event_created_at")
-                            .unwrap_or_default(),
-                        attempts: row.get("attempts"),
-                        checkpoint: checkpoint.and_then(|text| serde_json::from_str(&text).ok()),
-                    });
-                }
-                claimed
-            }
-        );
-        let mut claimed = claimed;
-        tx.commit().await?;
-        claimed.sort_by_key(|delivery| delivery.id);
-        Ok(claimed)
-    }
-
-    /// Saves a connector's progress on a delivery (kept across retries and crashes).
-    pub async fn save_checkpoint(
-        &self,
-        lease: &Lease,
-        checkpoint: &serde_json::Value,
-    ) -> Result<()> {
-        let saved = on_pool!(
-            self,
-            (
-                "UPDATE deliveries SET checkpoint = ?, updated_at = ?
-                 WHERE id = ? AND lease_owner = ? AND lease_until = ?",
-                "UPDATE deliveries SET checkpoint = $1, updated_at = $2
-                 WHERE id = $3 AND lease_owner = $4 AND lease_until = $5"
-            ),
-            |sql, ex| sqlx::query(sql)
-                .bind(checkpoint.to_string())
-                .bind(now_ms())
-                .bind(lease.delivery_id)
-                .bind(&lease.owner)
-                .bind(lease.until)
-                .execute(ex)
-                .await?
-                .rows_affected()
-        );
-        if saved == 0 {
-            return Err(StoreError::LeaseLost {
-                delivery_id: lease.delivery_id,
-            });
-        }
-        Ok(())
-    }
-
-    /// Records an attempt and moves the delivery to its next state, releasing the lease.
-    /// Only while `lease` still holds the row: a worker whose lease ran out (and was
-    /// claimed by another) gets [`StoreError::LeaseLost`], and nothing is written.
-    pub async fn finish_attempt(
-        &self,
-        lease: &Lease,
-        attempt: &AttemptRow,
-        next: &NextState,
-    ) -> Result<()> {
-        let delivery_id = lease.delivery_id;
-        let mut tx = self.write_tx().await?;
-        let now = now_ms();
-        let (status, next_at, delivered_at) = match next {
-            NextState::Delivered => ("delivered", now, Some(now)),
-            NextState::Retry { at_ms } => ("pending", *at_ms, None),
-            NextState::Dead => ("dead", now, None),
-        };
-        // The update goes first: when the lease is gone it changes nothing, and the
-        // transaction is dropped (rolled back) before the attempt is inserted.
-        let last_error = if matches!(next, NextState::Delivered) {
-            None
-        } else {
-            attempt.reason.clone()
-        };
-        let updated = on_tx!(
-            &mut tx,
-            (
-                "UPDATE deliveries SET status = ?, attempts = attempts + 1, next_attempt_at = ?, delivered_at = ?,
-                        last_error = ?, lease_owner = NULL, lease_until = NULL, updated_at = ?
-                 WHERE id = ? AND lease_owner = ? AND lease_until = ?",
-                "UPDATE deliveries SET status = $1, attempts = attempts + 1, next_attempt_at = $2, delivered_at = $3,
-                        last_error = $4, lease_owner = NULL, lease_until = NULL, updated_at = $5
-                 WHERE id = $6 AND lease_owner = $7 AND lease_until = $8"
-            ),
-            |sql, ex| sqlx::query(sql)
-                .bind(status)
-                .bind(next_at)
-                .bind(delivered_at)
-                .bind(&last_error)
-                .bind(now)
-                .bind(delivery_id)
-                .bind(&lease.owner)
-                .bind(lease.until)
-                .execute(ex)
-                .await?
-                .rows_affected()
-        );
-        if updated == 0 {
-            return Err(StoreError::LeaseLost { delivery_id });
-        }
-        on_tx!(
-            &mut tx,
-            (
-                "INSERT INTO attempts (delivery_id, attempt, started_at, duration_ms, status_code, outcome, reason, response)
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                "INSERT INTO attempts (delivery_id, attempt, started_at, duration_ms, status_code, outcome, reason, response)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
-            ),
-            |sql, ex| sqlx::query(sql)
-                .bind(delivery_id)
-                .bind(attempt.attempt)
-                .bind(attempt.started_at)
-                .bind(attempt.duration_ms)
-                .bind(attempt.status_code)
-                .bind(&attempt.outcome)
-                .bind(&attempt.reason)
-                .bind(&attempt.response)
-                .execute(ex)
-                .await?
-                .rows_affected()
-        );
-        tx.commit().await?;
-        Ok(())
     }
 
     /// Gives back leases this process holds (shutdown), so another run takes them at once.
@@ -504,69 +286,92 @@ impl Store {
 /// Inserts an event and its deliveries; whether it was new (an id recorded already is
 /// the same event, whose deliveries exist).
 pub(super) async fn insert_event(tx: &mut Tx, event: &NewEvent) -> Result<bool> {
+    Ok(insert_events(tx, &[event]).await?.first() == Some(&true))
+}
+
+/// Inserts events with their deliveries (pending to each routed connector, dead to each
+/// whose route filter failed) in two statements whatever their number. An event already
+/// recorded (same stable id) is left alone with its deliveries: says, for each in order,
+/// whether it was new.
+pub(super) async fn insert_events(tx: &mut Tx, events: &[&NewEvent]) -> Result<Vec<bool>> {
+    if events.is_empty() {
+        return Ok(Vec::new());
+    }
     let now = now_ms();
-    let inserted = on_tx!(
+    let rows: Vec<serde_json::Value> = events
+        .iter()
+        .map(|new| {
+            serde_json::json!({
+                "id": new.event.id,
+                "type": new.event.kind.as_str(),
+                "agent_id": new.agent_id,
+                "envelope": new.event.to_json(),
+            })
+        })
+        .collect();
+    let rows = serde_json::Value::Array(rows).to_string();
+    // In the order given, so deliveries (claimed in id order) go out as their events came.
+    let inserted: Vec<String> = on_tx!(
         &mut *tx,
         (
-            "INSERT INTO events (id, type, agent_id, created_at, envelope) VALUES (?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING",
-            "INSERT INTO events (id, type, agent_id, created_at, envelope) VALUES ($1, $2, $3, $4, $5) ON CONFLICT (id) DO NOTHING"
+            "INSERT INTO events (id, type, agent_id, created_at, envelope)
+             SELECT j.value ->> 'id', j.value ->> 'type', j.value ->> 'agent_id', ?2, j.value ->> 'envelope'
+             FROM json_each(?1) AS j WHERE true ORDER BY j.key
+             ON CONFLICT (id) DO NOTHING RETURNING id",
+            "INSERT INTO events (id, type, agent_id, created_at, envelope)
+             SELECT j.value ->> 'id', j.value ->> 'type', j.value ->> 'agent_id', $2, j.value ->> 'envelope'
+             FROM jsonb_array_elements($1::text::jsonb) WITH ORDINALITY AS j (value, n) ORDER BY j.n
+             ON CONFLICT (id) DO NOTHING RETURNING id"
+        ),
+        |sql, ex| sqlx::query_scalar(sql)
+            .bind(&rows)
+            .bind(now)
+            .fetch_all(&mut *ex)
+            .await?
+    );
+    let new: Vec<bool> = events
+        .iter()
+        .map(|event| inserted.contains(&event.event.id))
+        .collect();
+    let mut deliveries = Vec::new();
+    for (event, _) in events.iter().zip(&new).filter(|(_, new)| **new) {
+        for connector in &event.connectors {
+            deliveries.push(serde_json::json!({
+                "event_id": event.event.id, "connector": connector, "status": "pending", "last_error": null,
+            }));
+        }
+        for failed in &event.failed {
+            deliveries.push(serde_json::json!({
+                "event_id": event.event.id, "connector": failed.connector, "status": "dead", "last_error": failed.reason,
+            }));
+        }
+    }
+    if deliveries.is_empty() {
+        return Ok(new);
+    }
+    let deliveries = serde_json::Value::Array(deliveries).to_string();
+    on_tx!(
+        &mut *tx,
+        (
+            "INSERT INTO deliveries (event_id, connector, status, next_attempt_at, last_error, created_at, updated_at)
+             SELECT j.value ->> 'event_id', j.value ->> 'connector', j.value ->> 'status', ?2,
+                    j.value ->> 'last_error', ?2, ?2
+             FROM json_each(?1) AS j WHERE true ORDER BY j.key
+             ON CONFLICT (event_id, connector) DO NOTHING",
+            "INSERT INTO deliveries (event_id, connector, status, next_attempt_at, last_error, created_at, updated_at)
+             SELECT j.value ->> 'event_id', j.value ->> 'connector', j.value ->> 'status', $2,
+                    j.value ->> 'last_error', $2, $2
+             FROM jsonb_array_elements($1::text::jsonb) WITH ORDINALITY AS j (value, n) ORDER BY j.n
+             ON CONFLICT (event_id, connector) DO NOTHING"
         ),
         |sql, ex| sqlx::query(sql)
-            .bind(&event.event.id)
-            .bind(event.event.kind.as_str())
-            .bind(&event.agent_id)
+            .bind(&deliveries)
             .bind(now)
-            .bind(event.event.to_json())
-            .execute(ex)
+            .execute(&mut *ex)
             .await?
             .rows_affected()
     );
-    if inserted == 0 {
-        // The same event (same stable id) was recorded before: its deliveries exist.
-        return Ok(false);
-    }
-    for connector in &event.connectors {
-        on_tx!(
-            &mut *tx,
-            (
-                "INSERT INTO deliveries (event_id, connector, status, next_attempt_at, created_at, updated_at)
-                 VALUES (?, ?, 'pending', ?, ?, ?) ON CONFLICT (event_id, connector) DO NOTHING",
-                "INSERT INTO deliveries (event_id, connector, status, next_attempt_at, created_at, updated_at)
-                 VALUES ($1, $2, 'pending', $3, $4, $5) ON CONFLICT (event_id, connector) DO NOTHING"
-            ),
-            |sql, ex| sqlx::query(sql)
-                .bind(&event.event.id)
-                .bind(connector)
-                .bind(now)
-                .bind(now)
-                .bind(now)
-                .execute(ex)
-                .await?
-                .rows_affected()
-        );
-    }
-    for failed in &event.failed {
-        on_tx!(
-            &mut *tx,
-            (
-                "INSERT INTO deliveries (event_id, connector, status, next_attempt_at, last_error, created_at, updated_at)
-             VALUES (?, ?, 'dead', ?, ?, ?, ?) ON CONFLICT (event_id, connector) DO NOTHING",
-                "INSERT INTO deliveries (event_id, connector, status, next_attempt_at, last_error, created_at, updated_at)
-                 VALUES ($1, $2, 'dead', $3, $4, $5, $6) ON CONFLICT (event_id, connector) DO NOTHING"
-            ),
-            |sql, ex| sqlx::query(sql)
-                .bind(&event.event.id)
-                .bind(&failed.connector)
-                .bind(now)
-                .bind(&failed.reason)
-                .bind(now)
-                .bind(now)
-                .execute(ex)
-                .await?
-                .rows_affected()
-        );
-    }
-    Ok(true)
+    Ok(new)
 }
 
 /// An attempt from a row with its columns, on either backend.

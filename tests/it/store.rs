@@ -6,8 +6,8 @@ use clairo_connectors::{Event, EventType, event_id};
 use std::collections::HashSet;
 
 use clairo_sync::store::{
-    AttemptRow, BriefRecord, FailedRoute, NewEvent, NextState, RecordedItem, ReplayCount, Store,
-    StoredEvent, now_ms,
+    AttemptRow, BriefRecord, Claim, FailedRoute, Finish, NewEvent, NextState, RecordedItem,
+    ReplayCount, Store, StoredEvent, now_ms,
 };
 
 use crate::pg::{PASSWORD, PgCluster};
@@ -811,4 +811,212 @@ store_tests! {
         .collect();
     assert_eq!(meetings, ["bb"]);
     }
+}
+
+fn brief_event_to(id: &str, connectors: &[&str], failed: &[&str]) -> NewEvent {
+    NewEvent {
+        connectors: connectors.iter().map(|c| (*c).into()).collect(),
+        failed: failed
+            .iter()
+            .map(|c| FailedRoute {
+                connector: (*c).into(),
+                reason: format!("route filter failed: {c}"),
+            })
+            .collect(),
+        ..brief_event(id)
+    }
+}
+
+fn delivered_row(attempt: i64) -> AttemptRow {
+    AttemptRow {
+        attempt,
+        started_at: now_ms(),
+        duration_ms: 3,
+        status_code: Some(200),
+        outcome: "delivered".into(),
+        reason: None,
+        response: None,
+    }
+}
+
+// A backlog's briefs are recorded in groups: each new brief gets its event and one
+// delivery per routed connector, in the order given; a brief already recorded gets none.
+store_tests! {
+    async fn briefs_recorded_together_each_get_their_event_in_order_and_a_known_one_gets_none(new_backend) {
+    let backend = new_backend();
+    let store = backend.open().await;
+    assert!(store.record_brief(&brief("b2"), Some(&brief_event_to("b2", &["hook"], &[]))).await.unwrap());
+    let group = vec![
+        (brief("b3"), brief_event_to("b3", &["hook"], &["archive"])),
+        (brief("b2"), brief_event_to("b2", &["hook"], &[])),
+        (brief("b1"), brief_event_to("b1", &["hook"], &[])),
+    ];
+    assert_eq!(store.record_briefs(&group).await.unwrap(), [true, false, true]);
+    assert_eq!(store.brief_count().await.unwrap(), 3);
+    assert_eq!(store.event_count().await.unwrap(), 3);
+    let now = now_ms();
+    let claimed = store.claim_due("hook", "a", now, now + 60_000, 10).await.unwrap();
+    let order: Vec<&str> = claimed.iter().map(|d| d.event.data["id"].as_str().unwrap()).collect();
+    assert_eq!(order, ["b2", "b3", "b1"], "deliveries go out in the order their events came");
+    let dead = store
+        .list_deliveries(&clairo_sync::store::DeliveryFilter { dead_only: true, limit: 10, ..Default::default() })
+        .await
+        .unwrap();
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    assert_eq!(dead[0].connector, "archive");
+    assert_eq!(dead[0].last_error.as_deref(), Some("route filter failed: archive"));
+    }
+}
+
+// Attempts that finished together are recorded in one call; one whose lease ran out and
+// was taken by another worker is not written (the other worker's record counts).
+store_tests! {
+    async fn attempts_recorded_together_skip_only_the_one_whose_lease_was_lost(new_backend) {
+    let backend = new_backend();
+    let store = backend.open().await;
+    let group: Vec<_> = ["b1", "b2", "b3"]
+        .iter()
+        .map(|id| (brief(id), brief_event_to(id, &["hook"], &[])))
+        .collect();
+    store.record_briefs(&group).await.unwrap();
+    let now = now_ms();
+    let mine = store.claim_due("hook", "a", now, now + 1_000, 10).await.unwrap();
+    assert_eq!(mine.len(), 3);
+    // A's leases run out; B claims (only) the last delivery.
+    let later = now + 2_000;
+    let theirs = store.claim_due("hook", "b", later, later + 60_000, 1).await.unwrap();
+    assert_eq!(theirs.len(), 1);
+    assert_eq!(theirs[0].id, mine[0].id, "the oldest due is taken first");
+    let rows: Vec<AttemptRow> = mine.iter().map(|_| delivered_row(1)).collect();
+    let finishes: Vec<Finish<'_>> = mine
+        .iter()
+        .zip(&rows)
+        .map(|(delivery, row)| Finish { lease: &delivery.lease, attempt: row, next: &NextState::Delivered })
+        .collect();
+    assert_eq!(store.finish_attempts(&finishes).await.unwrap(), [false, true, true]);
+    let all = store
+        .list_deliveries(&clairo_sync::store::DeliveryFilter { limit: 10, ..Default::default() })
+        .await
+        .unwrap();
+    let status = |id: i64| all.iter().find(|d| d.id == id).unwrap();
+    assert_eq!(status(mine[0].id).status, "pending", "B still holds it");
+    assert!(status(mine[0].id).last_attempt.is_none(), "A's attempt was not written");
+    for delivery in &mine[1..] {
+        assert_eq!(status(delivery.id).status, "delivered");
+        assert_eq!(status(delivery.id).last_attempt.as_ref().unwrap().status_code, Some(200));
+    }
+    }
+}
+
+// A worker's turn: what finished is recorded and the slots it freed are claimed, in one
+// transaction; the claim takes the next due deliveries, never the ones just recorded.
+store_tests! {
+    async fn a_turn_records_what_finished_and_claims_the_next_due(new_backend) {
+    let backend = new_backend();
+    let store = backend.open().await;
+    let group: Vec<_> = (1..=5)
+        .map(|n| format!("b{n}"))
+        .map(|id| (brief(&id), brief_event_to(&id, &["hook"], &[])))
+        .collect();
+    store.record_briefs(&group).await.unwrap();
+    let now = now_ms();
+    let first = store.claim_due("hook", "a", now, now + 60_000, 2).await.unwrap();
+    let rows = [delivered_row(1), delivered_row(1)];
+    let finishes: Vec<Finish<'_>> = first
+        .iter()
+        .zip(&rows)
+        .map(|(delivery, row)| Finish { lease: &delivery.lease, attempt: row, next: &NextState::Delivered })
+        .collect();
+    let now = now_ms();
+    let claim = Claim { connector: "hook", owner: "a", now, lease_until: now + 60_000, limit: 2 };
+    let (recorded, next) = store.finish_and_claim(&finishes, &claim).await.unwrap();
+    assert_eq!(recorded, [true, true]);
+    let ids = |claimed: &[clairo_sync::store::ClaimedDelivery]| -> Vec<String> {
+        claimed.iter().map(|d| d.event.data["id"].as_str().unwrap().to_owned()).collect()
+    };
+    assert_eq!(ids(&first), ["b1", "b2"]);
+    assert_eq!(ids(&next), ["b3", "b4"]);
+    let stats = store.queue_stats().await.unwrap();
+    assert_eq!((stats[0].delivered, stats[0].pending), (2, 3));
+    }
+}
+
+/// On SQLite a worker's turn is one statement list sent at once: one that fails part-way
+/// (here a trigger refuses the attempt's row) must write nothing, and leave no
+/// transaction open on the pooled connection (which would refuse every later write).
+#[tokio::test]
+async fn a_turn_that_fails_part_way_writes_nothing_and_the_store_keeps_working() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.db");
+    let store = Store::open(&path).await.unwrap();
+    let group: Vec<_> = (1..=8)
+        .map(|n| format!("b{n}"))
+        .map(|id| (brief(&id), brief_event_to(&id, &["hook"], &[])))
+        .collect();
+    store.record_briefs(&group).await.unwrap();
+    let other = sqlx::SqlitePool::connect(&format!("sqlite://{}", path.display()))
+        .await
+        .unwrap();
+    sqlx::raw_sql(
+        "CREATE TRIGGER refuse BEFORE INSERT ON attempts WHEN NEW.outcome = 'refused'
+         BEGIN SELECT RAISE(ABORT, 'refused by the test'); END",
+    )
+    .execute(&other)
+    .await
+    .unwrap();
+    let now = now_ms();
+    let claimed = store
+        .claim_due("hook", "a", now, now + 60_000, 2)
+        .await
+        .unwrap();
+    let refused = AttemptRow {
+        outcome: "refused".into(),
+        ..delivered_row(1)
+    };
+    let rows = [delivered_row(1), refused];
+    let finishes: Vec<Finish<'_>> = claimed
+        .iter()
+        .zip(&rows)
+        .map(|(delivery, row)| Finish {
+            lease: &delivery.lease,
+            attempt: row,
+            next: &NextState::Delivered,
+        })
+        .collect();
+    let claim = Claim {
+        connector: "hook",
+        owner: "a",
+        now,
+        lease_until: now + 60_000,
+        limit: 2,
+    };
+    let error = store.finish_and_claim(&finishes, &claim).await.unwrap_err();
+    assert!(error.to_string().contains("refused by the test"), "{error}");
+    let stats = store.queue_stats().await.unwrap();
+    assert_eq!(
+        (stats[0].delivered, stats[0].pending),
+        (0, 8),
+        "nothing of the turn was written"
+    );
+    let leased = store
+        .claim_due("hook", "b", now, now + 60_000, 10)
+        .await
+        .unwrap();
+    assert_eq!(
+        leased.len(),
+        6,
+        "the turn's claims were rolled back with it; the first two are still A's"
+    );
+    sqlx::raw_sql("DROP TRIGGER refuse")
+        .execute(&other)
+        .await
+        .unwrap();
+    // Every pooled connection takes writes again (more turns than connections).
+    for delivery in &leased {
+        store
+            .finish_attempt(&delivery.lease, &delivered_row(1), &NextState::Delivered)
+            .await
+            .unwrap();
+    }
+    assert_eq!(store.queue_stats().await.unwrap()[0].delivered, 6);
 }
