@@ -575,6 +575,17 @@ impl Store {
         }
     }
 
+    /// PostgreSQL: the password for the connections made from now on (a reload re-reads
+    /// `state.password_file`); the open ones keep theirs. Nothing on SQLite.
+    pub fn set_password(&self, password: &str) {
+        #[cfg(feature = "postgres")]
+        if let Pool::Postgres(pool) = &self.pool {
+            pool.set_connect_options((*pool.connect_options()).clone().password(password));
+        }
+        #[cfg(not(feature = "postgres"))]
+        let _ = password;
+    }
+
     /// Whether this is a PostgreSQL store (which the daemon watches: its server can go
     /// away and come back; a SQLite file cannot).
     pub fn is_server(&self) -> bool {
