@@ -490,3 +490,39 @@ async fn a_password_fixed_in_its_file_is_used_after_a_reload() {
         "no password in the log"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_sqlite_state_that_cannot_be_opened_still_fails_the_start() {
+    let sandbox = sandbox(0, 0).await;
+    let receiver = Receiver::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = daemon_config(dir.path(), &sandbox, &receiver, "");
+    // The state's directory is a regular file: nothing can be opened in it, root or not.
+    let blocker = crate::support::write(dir.path(), "not-a-directory", "");
+    let text = std::fs::read_to_string(&config).unwrap().replace(
+        &format!("path = \"{}\"", dir.path().join("state.db").display()),
+        &format!("path = \"{}\"", blocker.join("state.db").display()),
+    );
+    std::fs::write(&config, text).unwrap();
+    let mut daemon = LoggedDaemon::start(&config, &[]);
+    let deadline = Instant::now() + WITHIN;
+    let status = loop {
+        if let Some(status) = daemon.daemon.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "a SQLite state that cannot be opened does not keep the daemon waiting"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(status.code(), Some(1));
+    let said = daemon
+        .wait_for_line("cannot open the state database", Duration::from_secs(5))
+        .await;
+    assert!(said.is_some(), "{:#?}", daemon.log());
+    assert!(
+        lines_with(&daemon, "The state database").is_empty(),
+        "nothing of the PostgreSQL watch on SQLite"
+    );
+}
