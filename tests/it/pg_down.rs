@@ -526,3 +526,30 @@ async fn a_sqlite_state_that_cannot_be_opened_still_fails_the_start() {
         "nothing of the PostgreSQL watch on SQLite"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_quick_restart_of_postgresql_under_load_loses_nothing() {
+    // What a failover looks like from here: every open connection is cut, and the server
+    // at the same address answers again a moment later.
+    let cluster = PgCluster::start();
+    let sandbox = sandbox(0, 0).await;
+    let mut briefs = sandbox.add_briefs(3);
+    let receiver = Receiver::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = pg_config(dir.path(), &cluster, &sandbox, &receiver, PASSWORD, "");
+    let daemon = LoggedDaemon::start(&config, &[]);
+    let address = daemon.http_address().await;
+    wait_ready(&address).await;
+    receiver.wait_for_delivered(3, WITHIN).await;
+    for _ in 0..3 {
+        briefs.extend(sandbox.add_briefs(2));
+        cluster.stop();
+        cluster.restart();
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    receiver.wait_for_delivered(briefs.len(), WITHIN).await;
+    let per_brief = deliveries_per_brief(&receiver, &briefs);
+    eprintln!("deliveries per brief across three restarts: {per_brief:?}");
+    wait_ready(&address).await;
+    wait_recorded_delivered(&address, briefs.len()).await;
+}
