@@ -15,7 +15,7 @@ use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 
 use crate::auth::AuthGate;
-use crate::daemon::{Generation, Runtime};
+use crate::daemon::{Generation, Runtime, StateHealth};
 use crate::metrics::Metrics;
 use crate::shutdown::{self, CancellationToken};
 use crate::store::{Store, now_ms};
@@ -25,6 +25,7 @@ pub struct HealthState {
     metrics: Metrics,
     store: Store,
     auth: Arc<AuthGate>,
+    state: StateHealth,
     generations: watch::Receiver<Arc<Generation>>,
 }
 
@@ -34,6 +35,7 @@ impl HealthState {
             metrics: runtime.metrics.clone(),
             store: runtime.store.clone(),
             auth: runtime.auth.clone(),
+            state: runtime.state.clone(),
             generations,
         }
     }
@@ -57,6 +59,9 @@ const MAX_CONNECTION_AGE: Duration = Duration::from_secs(60);
 /// At shutdown, how long a request being answered may finish (capped by
 /// `delivery.shutdown_timeout`) before its connection is cut.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
+
+/// How long `/readyz` waits for a PostgreSQL state to read the sources' runs.
+const WATCHED_READ_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// After a failed `accept` (out of descriptors, say), the pause before the next one:
 /// the error would repeat at once, and the loop would spin.
@@ -199,7 +204,17 @@ pub fn openmetrics_to_classic(text: &str) -> String {
 /// running at all); otherwise 503 naming the failing checks.
 async fn readyz(State(state): State<HealthState>) -> Response {
     let mut failing = serde_json::Map::new();
-    if let Err(error) = state.store.check_writable().await {
+    // A PostgreSQL state that does not record is said as the daemon last found it,
+    // without waiting on a server that does not answer; the checks that read the
+    // database wait for it.
+    let state_problem = state.state.problem();
+    if let Some(problem) = &state_problem {
+        failing.insert("state_db".into(), json!(problem));
+    } else if state.state.is_watched() {
+        // PostgreSQL: the daemon's watch writes every few seconds and says what it
+        // found; a server that just went away would hold this answer for the pool's
+        // whole timeout.
+    } else if let Err(error) = state.store.check_writable().await {
         failing.insert("state_db".into(), json!(error.to_string()));
     }
     if let Some(reason) = state.auth.rejected() {
@@ -215,7 +230,22 @@ async fn readyz(State(state): State<HealthState>) -> Response {
         );
     }
     let generation = state.generations.borrow().clone();
-    if let Ok(runs) = state.store.source_runs().await {
+    let runs = match state_problem {
+        None if state.state.is_watched() => {
+            // Bounded for the same reason; a read that does not come back in time is
+            // the watch's to find out about.
+            match tokio::time::timeout(WATCHED_READ_TIMEOUT, state.store.source_runs()).await {
+                Ok(runs) => runs.ok(),
+                Err(_) => {
+                    state.state.suspect();
+                    None
+                }
+            }
+        }
+        None => state.store.source_runs().await.ok(),
+        Some(_) => None,
+    };
+    if let Some(runs) = runs {
         for kind in crate::sources::SourceKind::enabled(&generation.config) {
             let schedule = generation.schedule(kind);
             let Some(run) = runs.iter().find(|run| run.source == kind.name()) else {

@@ -76,6 +76,8 @@ pub struct Metrics {
     pub source_leader: Family<SourceLabels, Gauge>,
     /// Instances sharing the state database with a fresh heartbeat (1 on SQLite).
     pub instances: Gauge,
+    /// 1 while the state database records, 0 while it cannot be reached or written.
+    pub state_up: Gauge,
     pub events: Family<TypeLabel, Counter>,
     pub deliveries: Family<DeliveryLabels, Counter>,
     pub delivery_queue_depth: Family<ConnectorLabels, Gauge>,
@@ -144,6 +146,12 @@ impl Metrics {
             "Instances sharing the state database whose heartbeat is younger than state.lease",
             instances.clone(),
         );
+        let state_up = Gauge::default();
+        registry.register(
+            "state_up",
+            "1 while the state database records; 0 while it cannot be reached or does not take writes (PostgreSQL; /readyz says why)",
+            state_up.clone(),
+        );
         let events = Family::<TypeLabel, Counter>::default();
         registry.register("events", "Events recorded, by type", events.clone());
         let deliveries = Family::<DeliveryLabels, Counter>::default();
@@ -205,6 +213,7 @@ impl Metrics {
             source_stale,
             source_leader,
             instances,
+            state_up,
             events,
             deliveries,
             delivery_queue_depth,

@@ -93,8 +93,16 @@ async fn check_state(loaded: &LoadedConfig) -> CommandResult {
         .await
         .map_err(|error| anyhow::anyhow!("state.url: {error}"))?;
     let schema = store.schema().await;
+    let read_only = store.read_only().await;
     store.close().await;
-    match schema.map_err(|error| anyhow::anyhow!("state.url: {error}"))? {
+    let schema = schema.map_err(|error| anyhow::anyhow!("state.url: {error}"))?;
+    if read_only.map_err(|error| anyhow::anyhow!("state.url: {error}"))? {
+        return Err(anyhow::anyhow!(
+            "state.url: the database at {url} takes no writes (transaction_read_only is on): state.url names a standby, or default_transaction_read_only is on for the server, the database or the user; point state.url at the primary, or make the database writable again. The daemon waits, not ready, until it takes writes"
+        )
+        .into());
+    }
+    match schema {
         Schema::Current => println!("state: PostgreSQL at {url} reached, schema current"),
         Schema::Older { pending } => println!(
             "state: PostgreSQL at {url} reached; the daemon applies {pending} migration(s) at its start"

@@ -56,24 +56,28 @@ pub fn init_logging(config: &Config) {
     }
 }
 
-/// Reads the config, starts logging and the runtime: what both commands begin with.
-async fn start(path: Option<&Path>) -> Result<Runtime, CommandError> {
+/// Reads the config, starts logging and the runtime: what both commands begin with. The
+/// daemon waits for a PostgreSQL state that does not answer yet; `sync --once` fails.
+async fn start(path: Option<&Path>, daemon: bool) -> Result<Runtime, CommandError> {
     let loaded = load_daemon_config(path)?;
     init_logging(&loaded.config);
-    Runtime::start(&loaded, None)
-        .await
-        .map_err(CommandError::Other)
+    let runtime = if daemon {
+        Runtime::start_daemon(&loaded).await
+    } else {
+        Runtime::start(&loaded, None).await
+    };
+    runtime.map_err(CommandError::Other)
 }
 
 pub async fn run(path: Option<&Path>) -> CommandResult {
-    let runtime = start(path).await?;
+    let runtime = start(path, true).await?;
     daemon::run(runtime, || load_daemon_config(path))
         .await
         .map_err(CommandError::Other)
 }
 
 pub async fn sync_once(path: Option<&Path>) -> CommandResult {
-    let runtime = start(path).await?;
+    let runtime = start(path, false).await?;
     let context = runtime.source_context();
     let mut failures = Vec::new();
     for kind in SourceKind::enabled(&runtime.config) {

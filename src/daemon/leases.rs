@@ -17,7 +17,7 @@ use crate::shutdown::CancellationToken;
 use crate::sources::SourceKind;
 use crate::store::{Holder, Store};
 
-use super::Generation;
+use super::{Generation, StateHealth};
 
 /// Renewals per lease: a holder tries five more times before its lease could run out, so
 /// one slow statement or a database failover of a few seconds costs no failover.
@@ -42,6 +42,9 @@ struct Shared {
     holder: Holder,
     lease: Duration,
     metrics: Metrics,
+    /// Renewals wait while the state database does not record, and the terms end at once
+    /// when it stops.
+    state: StateHealth,
     /// Per source: until when this instance may poll it (by the local monotonic clock);
     /// None while another instance holds it.
     terms: BTreeMap<&'static str, watch::Sender<Option<Instant>>>,
@@ -64,7 +67,7 @@ impl Leadership {
 
     /// Several instances may share `store` (PostgreSQL): nothing is held until
     /// [`Leadership::run`] has taken it.
-    pub fn shared(store: Store, config: &Config, metrics: Metrics) -> Self {
+    pub fn shared(store: Store, config: &Config, metrics: Metrics, state: StateHealth) -> Self {
         let name = config.state.instance_name();
         let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
             .map(|host| host.trim().to_owned())
@@ -86,6 +89,7 @@ impl Leadership {
                 holder,
                 lease: config.state.lease,
                 metrics,
+                state,
                 terms,
             })),
         }
@@ -165,12 +169,37 @@ impl Leadership {
         ticks.set_missed_tick_behavior(MissedTickBehavior::Skip);
         let mut failing = false;
         loop {
+            let up = shared.state.is_up();
             tokio::select! {
                 _ = ticks.tick() => {}
+                // The state database stopped recording: polling stops now, not when the
+                // terms run out (nothing a poll finds could be recorded).
+                () = shared.state.down(), if up => {}
+                // Back: renew at once rather than at the next tick.
+                () = shared.state.up(), if !up => {}
                 _ = stop.cancelled() => break,
             }
+            if !shared.state.is_up() {
+                // Its own log line says why; the leases wait for it to come back, and the
+                // rows run out in the database meanwhile (another instance that still
+                // reaches it takes over).
+                shared.end_terms();
+                continue;
+            }
             let config = generations.borrow().config.clone();
-            let renewed = tokio::time::timeout(every, shared.renew(&config)).await;
+            let renewed = tokio::select! {
+                renewed = tokio::time::timeout(every, shared.renew(&config)) => renewed,
+                // Not left to time out: the terms end now (a renewal cut short extends
+                // no term, whatever the database made of it).
+                () = shared.state.down() => {
+                    shared.end_terms();
+                    continue;
+                }
+            };
+            if !matches!(renewed, Ok(Ok(()))) {
+                // Whether the database is away is the state watch's to find out (and say).
+                shared.state.suspect();
+            }
             match renewed {
                 Ok(Ok(())) if failing => {
                     failing = false;
@@ -210,6 +239,20 @@ impl Leadership {
 }
 
 impl Shared {
+    /// This instance polls nothing until its next renewal.
+    fn end_terms(&self) {
+        for (source, term) in &self.terms {
+            if term.send_replace(None).is_some() {
+                self.metrics
+                    .source_leader
+                    .get_or_create(&SourceLabels {
+                        source: (*source).to_owned(),
+                    })
+                    .set(0);
+            }
+        }
+    }
+
     async fn renew(&self, config: &Config) -> crate::store::Result<()> {
         self.store.heartbeat(&self.holder).await?;
         let lease_ms = i64::try_from(self.lease.as_millis()).unwrap_or(i64::MAX);

@@ -6,8 +6,10 @@
 //! - `supervisor.rs`: spawns and joins the tasks, swaps generations on reload
 //! - `signals.rs`: SIGTERM/SIGINT stop, SIGHUP reloads; `reload.rs`: what a reload does
 //! - `schedule.rs`: the pollers on their schedules; `stale.rs`: readiness staleness
+//! - `database.rs`: whether the state database records (PostgreSQL can go away and back)
 //! - `systemd.rs`: readiness notifications and the watchdog
 
+mod database;
 mod leases;
 mod reload;
 mod schedule;
@@ -33,6 +35,7 @@ use crate::metrics::Metrics;
 use crate::shutdown::CancellationToken;
 use crate::sources::{SourceContext, SourceKind};
 use crate::store::{Store, Wakers};
+pub use database::StateHealth;
 pub use leases::Leadership;
 
 pub use schedule::{run_source, sleep_until_next, source_loop};
@@ -97,6 +100,8 @@ pub struct Runtime {
     pub limiter: Arc<RateLimiter>,
     /// Which sources this instance polls (all of them on SQLite).
     pub leadership: Leadership,
+    /// Whether the state database records now (PostgreSQL: watched while running).
+    pub state: StateHealth,
 }
 
 /// What one config produces: replaced whole on SIGHUP, so every part sees one config.
@@ -120,10 +125,36 @@ impl Generation {
     }
 }
 
+/// When the runtime reaches a PostgreSQL state.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Reach {
+    /// At start: a server that cannot be used is an error (one-shot commands).
+    Now,
+    /// Whenever it answers: the daemon starts without it and waits (PostgreSQL only; a
+    /// SQLite file is still opened at start).
+    Later,
+}
+
 impl Runtime {
+    /// The runtime with the state opened (and migrated) now: an error when it cannot be
+    /// (`sync --once`, `demo`, the tests' own runtimes).
     pub async fn start(
         loaded: &LoadedConfig,
         limiter: Option<Arc<RateLimiter>>,
+    ) -> anyhow::Result<Self> {
+        Self::build(loaded, limiter, Reach::Now).await
+    }
+
+    /// The daemon's runtime: a SQLite state is opened now as by [`Runtime::start`]; a
+    /// PostgreSQL one is reached once it answers, and the daemon runs (not ready) meanwhile.
+    pub async fn start_daemon(loaded: &LoadedConfig) -> anyhow::Result<Self> {
+        Self::build(loaded, None, Reach::Later).await
+    }
+
+    async fn build(
+        loaded: &LoadedConfig,
+        limiter: Option<Arc<RateLimiter>>,
+        reach: Reach,
     ) -> anyhow::Result<Self> {
         let config = Arc::new(loaded.config.clone());
         match config.state.backend() {
@@ -150,8 +181,24 @@ impl Runtime {
             }
         }
         let password = loaded.state_password.as_ref().map(|secret| secret.expose());
-        let store = Store::open_state(config.state.backend(), password).await?;
         let metrics = Metrics::new();
+        let (store, state) = match (config.state.backend(), reach) {
+            (StateBackend::Sqlite(_), _) => {
+                let store = Store::open_state(config.state.backend(), password).await?;
+                (store, StateHealth::local(&metrics))
+            }
+            #[cfg(feature = "postgres")]
+            (StateBackend::Postgres(url), Reach::Later) => {
+                let store = Store::connect_later(url, password)?;
+                let state = StateHealth::watched(store.clone(), metrics.clone(), false);
+                (store, state)
+            }
+            (StateBackend::Postgres(_), _) => {
+                let store = Store::open_state(config.state.backend(), password).await?;
+                let state = StateHealth::watched(store.clone(), metrics.clone(), true);
+                (store, state)
+            }
+        };
         let limiter = limiter
             .unwrap_or_else(|| Arc::new(RateLimiter::new(config.clairo.max_requests_per_minute)));
         let client = build_client(loaded, Some(limiter.clone()), metrics.clone())?;
@@ -164,7 +211,7 @@ impl Runtime {
         let leadership = match config.state.backend() {
             StateBackend::Sqlite(_) => Leadership::single(&config, &metrics),
             StateBackend::Postgres(_) => {
-                Leadership::shared(store.clone(), &config, metrics.clone())
+                Leadership::shared(store.clone(), &config, metrics.clone(), state.clone())
             }
         };
         Ok(Self {
@@ -177,6 +224,7 @@ impl Runtime {
             connectors,
             limiter,
             leadership,
+            state,
         })
     }
 

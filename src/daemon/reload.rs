@@ -1,6 +1,7 @@
 //! SIGHUP: the config is read again (every secret file too); a valid one becomes a new
 //! [`Generation`] that every loop picks up at its next step, an invalid one is refused and
-//! the old generation keeps running. `[state]`'s database and `[http]` need a restart.
+//! the old generation keeps running. `[state]`'s database and `[http]` need a restart (the
+//! password in the same `state.password_file` is read again).
 
 use std::sync::Arc;
 
@@ -75,6 +76,11 @@ impl Runtime {
             tracing::warn!(
                 "state.url or state.password_file changed; the state database stays as it was until a restart."
             );
+        } else if let Some(password) = &loaded.state_password {
+            // The same file, read again: a password fixed in it is used from the next
+            // connection on, and a database waited for is tried again now.
+            self.store.set_password(password.expose());
+            self.state.suspect();
         }
         if config.state.instance != self.config.state.instance
             || config.state.lease != self.config.state.lease

@@ -28,9 +28,13 @@ pub async fn run_source(
     let source = kind.name();
     let auth = &context.auth;
     if let Err(error) = context.store.start_run(source).await {
-        if error.is_disk_full() {
+        if error.is_unavailable() {
             // Nothing polled now could be recorded: spend no API requests on it.
-            tracing::error!(source, %error, "The state database cannot be written (disk full or read-only); this poll is skipped and the next scheduled one tries again. Free space under the state directory.");
+            if context.store.is_server() {
+                tracing::error!(source, %error, "The state database cannot record now; this poll is skipped, and polling resumes once it does.");
+            } else {
+                tracing::error!(source, %error, "The state database cannot be written (disk full or read-only); this poll is skipped and the next scheduled one tries again. Free space under the state directory.");
+            }
             context
                 .metrics
                 .poll_runs

@@ -13,7 +13,7 @@ use crate::shutdown::CancellationToken;
 use crate::sources::SourceKind;
 use crate::store::Store;
 
-use super::{Generation, every};
+use super::{Generation, StateHealth, every};
 
 /// Schedule firings a source may let pass without completing a run before it counts as
 /// stale: one run may be slow (the firings it overlaps coalesce into the next run) and the
@@ -80,9 +80,14 @@ pub async fn stale_loop(
     generations: watch::Receiver<Arc<Generation>>,
     store: Store,
     metrics: Metrics,
+    state: StateHealth,
     stop: CancellationToken,
 ) {
     every(STALE_CHECK_EVERY, &stop, || async {
+        // While the database is away the runs cannot be read (and /readyz says why).
+        if !state.is_up() {
+            return;
+        }
         let Ok(runs) = store.source_runs().await else {
             return;
         };

@@ -16,7 +16,7 @@ use crate::dispatch::Dispatcher;
 use crate::shutdown::{self, CancellationToken};
 use crate::sources::SourceKind;
 
-use super::{Generation, Runtime, every, reload, schedule, stale, systemd};
+use super::{Generation, Runtime, StateHealth, every, reload, schedule, stale, systemd};
 
 /// The daemon's work until `stop` is cancelled: sources on their schedules, the
 /// dispatcher, the health endpoint; each config from `reloads` replaces the running one.
@@ -26,9 +26,22 @@ pub async fn serve(
     stop: CancellationToken,
 ) -> anyhow::Result<()> {
     let runtime = Arc::new(runtime);
-    warn_orphans(&runtime).await;
-    let (generation_tx, generations) = watch::channel(Arc::new(runtime.first_generation()));
     let mut tasks = JoinSet::new();
+    if runtime.state.is_watched() {
+        // PostgreSQL: reached (and migrated) whenever it answers, watched while running.
+        let (state, stopping) = (runtime.state.clone(), stop.clone());
+        tasks.spawn(async move { state.run(stopping).await });
+        let (runtime, stopping) = (runtime.clone(), stop.clone());
+        tasks.spawn(async move {
+            tokio::select! {
+                () = runtime.state.up() => warn_orphans(&runtime).await,
+                _ = stopping.cancelled() => {}
+            }
+        });
+    } else {
+        warn_orphans(&runtime).await;
+    }
+    let (generation_tx, generations) = watch::channel(Arc::new(runtime.first_generation()));
     if runtime.config.http.enabled {
         let listener = tokio::net::TcpListener::bind(runtime.config.http.listen)
             .await
@@ -61,11 +74,16 @@ pub async fn serve(
         let (generations, stop) = (generations.clone(), stop.clone());
         tasks.spawn(async move { leadership.run(generations, stop).await });
     }
-    tasks.spawn(meetings_loop(generations.clone(), stop.clone()));
+    tasks.spawn(meetings_loop(
+        generations.clone(),
+        runtime.state.clone(),
+        stop.clone(),
+    ));
     tasks.spawn(stale::stale_loop(
         generations.clone(),
         runtime.store.clone(),
         runtime.metrics.clone(),
+        runtime.state.clone(),
         stop.clone(),
     ));
     if SourceKind::enabled(&runtime.config).is_empty() && runtime.config.meetings.folders.is_empty()
@@ -83,6 +101,7 @@ pub async fn serve(
         tasks.spawn(systemd::watchdog(
             interval,
             runtime.store.clone(),
+            runtime.state.clone(),
             stop.clone(),
         ));
     }
@@ -110,13 +129,21 @@ pub async fn serve(
 }
 
 /// Runs the dispatcher for the current generation's connectors; on a reload the old
-/// workers stop claiming, finish what is in flight, and the new ones take over.
+/// workers stop claiming, finish what is in flight, and the new ones take over. While the
+/// state database does not record, no worker runs.
 async fn dispatch_loop(
     runtime: Arc<Runtime>,
     mut generations: watch::Receiver<Arc<Generation>>,
     stop: CancellationToken,
 ) {
     loop {
+        // Nothing is claimed while the state database does not record; attempts in
+        // flight when it stops finish, and those whose outcome could not be recorded are
+        // sent again once their lease runs out.
+        tokio::select! {
+            () = runtime.state.up() => {}
+            _ = stop.cancelled() => return,
+        }
         let generation = generations.borrow_and_update().clone();
         let dispatcher = Dispatcher::new(
             runtime.store.clone(),
@@ -134,6 +161,7 @@ async fn dispatch_loop(
         });
         let shutting_down = tokio::select! {
             changed = generations.changed() => changed.is_err(),
+            () = runtime.state.down() => false,
             _ = stop.cancelled() => true,
             _ = &mut running => return,
         };
@@ -154,8 +182,18 @@ const RELOAD_UPLOAD_GRACE: Duration = Duration::from_secs(60 * 60);
 /// files, an upload in flight finishes (up to [`RELOAD_UPLOAD_GRACE`]), and only then do
 /// the new config's watchers start, so no two generations handle one file. On SIGTERM
 /// an upload in flight gets `delivery.shutdown_timeout`, then resumes at the next start.
-async fn meetings_loop(mut generations: watch::Receiver<Arc<Generation>>, stop: CancellationToken) {
+/// Each file is claimed in the state database before its upload: while the database does
+/// not record, the watchers are retired as on a reload, and start again once it does.
+async fn meetings_loop(
+    mut generations: watch::Receiver<Arc<Generation>>,
+    state: StateHealth,
+    stop: CancellationToken,
+) {
     loop {
+        tokio::select! {
+            () = state.up() => {}
+            _ = stop.cancelled() => return,
+        }
         let generation = generations.borrow_and_update().clone();
         let shutdown_timeout = generation.config.delivery.shutdown_timeout;
         let mut config = (*generation.config).clone();
@@ -170,6 +208,7 @@ async fn meetings_loop(mut generations: watch::Receiver<Arc<Generation>>, stop: 
         let mut idle = false;
         let shutting_down = tokio::select! {
             changed = generations.changed() => changed.is_err(),
+            () = state.down() => false,
             _ = stop.cancelled() => true,
             _ = running.join_next() => { idle = true; false }
         };
@@ -208,6 +247,10 @@ async fn prune_loop(
     stop: CancellationToken,
 ) {
     every(PRUNE_EVERY, &stop, || async {
+        // Not while the database is away: the next prune is soon enough.
+        if !runtime.state.is_up() {
+            return;
+        }
         let retention = generations.borrow().config.state.delivered_retention;
         let crate::config::Retention::For(keep) = retention else {
             return;

@@ -8,7 +8,7 @@ use sd_notify::NotifyState;
 use crate::shutdown::CancellationToken;
 use crate::store::Store;
 
-use super::every;
+use super::{StateHealth, every};
 
 /// Tells systemd about the daemon's state; a no-op outside systemd.
 pub(super) fn notify(states: &[NotifyState<'_>]) {
@@ -20,9 +20,20 @@ pub(super) fn notify(states: &[NotifyState<'_>]) {
 }
 
 /// Pings systemd's watchdog at half its interval, only while the state database takes
-/// writes: a daemon that cannot record anything is restarted rather than left stuck.
-pub(super) async fn watchdog(interval: Duration, store: Store, stop: CancellationToken) {
+/// writes: a daemon that cannot record anything is restarted rather than left stuck. A
+/// PostgreSQL state is watched by the daemon itself, which waits for it to come back (a
+/// restart would not bring it sooner): then the ping says only that the process runs.
+pub(super) async fn watchdog(
+    interval: Duration,
+    store: Store,
+    state: StateHealth,
+    stop: CancellationToken,
+) {
     every(interval / 2, &stop, || async {
+        if state.is_watched() {
+            notify(&[NotifyState::Watchdog]);
+            return;
+        }
         match store.check_writable().await {
             Ok(()) => notify(&[NotifyState::Watchdog]),
             Err(error) => {

@@ -21,6 +21,8 @@
 
 use std::path::Path;
 use std::str::FromStr;
+#[cfg(feature = "postgres")]
+use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::migrate::MigrateError;
@@ -156,6 +158,20 @@ impl StoreError {
         matches!(self, Self::LeaseLost { .. })
     }
 
+    /// The database cannot record anything now: its disk is full, it is read-only, or
+    /// (PostgreSQL) its server cannot be reached or refuses this client. New work must
+    /// wait; what it would have recorded is polled or delivered again later.
+    pub fn is_unavailable(&self) -> bool {
+        if matches!(self, Self::Connect { .. }) || self.is_disk_full() {
+            return true;
+        }
+        #[cfg(feature = "postgres")]
+        if let Self::Sql(source) = self {
+            return is_server_trouble(source);
+        }
+        false
+    }
+
     /// The disk is full (or the file system read-only): new work must wait.
     pub fn is_disk_full(&self) -> bool {
         let source = match self {
@@ -234,7 +250,7 @@ fn connect_advice(url: &str, error: &sqlx::Error, had_password: bool) -> String 
             "PostgreSQL does not let this user in from this host ({error}): add a line for it in the server's pg_hba.conf, or fix the user in state.url"
         ),
         (Some("25006"), _) => format!(
-            "the server takes no writes ({error}): state.url names a read-only server (a standby?); point it at the primary"
+            "the database takes no writes ({error}): state.url names a standby, or default_transaction_read_only is on for the server, the database or the user; point state.url at the primary, or make the database writable again"
         ),
         (Some(code), _) if code.starts_with("53") => format!(
             "the server is out of resources ({error}): free disk space or connections on it"
@@ -328,6 +344,17 @@ impl Tx {
 #[derive(Clone)]
 pub struct Store {
     pool: Pool,
+    /// PostgreSQL: the server as errors name it.
+    #[cfg(feature = "postgres")]
+    server: Option<Arc<Server>>,
+}
+
+/// How errors name a PostgreSQL server: its URL without a password, and whether a
+/// password was given (a refusal is worded by it).
+#[cfg(feature = "postgres")]
+struct Server {
+    url: String,
+    had_password: bool,
 }
 
 impl Store {
@@ -489,6 +516,8 @@ impl Store {
         migrated?;
         Ok(Self {
             pool: Pool::Sqlite(pool),
+            #[cfg(feature = "postgres")]
+            server: None,
         })
     }
 
@@ -511,28 +540,155 @@ impl Store {
         Self::connect_pool(url, password, 1).await
     }
 
+    /// The daemon's store on the PostgreSQL database at `url`, connecting to nothing yet:
+    /// the daemon starts whether or not the server answers, and [`Store::prepare`] (retried
+    /// until it succeeds) reaches it and migrates it. Fails only on a URL that cannot be
+    /// used.
+    #[cfg(feature = "postgres")]
+    pub fn connect_later(url: &str, password: Option<&str>) -> Result<Self> {
+        let options = pg_options(url, password)?;
+        let pool = pg_pool_options(PG_MAX_CONNECTIONS).connect_lazy_with(options);
+        Ok(Self::postgres(pool, url, password))
+    }
+
     #[cfg(feature = "postgres")]
     async fn connect_pool(url: &str, password: Option<&str>, connections: u32) -> Result<Self> {
-        let open_error = |source| StoreError::Connect {
-            url: redact_url(url),
-            had_password: password.is_some(),
-            source,
-        };
-        let mut options = PgConnectOptions::from_str(url).map_err(open_error)?;
-        if let Some(password) = password {
-            options = options.password(password);
-        }
-        let pool = PgPoolOptions::new()
-            .max_connections(connections)
-            // A server that is down is said at once (with what to check), not after
-            // sqlx's default 30 s.
-            .acquire_timeout(PG_CONNECT_TIMEOUT)
+        let options = pg_options(url, password)?;
+        let pool = pg_pool_options(connections)
             .connect_with(options)
             .await
-            .map_err(open_error)?;
-        Ok(Self {
+            .map_err(|source| StoreError::Connect {
+                url: redact_url(url),
+                had_password: password.is_some(),
+                source,
+            })?;
+        Ok(Self::postgres(pool, url, password))
+    }
+
+    #[cfg(feature = "postgres")]
+    fn postgres(pool: PgPool, url: &str, password: Option<&str>) -> Self {
+        Self {
             pool: Pool::Postgres(pool),
-        })
+            server: Some(Arc::new(Server {
+                url: redact_url(url),
+                had_password: password.is_some(),
+            })),
+        }
+    }
+
+    /// PostgreSQL: the password for the connections made from now on (a reload re-reads
+    /// `state.password_file`); the open ones keep theirs. Nothing on SQLite.
+    pub fn set_password(&self, password: &str) {
+        #[cfg(feature = "postgres")]
+        if let Pool::Postgres(pool) = &self.pool {
+            pool.set_connect_options((*pool.connect_options()).clone().password(password));
+        }
+        #[cfg(not(feature = "postgres"))]
+        let _ = password;
+    }
+
+    /// Whether this is a PostgreSQL store (which the daemon watches: its server can go
+    /// away and come back; a SQLite file cannot).
+    pub fn is_server(&self) -> bool {
+        match self.pool {
+            Pool::Sqlite(_) => false,
+            #[cfg(feature = "postgres")]
+            Pool::Postgres(_) => true,
+        }
+    }
+
+    /// PostgreSQL: reaches the server on a connection of its own (so the answer names the
+    /// cause: refused, a wrong password, no such database, not the pool's timeout),
+    /// applies pending migrations and checks that it takes a write. A server's trouble
+    /// comes back as [`StoreError::Connect`] (worded per cause), a schema newer than this
+    /// binary as [`StoreError::Migrate`]. Nothing to do on SQLite (opened at start).
+    pub async fn prepare(&self) -> Result<()> {
+        #[cfg(feature = "postgres")]
+        if let Pool::Postgres(pool) = &self.pool {
+            use sqlx::Connection as _;
+            let options = pool.connect_options();
+            let connected = tokio::time::timeout(
+                PG_CONNECT_TIMEOUT,
+                sqlx::postgres::PgConnection::connect_with(&options),
+            )
+            .await
+            .unwrap_or_else(|_| {
+                Err(sqlx::Error::Io(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!("no answer within {} s", PG_CONNECT_TIMEOUT.as_secs()),
+                )))
+            });
+            let mut connection = connected.map_err(|source| self.server_error(source))?;
+            let prepared = async {
+                // `run_direct` is `run` on a connection of one's own (`run` through
+                // `Acquire` makes this future not `Send` for every lifetime, and the
+                // daemon spawns it).
+                sqlx::migrate!("./migrations/postgres")
+                    .run_direct(None, &mut connection, false)
+                    .await
+                    .map_err(|error| match error {
+                        MigrateError::Execute(source)
+                        | MigrateError::ExecuteMigration(source, _)
+                            if is_server_trouble(&source) =>
+                        {
+                            self.server_error(source)
+                        }
+                        other => StoreError::Migrate(other),
+                    })?;
+                sqlx::query("INSERT INTO meta (key, value) VALUES ('last_write_check', $1) ON CONFLICT (key) DO UPDATE SET value = excluded.value")
+                    .bind(now_ms().to_string())
+                    .execute(&mut connection)
+                    .await
+                    .map_err(|source| self.classify(source))?;
+                Ok(())
+            }
+            .await;
+            let _ = connection.close().await;
+            return prepared;
+        }
+        Ok(())
+    }
+
+    /// PostgreSQL: whether the server takes no writes (a standby, or
+    /// `default_transaction_read_only` set for the server, the database or the user), for
+    /// `check --online`, which writes nothing. Never on SQLite.
+    pub async fn read_only(&self) -> Result<bool> {
+        match &self.pool {
+            Pool::Sqlite(_) => Ok(false),
+            #[cfg(feature = "postgres")]
+            Pool::Postgres(pool) => {
+                let setting: String =
+                    sqlx::query_scalar("SELECT current_setting('transaction_read_only')")
+                        .fetch_one(pool)
+                        .await
+                        .map_err(|source| self.classify(source))?;
+                Ok(setting == "on")
+            }
+        }
+    }
+
+    /// A failed statement on PostgreSQL: the server's trouble worded as a connection
+    /// error (what to fix), anything else as it is.
+    #[cfg(feature = "postgres")]
+    fn classify(&self, source: sqlx::Error) -> StoreError {
+        if is_server_trouble(&source) {
+            self.server_error(source)
+        } else {
+            StoreError::Sql(source)
+        }
+    }
+
+    #[cfg(feature = "postgres")]
+    fn server_error(&self, source: sqlx::Error) -> StoreError {
+        let (url, had_password) = self.server.as_ref().map_or_else(
+            || ("named by state.url".to_owned(), true),
+            |server| (server.url.clone(), server.had_password),
+        );
+        StoreError::Connect {
+            url,
+            had_password,
+            source,
+        }
     }
 
     /// Opens the daemon's existing state for an operator's command (`status`,
@@ -564,6 +720,8 @@ impl Store {
             .map_err(open_error)?;
         Ok(Self {
             pool: Pool::Sqlite(pool),
+            #[cfg(feature = "postgres")]
+            server: None,
         })
     }
 
@@ -601,19 +759,13 @@ impl Store {
     pub async fn check_writable(&self) -> Result<()> {
         let checked = self.write_check().await;
         // PostgreSQL can go away under a running daemon: `/readyz` says why in the words
-        // `check --online` uses (the pool holds no URL; the config names it).
+        // `check --online` uses.
         #[cfg(feature = "postgres")]
-        if let (Pool::Postgres(_), Err(StoreError::Sql(source))) = (&self.pool, &checked)
-            && is_server_trouble(source)
-        {
+        if let (Pool::Postgres(_), Err(StoreError::Sql(_))) = (&self.pool, &checked) {
             let Err(StoreError::Sql(source)) = checked else {
                 unreachable!("matched above")
             };
-            return Err(StoreError::Connect {
-                url: "named by state.url".to_owned(),
-                had_password: true,
-                source,
-            });
+            return Err(self.classify(source));
         }
         checked
     }
@@ -663,6 +815,29 @@ impl Store {
         );
         Ok(())
     }
+}
+
+/// `url`'s connect options, with the password that travels apart.
+#[cfg(feature = "postgres")]
+fn pg_options(url: &str, password: Option<&str>) -> Result<PgConnectOptions> {
+    let mut options = PgConnectOptions::from_str(url).map_err(|source| StoreError::Connect {
+        url: redact_url(url),
+        had_password: password.is_some(),
+        source,
+    })?;
+    if let Some(password) = password {
+        options = options.password(password);
+    }
+    Ok(options)
+}
+
+#[cfg(feature = "postgres")]
+fn pg_pool_options(connections: u32) -> PgPoolOptions {
+    PgPoolOptions::new()
+        .max_connections(connections)
+        // A server that is down is said at once (with what to check), not after
+        // sqlx's default 30 s.
+        .acquire_timeout(PG_CONNECT_TIMEOUT)
 }
 
 /// Whether a statement failed because of the server or the way to it (not the

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use crate::support::{LoggedDaemon, Receiver, daemon_config, enable_http, sandbox, write};
 
-const CONTRACT_METRICS: [&str; 12] = [
+const CONTRACT_METRICS: [&str; 13] = [
     "clairo_sync_api_requests_total",
     "clairo_sync_api_rate_limit_remaining",
     "clairo_sync_api_throttled_total",
@@ -19,6 +19,7 @@ const CONTRACT_METRICS: [&str; 12] = [
     "clairo_sync_meeting_uploads_total",
     "clairo_sync_items_skipped_total",
     "clairo_sync_build_info",
+    "clairo_sync_state_up",
 ];
 
 fn with_http(extra: &str) -> String {

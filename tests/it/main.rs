@@ -13,6 +13,7 @@ mod hostile;
 mod meetings;
 mod ops;
 mod pg;
+mod pg_down;
 mod routing;
 mod state;
 #[macro_use]

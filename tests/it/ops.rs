@@ -318,6 +318,8 @@ fn the_alert_rules_use_only_contract_metric_names() {
         "clairo_sync_build_info",
         // Added with the boundary work: a source behind its own schedule (/readyz too).
         "clairo_sync_source_stale",
+        // A PostgreSQL state that cannot be reached or written (/readyz too).
+        "clairo_sync_state_up",
     ];
     let used: Vec<&str> = rules
         .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))

@@ -64,25 +64,7 @@ impl PgCluster {
         );
         for attempt in 1..=START_ATTEMPTS {
             cluster.port = free_port();
-            let options = format!(
-                "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off -c full_page_writes=off",
-                cluster.port,
-                path_str(cluster.dir.path())
-            );
-            let log = cluster.dir.path().join("server.log");
-            let output = cluster.try_run(
-                "pg_ctl",
-                &[
-                    "start",
-                    "-w",
-                    "-D",
-                    path_str(&cluster.data()),
-                    "-l",
-                    path_str(&log),
-                    "-o",
-                    &options,
-                ],
-            );
+            let output = cluster.launch();
             if output.status.success() {
                 return cluster;
             }
@@ -90,11 +72,91 @@ impl PgCluster {
                 panic!(
                     "pg_ctl start failed: {}\n{}",
                     describe(&output),
-                    std::fs::read_to_string(&log).unwrap_or_default()
+                    cluster.log()
                 );
             }
         }
         unreachable!("the loop returns or panics")
+    }
+
+    /// `pg_ctl start` on the cluster's data and port, waiting until it takes connections.
+    fn launch(&self) -> Output {
+        let options = format!(
+            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off -c full_page_writes=off",
+            self.port,
+            path_str(self.dir.path())
+        );
+        let log = self.dir.path().join("server.log");
+        self.try_run(
+            "pg_ctl",
+            &[
+                "start",
+                "-w",
+                "-D",
+                path_str(&self.data()),
+                "-l",
+                path_str(&log),
+                "-o",
+                &options,
+            ],
+        )
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default()
+    }
+
+    /// Stops the server (fast: open connections are cut, as at a real restart or
+    /// failover); its data stays for [`PgCluster::restart`].
+    pub fn stop(&self) {
+        self.run(
+            "pg_ctl",
+            &["stop", "-w", "-m", "fast", "-D", path_str(&self.data())],
+        );
+    }
+
+    /// Starts the stopped server again, on the same data and the same port.
+    pub fn restart(&self) {
+        let output = self.launch();
+        assert!(
+            output.status.success(),
+            "pg_ctl start (again) failed: {}\n{}",
+            describe(&output),
+            self.log()
+        );
+    }
+
+    /// Runs SQL statements as the superuser, one after another in one session, over the
+    /// Unix socket (trusted, so it works whatever the password is now); each is its own
+    /// transaction (`ALTER SYSTEM` may not run in one). Returns the rows as psql prints
+    /// them unaligned.
+    pub fn sql(&self, statements: &[&str]) -> String {
+        let port = self.port.to_string();
+        let mut args = vec![
+            "-X",
+            "-A",
+            "-t",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-h",
+            path_str(self.dir.path()),
+            "-p",
+            &port,
+            "-U",
+            USER,
+            "-d",
+            "postgres",
+        ];
+        for statement in statements {
+            args.extend(["-c", statement]);
+        }
+        let output = self.try_run("psql", &args);
+        assert!(
+            output.status.success(),
+            "psql {statements:?} failed: {}",
+            describe(&output)
+        );
+        String::from_utf8_lossy(&output.stdout).trim().to_owned()
     }
 
     /// A URL with no password in it, as the config wants (the password goes apart).

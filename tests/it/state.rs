@@ -9,7 +9,7 @@ use crate::pg::{PASSWORD, PgCluster};
 use crate::support::{Daemon, Receiver, daemon_config, run_cli, sandbox, write};
 
 /// Points a `daemon_config` at PostgreSQL: `url` and a password file holding `password`.
-fn use_postgres(config: &Path, url: &str, password: &str) -> PathBuf {
+pub(crate) fn use_postgres(config: &Path, url: &str, password: &str) -> PathBuf {
     let dir = config.parent().unwrap();
     let password_file = write(dir, "state-password", &format!("{password}\n"));
     let text = std::fs::read_to_string(config).unwrap().replacen(
@@ -196,7 +196,7 @@ async fn a_running_store_whose_server_stops_says_it_cannot_be_reached() {
 }
 
 /// `GET /briefs` requests `sandbox` has seen: each one a poll of the briefs source.
-fn brief_polls(sandbox: &clairo_sandbox::Sandbox) -> usize {
+pub(crate) fn brief_polls(sandbox: &clairo_sandbox::Sandbox) -> usize {
     sandbox
         .stats()
         .log
@@ -225,7 +225,10 @@ fn instance_config(
     config
 }
 
-async fn wait_until(within: Duration, mut done: impl FnMut() -> bool) -> Option<Duration> {
+pub(crate) async fn wait_until(
+    within: Duration,
+    mut done: impl FnMut() -> bool,
+) -> Option<Duration> {
     let start = std::time::Instant::now();
     while start.elapsed() < within {
         if done() {
