@@ -82,7 +82,7 @@ mod wakers;
 
 pub use briefs::BriefRecord;
 pub use conversations::ConversationState;
-pub use leases::{Holder, InstanceRow};
+pub use leases::{Holder, InstanceRow, delivery_owner, owner_instance};
 use outbox::insert_event;
 pub use outbox::{
     AttemptRow, ClaimedDelivery, DeliveryFilter, DeliveryRow, FailedRoute, Lease, NewEvent,
