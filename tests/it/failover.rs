@@ -360,6 +360,20 @@ async fn three_instances_killed_in_turn_lose_no_event_duplicate_no_crm_record_an
     // Room for a late duplicate: a delivery whose lease runs out is retried after it.
     tokio::time::sleep(DELIVERY_LEASE + Duration::from_secs(1)).await;
     let log = sandbox.stats().log;
+    let states: Vec<(String, String, i64)> = sqlx::query_as(
+        "SELECT connector, status, COUNT(*) FROM deliveries GROUP BY connector, status ORDER BY 1, 2",
+    )
+    .fetch_all(&db)
+    .await
+    .unwrap();
+    assert_eq!(
+        states,
+        [
+            ("crm".to_owned(), "delivered".to_owned(), BRIEFS as i64),
+            ("hook".to_owned(), "delivered".to_owned(), BRIEFS as i64)
+        ],
+        "one delivery per brief and connector, every one delivered (none dead or pending)"
+    );
     for daemon in daemons.values_mut() {
         assert_eq!(daemon.terminate(Duration::from_secs(20)), Some(0));
     }
