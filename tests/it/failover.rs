@@ -1,5 +1,5 @@
 //! Beyond one server: three instances on one PostgreSQL database (a throwaway cluster,
-//! tests/it/pg.rs), briefs appearing in the sandbox while the instance polling them is
+//! clairo-pgtest), briefs appearing in the sandbox while the instance polling them is
 //! killed with SIGKILL every 10 s and restarted, every brief delivered to a webhook and to
 //! the HubSpot stand-in. What must hold: no event lost, no CRM contact or note made twice,
 //! no more webhook duplicates than deliveries the killed instances had in flight, and never
@@ -37,7 +37,7 @@ const KILL_DRIFT: Duration = Duration::from_millis(170);
 const KILLS: usize = 6;
 /// A killed instance is started again this long after its kill: longer than the lease,
 /// so the source goes to one of the two others and the handover shows in the log.
-const RESTART_AFTER: Duration = Duration::from_secs(4);
+const RESTART_AFTER: Duration = Duration::from_secs(5);
 /// The webhook receiver answers this long after it has a request, and HubSpot waits
 /// this long before each call, so that deliveries are in flight at the kills.
 const RECEIVER_DELAY: Duration = Duration::from_millis(300);
@@ -329,6 +329,15 @@ async fn three_instances_killed_in_turn_lose_no_event_duplicate_no_crm_record_an
                     .find(|row| row["name"] == name.as_str())
                     .unwrap_or_else(|| panic!("{name} listed: {stdout}"));
                 assert_eq!(row["live"], false, "{name} is gone: {stdout}");
+                let (_, text, _) = run_cli(&["status", "-c", configs[0].to_str().unwrap()]);
+                let line = text
+                    .lines()
+                    .find(|line| line.trim_start().starts_with(&format!("{name} ")))
+                    .unwrap_or_else(|| panic!("{name} in the text: {text}"));
+                assert!(
+                    line.contains("(gone)") && line.contains("deliveries in flight"),
+                    "{line}"
+                );
                 // Its leases can only run out meanwhile, never appear.
                 let shown = row["deliveries_in_flight"].as_i64().unwrap();
                 assert!(
