@@ -4,7 +4,7 @@
 # the webhook signing tests (standardwebhooks, from PyPI), ffmpeg for the transcoding
 # tests, promtool for the metrics and alert-rule tests, systemd-analyze and man for the
 # unit's tests, and PostgreSQL's server programs for the store's tests against PostgreSQL
-# (each test starts its own throwaway cluster: tests/it/pg.rs).
+# (each test starts its own throwaway cluster: clairo-pgtest, pgtest/).
 #
 # `cargo nextest run --workspace` runs it first (.config/nextest.toml, a setup script), so
 # a fresh clone needs no other step. It changes nothing when everything is there. As

@@ -9,6 +9,11 @@
 //! cargo run --release -p clairo-bench -- idle upload   # some phases only; BENCHMARKS.md untouched
 //! ```
 //!
+//! The PostgreSQL phases (`drain-pg`, `throughput-pg`, `failover`) need PostgreSQL's server
+//! programs (/usr/lib/postgresql/*/bin, for a throwaway cluster: `clairo-pgtest`) and a
+//! daemon built with `--features postgres` (`CLAIRO_SYNC_PG_BIN`, else `clairo-sync-pg`
+//! beside this executable); without either they are skipped with a note.
+//!
 //! Every wait is bounded, and everything started is stopped: daemons get SIGTERM (then
 //! SIGKILL), sandboxes and receivers are shut down, temporary directories removed.
 
@@ -20,7 +25,7 @@ mod support;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
@@ -30,7 +35,7 @@ use tempfile::TempDir;
 use report::{Report, Row, Verdict};
 use support::{
     ConfigSpec, Daemon, Receiver, clock_ticks_per_second, cpu_ticks, daemon_command, file_size,
-    run_sampled, sleep_until_unix_ms, status_kib, timed_get, unix_ms, write_config,
+    run_sampled, sleep_until_unix_ms, status_kib, timed_get, unix_ms, use_postgres, write_config,
 };
 
 /// The sandbox's budget and the daemon's `clairo.max_requests_per_minute` for the drains:
@@ -72,7 +77,7 @@ const BRIEFS_LIST: &str = "GET /briefs";
 const BRIEF_DETAIL: &str = "GET /briefs/{id}";
 const CONVERSATIONS_LIST: &str = "GET /conversations";
 
-const PHASES: [&str; 7] = [
+const PHASES: [&str; 10] = [
     "drain",
     "drain-1k",
     "idle",
@@ -80,7 +85,15 @@ const PHASES: [&str; 7] = [
     "routing",
     "upload",
     "history",
+    "drain-pg",
+    "throughput-pg",
+    "failover",
 ];
+/// The phases that run on PostgreSQL.
+const PG_PHASES: [&str; 3] = ["drain-pg", "throughput-pg", "failover"];
+/// The PostgreSQL drain: as long as the SQLite one's larger size, for the rate over
+/// more than one window.
+const PG_DRAIN_SIZE: usize = 10_000;
 
 struct Bench {
     bin: PathBuf,
@@ -98,8 +111,14 @@ fn main() -> anyhow::Result<()> {
                 println!(
                     "clairo-bench [--no-write] [PHASE...]\n\nPhases: {} (default: all but drain-1k, which is the first half of drain; \
                      idle runs drain-1k first; a partial run does not write BENCHMARKS.md).\n\
-                     The daemon binary: CLAIRO_SYNC_BIN, else clairo-sync next to this executable.",
-                    PHASES.join(", ")
+                     The daemon binary: CLAIRO_SYNC_BIN, else clairo-sync next to this executable.\n\
+                     The PostgreSQL phases ({}) run a throwaway cluster (PostgreSQL's \
+                     /usr/lib/postgresql/*/bin) and a daemon built with PostgreSQL: \
+                     CLAIRO_SYNC_PG_BIN, else clairo-sync-pg next to this executable, made by\n  \
+                     cargo build --release -p clairo-sync --features postgres && cp target/release/clairo-sync target/release/clairo-sync-pg\n\
+                     (then `cargo build --release -p clairo-sync` again); without either they are skipped with a note.",
+                    PHASES.join(", "),
+                    PG_PHASES.join(", ")
                 );
                 return Ok(());
             }
@@ -255,6 +274,54 @@ impl Bench {
                 self.failed("Upload", &error);
             }
         }
+        if PG_PHASES.iter().any(|phase| wants(phase)) {
+            match self.pg_binary() {
+                Err(why) => {
+                    eprintln!("== PostgreSQL phases skipped: {why:#}");
+                    self.report.row(Row::new(
+                        "PostgreSQL phases (drain-pg, throughput-pg, failover)",
+                        format!("skipped: {why:#}"),
+                        "—",
+                        Verdict::Pending,
+                    ));
+                }
+                Ok(pg_bin) => {
+                    eprintln!("  PostgreSQL build: {}", pg_bin.display());
+                    if wants("drain-pg") {
+                        eprintln!(
+                            "== backlog drain of {PG_DRAIN_SIZE} briefs on PostgreSQL, two instances sharing the budget"
+                        );
+                        if let Err(error) = self.drain_pg(PG_DRAIN_SIZE, &pg_bin).await {
+                            self.failed(
+                                &format!("Backlog drain {} on PostgreSQL", count(PG_DRAIN_SIZE)),
+                                &error,
+                            );
+                        }
+                    }
+                    if wants("throughput-pg") {
+                        for instances in [1, 2] {
+                            eprintln!(
+                                "== throughput on PostgreSQL, {instances} instance(s) ({THROUGHPUT_EVENTS} briefs)"
+                            );
+                            if let Err(error) = self.throughput_pg(&pg_bin, instances).await {
+                                self.failed(
+                                    &format!("Throughput on PostgreSQL, {instances} instance(s)"),
+                                    &error,
+                                );
+                            }
+                        }
+                    }
+                    if wants("failover") {
+                        eprintln!(
+                            "== failover: SIGKILL of the poller, two instances on PostgreSQL"
+                        );
+                        if let Err(error) = self.failover(&pg_bin).await {
+                            self.failed("Failover on PostgreSQL", &error);
+                        }
+                    }
+                }
+            }
+        }
         if wants("history") {
             let mut cycles = Vec::new();
             for &n in &HISTORY_SIZES {
@@ -278,6 +345,16 @@ impl Bench {
                 ));
             }
         }
+    }
+
+    /// The PostgreSQL build to run, or why the PostgreSQL phases cannot run here.
+    fn pg_binary(&self) -> anyhow::Result<PathBuf> {
+        if !clairo_pgtest::installed() {
+            bail!(
+                "PostgreSQL is not installed (no /usr/lib/postgresql/*/bin/initdb; Debian's package `postgresql`)"
+            );
+        }
+        support::pg_daemon_binary(&self.bin)
     }
 
     fn failed(&mut self, what: &str, error: &anyhow::Error) {

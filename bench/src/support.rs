@@ -56,6 +56,84 @@ pub fn daemon_binary() -> anyhow::Result<PathBuf> {
     Ok(path)
 }
 
+/// A daemon binary built with PostgreSQL (`--features postgres`) for the `*-pg` and
+/// `failover` phases: `CLAIRO_SYNC_PG_BIN`, else `clairo-sync-pg` next to this executable,
+/// else the daemon binary itself if it was built with it. An error says how to build one.
+pub fn pg_daemon_binary(daemon: &Path) -> anyhow::Result<PathBuf> {
+    let candidates: Vec<PathBuf> = match std::env::var_os("CLAIRO_SYNC_PG_BIN") {
+        Some(path) => vec![PathBuf::from(path)],
+        None => {
+            let beside = std::env::current_exe()
+                .context("locating this executable")?
+                .parent()
+                .context("this executable has no directory")?
+                .join("clairo-sync-pg");
+            vec![beside, daemon.to_path_buf()]
+        }
+    };
+    for candidate in &candidates {
+        if candidate.is_file() && has_postgres(candidate)? {
+            return Ok(candidate.clone());
+        }
+    }
+    bail!(
+        "no clairo-sync built with PostgreSQL among {}: build one with `cargo build --release \
+         -p clairo-sync --features postgres && cp target/release/clairo-sync \
+         target/release/clairo-sync-pg` (then `cargo build --release -p clairo-sync` again for \
+         the other phases), or set CLAIRO_SYNC_PG_BIN",
+        candidates
+            .iter()
+            .map(|c| c.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    )
+}
+
+/// Whether `bin` accepts `state.url` (a build without PostgreSQL refuses it at `check`).
+fn has_postgres(bin: &Path) -> anyhow::Result<bool> {
+    let dir = tempfile::Builder::new().prefix("clairo-bench-").tempdir()?;
+    let config = dir.path().join("probe.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[clairo]\napi_key = \"{API_KEY}\"\n\n[state]\nurl = \"postgres://probe@127.0.0.1:9/probe\"\n"
+        ),
+    )?;
+    let output = daemon_command(bin)
+        .arg("check")
+        .arg("-c")
+        .arg(&config)
+        .output()
+        .with_context(|| format!("running {}", bin.display()))?;
+    Ok(!String::from_utf8_lossy(&output.stderr).contains("no PostgreSQL support"))
+}
+
+/// Points a config written by [`write_config`] at PostgreSQL: `url` with the password
+/// in a file beside the config, this instance's name, and `lease` if given.
+pub fn use_postgres(
+    config: &Path,
+    url: &str,
+    password: &str,
+    instance: &str,
+    lease: Option<Duration>,
+) -> anyhow::Result<()> {
+    let dir = config.parent().context("the config's directory")?;
+    let password_file = dir.join(format!("{instance}.password"));
+    std::fs::write(&password_file, password)?;
+    let text = std::fs::read_to_string(config)?;
+    let start = text.find("[state]\n").context("a [state] section")?;
+    let end = start + text[start..].find("\n\n").context("the end of [state]")?;
+    let mut state = format!(
+        "[state]\nurl = \"{url}\"\npassword_file = \"{}\"\ninstance = \"{instance}\"",
+        password_file.display()
+    );
+    if let Some(lease) = lease {
+        state.push_str(&format!("\nlease = \"{}ms\"", lease.as_millis()));
+    }
+    let text = format!("{}{state}{}", &text[..start], &text[end..]);
+    std::fs::write(config, text).with_context(|| format!("writing {}", config.display()))
+}
+
 /// A command for the daemon binary with a clean environment: no `CLAIRO_*` override
 /// from the caller's shell, no journald detection, info logs.
 pub fn daemon_command(bin: &Path) -> Command {
@@ -210,6 +288,12 @@ impl Daemon {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+    }
+
+    /// SIGKILL, as a crash or a lost host would end it; waits until it is gone.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 
     /// SIGTERM, then SIGKILL if it has not exited within 15 s.

@@ -9,6 +9,8 @@ mod chat;
 mod crm;
 mod error;
 mod event;
+#[cfg(any(test, feature = "fakes"))]
+mod fake_api;
 mod http;
 pub mod json_template;
 pub mod lead;

@@ -18,6 +18,7 @@ use crate::ids::{Rng, mix};
 use crate::ratelimit::{FixedWindow, Verdict};
 use crate::reply::{canned_message, error};
 use crate::server::{App, lock};
+use crate::stats::KeySuffix;
 
 pub(crate) const MISSING_AUTH: &str =
     "Missing or invalid Authorization header. Use: Bearer clr_...";
@@ -118,13 +119,8 @@ impl Gate {
     }
 
     pub(crate) fn admit(&mut self, authorization: Option<&HeaderValue>, now_ms: i64) -> Admission {
-        let key = match authorization
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .map(str::trim)
-        {
-            Some(key) if !key.is_empty() => key,
-            _ => return Admission::Unauthorized(MISSING_AUTH),
+        let Some(key) = bearer_key(authorization) else {
+            return Admission::Unauthorized(MISSING_AUTH);
         };
         if !self.api_keys.contains(key) {
             return if self.no_plan_keys.contains(key) {
@@ -177,6 +173,15 @@ impl Gate {
     }
 }
 
+/// The key of `Authorization: Bearer KEY`, if there is a non-empty one.
+fn bearer_key(authorization: Option<&HeaderValue>) -> Option<&str> {
+    authorization
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)
+        .filter(|key| !key.is_empty())
+}
+
 fn reset_s_to_wait(reset_s: u64, now_ms: i64) -> u64 {
     (reset_s * 1000).saturating_sub(now_ms.max(0) as u64)
 }
@@ -185,6 +190,7 @@ fn reset_s_to_wait(reset_s: u64, now_ms: i64) -> u64 {
 pub(crate) async fn gate(State(app): State<App>, request: Request, next: Next) -> Response {
     let arrived_ms = now_ms();
     let endpoint = endpoint_of(request.method(), request.uri().path());
+    let key = KeySuffix::of(bearer_key(request.headers().get(header::AUTHORIZATION)));
     let admission = lock(&app.gate).admit(request.headers().get(header::AUTHORIZATION), arrived_ms);
     let throttled = matches!(admission, Admission::Throttled(_));
     let response = match admission {
@@ -220,6 +226,7 @@ pub(crate) async fn gate(State(app): State<App>, request: Request, next: Next) -
         endpoint,
         response.status().as_u16(),
         throttled,
+        key,
     );
     response
 }

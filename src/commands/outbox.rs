@@ -28,12 +28,12 @@ fn excerpt(response: &str) -> String {
 
 /// The state database the config names, as it is: a missing file is "no state yet",
 /// never created here (src/store: `Store::open_existing`); a PostgreSQL database is
-/// never migrated here. Returns the SQLite file, if that is where the state is, and what
-/// `status` shows of where it is.
+/// never migrated here. Returns the SQLite file, if that is where the state is, what
+/// `status` shows of where it is, and `state.lease` in milliseconds.
 pub(super) async fn open_store(
     path: Option<&Path>,
     writable: bool,
-) -> Result<(Store, Option<PathBuf>, String), super::CommandError> {
+) -> Result<(Store, Option<PathBuf>, String, i64), super::CommandError> {
     let path = path
         .map(Path::to_path_buf)
         .unwrap_or_else(|| std::path::PathBuf::from(crate::config::DEFAULT_CONFIG_PATH));
@@ -65,7 +65,8 @@ pub(super) async fn open_store(
             None
         }
     };
-    Ok((store, file, state.location()))
+    let lease = i64::try_from(state.lease.as_millis()).unwrap_or(i64::MAX);
+    Ok((store, file, state.location(), lease))
 }
 
 /// SQLite makes `-wal`/`-shm` files beside the database when a command opens it while the
@@ -108,12 +109,15 @@ fn age(ms: Option<i64>) -> String {
 }
 
 pub async fn status(path: Option<&Path>, as_json: bool) -> CommandResult {
-    let (store, database, location) = open_store(path, false).await?;
+    let (store, database, location, lease) = open_store(path, false).await?;
     // Instances share a database on PostgreSQL only; on SQLite the daemon is alone.
     let shared = database.is_none();
+    // An instance is gone once its heartbeat is older than the lease: by then another
+    // would have taken its sources over. This config's lease, which the instances
+    // sharing the database are meant to share.
     let read = async {
         let instances = if shared {
-            store.instances().await?
+            store.instances(lease).await?
         } else {
             Vec::new()
         };
@@ -155,11 +159,18 @@ pub async fn status(path: Option<&Path>, as_json: bool) -> CommandResult {
                 instance.sources.join(", ")
             };
             println!(
-                "  {:<14} host {:<16} last heartbeat {} ago  polls {}",
+                "  {:<14} host {:<16} last heartbeat {} ago{}  polls {}  deliveries in flight {}",
                 shown::one_line(&instance.name),
                 shown::one_line(&instance.host),
                 age(Some(instance.last_heartbeat_at)),
-                leads
+                if instance.live { "" } else { " (gone)" },
+                leads,
+                instance.deliveries_in_flight
+            );
+        }
+        if instances.iter().any(|instance| !instance.live) {
+            println!(
+                "  (gone: no heartbeat for longer than state.lease; it stopped without a clean stop, and its row stays until an instance of that name starts again)"
             );
         }
         println!();
@@ -209,7 +220,7 @@ pub async fn deliveries(path: Option<&Path>, command: DeliveriesCommand) -> Comm
         return super::replay::replay(path, args).await;
     }
     let writable = matches!(command, DeliveriesCommand::Retry { .. });
-    let (store, database, _) = open_store(path, writable).await?;
+    let (store, database, _, _) = open_store(path, writable).await?;
     let result = deliveries_in(&store, command).await;
     store.close().await;
     if let Some(database) = &database {

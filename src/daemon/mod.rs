@@ -254,6 +254,7 @@ impl Runtime {
             self.metrics.clone(),
             self.wakers.clone(),
             self.config.delivery.clone(),
+            &self.config.state.instance_name(),
         )
         .with_rate_limits(&self.config.connectors)
     }

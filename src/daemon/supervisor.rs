@@ -150,6 +150,7 @@ async fn dispatch_loop(
             runtime.metrics.clone(),
             runtime.wakers.clone(),
             generation.config.delivery.clone(),
+            &generation.config.state.instance_name(),
         )
         .with_rate_limits(&generation.config.connectors);
         // Cancelled on reload to retire this generation's workers, and with `stop`.

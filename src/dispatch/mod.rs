@@ -14,7 +14,6 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use clairo_connectors::retry;
 use clairo_connectors::{Attempt, CheckpointError, CheckpointSink, Connector, Delivery, Verdict};
-use rand::Rng;
 use tokio::task::JoinSet;
 
 use crate::config::{ConnectorTable, DeliveryConfig, RateLimit};
@@ -141,15 +140,23 @@ pub struct Dispatcher {
     metrics: Metrics,
     wakers: Wakers,
     settings: DeliveryConfig,
-    /// Identifies this process's leases, so shutdown releases exactly its own.
+    /// Identifies this process's leases, so shutdown releases exactly its own, and names
+    /// the instance they belong to (`status` counts each one's in flight).
     owner: String,
     /// The connectors with a `rate_limit`, by name.
     paces: BTreeMap<String, Arc<Pace>>,
 }
 
 impl Dispatcher {
-    pub fn new(store: Store, metrics: Metrics, wakers: Wakers, settings: DeliveryConfig) -> Self {
-        let owner = format!("{}-{:08x}", std::process::id(), rand::rng().random::<u32>());
+    /// `instance` is `state.instance` (the host's name by default).
+    pub fn new(
+        store: Store,
+        metrics: Metrics,
+        wakers: Wakers,
+        settings: DeliveryConfig,
+        instance: &str,
+    ) -> Self {
+        let owner = crate::store::delivery_owner(instance);
         Self {
             store,
             metrics,

@@ -26,8 +26,34 @@ pub struct InstanceRow {
     pub host: String,
     pub started_at: i64,
     pub last_heartbeat_at: i64,
+    /// Whether its heartbeat is younger than the lease `status` was given: false for an
+    /// instance that stopped without a clean stop (killed, its host gone), whose row
+    /// stays until an instance of the same name starts again.
+    pub live: bool,
     /// The sources whose lease it holds now.
     pub sources: Vec<String>,
+    /// Deliveries leased under its name and not finished, whose lease has not run out: in
+    /// flight, or (for an instance that is gone) waiting for their lease to run out
+    /// before another instance retries them.
+    pub deliveries_in_flight: i64,
+}
+
+/// The owner a dispatcher writes on the deliveries it claims: the instance's name, then
+/// what makes it unique to one process and one generation of its connectors
+/// (`<instance>/<pid>-<random>`), so `status` can count each instance's deliveries in
+/// flight and shutdown releases exactly its own.
+pub fn delivery_owner(instance: &str) -> String {
+    format!(
+        "{instance}/{}-{:08x}",
+        std::process::id(),
+        rand::random::<u32>()
+    )
+}
+
+/// The instance of a [`delivery_owner`] (the name may itself hold a `/`); None for an
+/// owner written by a version that did not name the instance.
+pub fn owner_instance(owner: &str) -> Option<&str> {
+    owner.rsplit_once('/').map(|(instance, _)| instance)
 }
 
 /// Who runs: one process of one instance.
@@ -167,15 +193,25 @@ impl Store {
     }
 
     /// Every instance that has run on this database (and not stopped cleanly), with the
-    /// sources whose lease it holds now.
-    pub async fn instances(&self) -> Result<Vec<InstanceRow>> {
+    /// sources whose lease it holds now and its deliveries in flight; `live` when its
+    /// heartbeat is younger than `live_within_ms` (the lease).
+    pub async fn instances(&self, live_within_ms: i64) -> Result<Vec<InstanceRow>> {
         let mut instances: Vec<InstanceRow> = on_pool!(
             self,
             (
-                "SELECT name, host, started_at, last_heartbeat_at FROM instances ORDER BY name",
-                "SELECT name, host, started_at, last_heartbeat_at FROM instances ORDER BY name"
+                concat!(
+                    "SELECT name, host, started_at, last_heartbeat_at, last_heartbeat_at > ",
+                    sqlite_now!(),
+                    " - ? AS live FROM instances ORDER BY name"
+                ),
+                concat!(
+                    "SELECT name, host, started_at, last_heartbeat_at, last_heartbeat_at > ",
+                    pg_now!(),
+                    " - $1 AS live FROM instances ORDER BY name"
+                )
             ),
             |sql, ex| sqlx::query(sql)
+                .bind(live_within_ms)
                 .fetch_all(ex)
                 .await?
                 .into_iter()
@@ -184,10 +220,38 @@ impl Store {
                     host: row.get("host"),
                     started_at: row.get("started_at"),
                     last_heartbeat_at: row.get("last_heartbeat_at"),
+                    live: row.get("live"),
                     sources: Vec::new(),
+                    deliveries_in_flight: 0,
                 })
                 .collect()
         );
+        // Delivery leases are written by the dispatchers' clocks, not the database's:
+        // compared with this host's, as the dispatchers themselves do.
+        let owners: Vec<(String, i64)> = on_pool!(
+            self,
+            (
+                "SELECT lease_owner, COUNT(*) AS n FROM deliveries
+                 WHERE status = 'pending' AND lease_owner IS NOT NULL AND lease_until > ?
+                 GROUP BY lease_owner",
+                "SELECT lease_owner, COUNT(*) AS n FROM deliveries
+                 WHERE status = 'pending' AND lease_owner IS NOT NULL AND lease_until > $1
+                 GROUP BY lease_owner"
+            ),
+            |sql, ex| sqlx::query(sql)
+                .bind(super::now_ms())
+                .fetch_all(ex)
+                .await?
+                .into_iter()
+                .map(|row| (row.get("lease_owner"), row.get("n")))
+                .collect()
+        );
+        for (owner, count) in owners {
+            let name = owner_instance(&owner);
+            if let Some(instance) = instances.iter_mut().find(|i| Some(i.name.as_str()) == name) {
+                instance.deliveries_in_flight += count;
+            }
+        }
         let leases: Vec<(String, String)> = on_pool!(
             self,
             (
@@ -215,5 +279,28 @@ impl Store {
             }
         }
         Ok(instances)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_delivery_owner_names_its_instance_even_one_with_a_slash() {
+        for instance in ["web-2", "eu/web-2"] {
+            let owner = delivery_owner(instance);
+            assert_eq!(owner_instance(&owner), Some(instance), "{owner}");
+        }
+        assert_ne!(
+            delivery_owner("a"),
+            delivery_owner("a"),
+            "one per dispatcher"
+        );
+        assert_eq!(
+            owner_instance("4242-0badcafe"),
+            None,
+            "an older version's owner"
+        );
     }
 }

@@ -86,7 +86,7 @@ mod wakers;
 pub use briefs::BriefRecord;
 pub use claims::{Claim, ClaimedDelivery, Finish, Lease};
 pub use conversations::ConversationState;
-pub use leases::{Holder, InstanceRow};
+pub use leases::{Holder, InstanceRow, delivery_owner, owner_instance};
 pub use outbox::{
     AttemptRow, DeliveryFilter, DeliveryRow, FailedRoute, NewEvent, NextState, QueueStats,
 };

@@ -7,6 +7,7 @@ mod config;
 mod crm_check;
 mod dashboard;
 mod engine;
+mod failover;
 mod faults;
 mod health;
 mod hostile;

@@ -1,5 +1,5 @@
 //! `[state] url`: the daemon and the operator's commands on a real PostgreSQL (a
-//! throwaway cluster, tests/it/pg.rs), and the config errors that keep its password out
+//! throwaway cluster, clairo-pgtest), and the config errors that keep its password out
 //! of the config, the logs and the output.
 
 use std::path::{Path, PathBuf};

@@ -1,5 +1,5 @@
 //! The state database through its public API, on both backends: a real SQLite file and a
-//! real PostgreSQL (a throwaway cluster, tests/it/pg.rs). Each test written with
+//! real PostgreSQL (a throwaway cluster, clairo-pgtest). Each test written with
 //! [`store_tests!`] runs as `<name>::on_sqlite` and `<name>::on_postgres`.
 
 use clairo_connectors::{Event, EventType, event_id};

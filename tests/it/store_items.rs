@@ -232,20 +232,25 @@ store_tests! {
         "a restarted process of the same name waits for the old lease too"
     );
     assert!(store.hold_lease("conversations", &b, 300).await.unwrap());
-    let instances = store.instances().await.unwrap();
+    let instances = store.instances(60_000).await.unwrap();
     assert_eq!(instances.len(), 2);
     assert_eq!(instances[0].sources, ["briefs"]);
     assert_eq!(instances[1].sources, ["conversations"]);
+    assert!(instances.iter().all(|i| i.live && i.deliveries_in_flight == 0), "{instances:?}");
     assert_eq!(store.live_instances(60_000).await.unwrap(), 2);
 
     // b's short lease runs out: a takes it over.
     tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+    assert!(
+        store.instances(100).await.unwrap().iter().all(|i| !i.live),
+        "no heartbeat for 400 ms: gone, by a lease of 100 ms"
+    );
     assert!(store.hold_lease("conversations", &a, 60_000).await.unwrap());
     assert!(!store.hold_lease("conversations", &b, 60_000).await.unwrap());
 
     store.release_source_leases(&a).await.unwrap();
     assert!(store.hold_lease("briefs", &b, 60_000).await.unwrap(), "released at once");
-    let names: Vec<String> = store.instances().await.unwrap().into_iter().map(|i| i.name).collect();
+    let names: Vec<String> = store.instances(60_000).await.unwrap().into_iter().map(|i| i.name).collect();
     assert_eq!(names, ["b"], "a clean stop removes the instance");
     }
 }

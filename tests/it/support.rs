@@ -82,6 +82,9 @@ struct ReceiverState {
     script: VecDeque<(u16, Option<String>)>,
     default: u16,
     delay: Duration,
+    /// Waited after the request is recorded, before the answer: the receiver has acted,
+    /// its answer is late.
+    late_answer: Duration,
 }
 
 impl Receiver {
@@ -91,6 +94,7 @@ impl Receiver {
             script: VecDeque::new(),
             default: 200,
             delay: Duration::ZERO,
+            late_answer: Duration::ZERO,
         }));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr: SocketAddr = listener.local_addr().unwrap();
@@ -122,6 +126,12 @@ impl Receiver {
 
     pub fn delay(&self, delay: Duration) {
         self.state.lock().unwrap().delay = delay;
+    }
+
+    /// Records each request as it arrives (it has reached the receiver) and answers it
+    /// `after` later: a sender that dies meanwhile never learns it was received.
+    pub fn answer_late(&self, after: Duration) {
+        self.state.lock().unwrap().late_answer = after;
     }
 
     pub fn received(&self) -> Vec<Received> {
@@ -166,16 +176,22 @@ async fn receive(
             .unwrap_or("")
             .to_owned()
     };
-    let mut state = state.lock().unwrap();
-    let (status, retry_after) = state.script.pop_front().unwrap_or((state.default, None));
-    state.received.push(Received {
-        at: Instant::now(),
-        id: header("webhook-id"),
-        timestamp: header("webhook-timestamp"),
-        signature: header("webhook-signature"),
-        body,
-        answered: status,
-    });
+    let (status, retry_after, late_answer) = {
+        let mut state = state.lock().unwrap();
+        let (status, retry_after) = state.script.pop_front().unwrap_or((state.default, None));
+        state.received.push(Received {
+            at: Instant::now(),
+            id: header("webhook-id"),
+            timestamp: header("webhook-timestamp"),
+            signature: header("webhook-signature"),
+            body,
+            answered: status,
+        });
+        (status, retry_after, state.late_answer)
+    };
+    if !late_answer.is_zero() {
+        tokio::time::sleep(late_answer).await;
+    }
     let mut response = StatusCode::from_u16(status).unwrap().into_response();
     if let Some(retry_after) = retry_after {
         response
@@ -444,6 +460,7 @@ impl ClosableReceiver {
                 script: VecDeque::new(),
                 default: 200,
                 delay: Duration::ZERO,
+                late_answer: Duration::ZERO,
             })),
         };
         let mut this = Self {

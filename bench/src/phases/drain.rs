@@ -1,21 +1,45 @@
 //! The backlog drain: N briefs waiting, drained under a request budget; how much of the
-//! budget the daemon uses and how many 429s it gets.
+//! budget the daemon uses and how many 429s it gets. On SQLite with one daemon, and on
+//! PostgreSQL with two instances sharing the database and the API key (so the budget).
 
 use super::*;
+use clairo_pgtest::PgCluster;
+
+/// Instances of the PostgreSQL drain.
+const PG_DRAIN_INSTANCES: [&str; 2] = ["a", "b"];
 
 impl Bench {
     /// N briefs waiting; the daemon fetches each one's detail under a budget of B per
     /// window. Measured at the sandbox, from the daemon's start to the last detail request.
     pub(crate) async fn drain(&mut self, n: usize) -> anyhow::Result<(Sandbox, TempDir)> {
+        self.drain_with(n, None).await
+    }
+
+    /// The same drain with two instances of the PostgreSQL build (`pg_bin`) on one
+    /// throwaway cluster, both with the whole budget and the same API key: the one that
+    /// holds the briefs' lease drains, the other stands by (and delivers its share).
+    pub(crate) async fn drain_pg(&mut self, n: usize, pg_bin: &Path) -> anyhow::Result<()> {
+        let (sandbox, _dir) = self.drain_with(n, Some(pg_bin)).await?;
+        sandbox.stop();
+        Ok(())
+    }
+
+    async fn drain_with(
+        &mut self,
+        n: usize,
+        pg_bin: Option<&Path>,
+    ) -> anyhow::Result<(Sandbox, TempDir)> {
         let sandbox = sandbox(BUDGET, n, IDLE_CONVERSATIONS).await?;
         let receiver = Receiver::start().await?;
         let dir = tempfile::Builder::new().prefix("clairo-bench-").tempdir()?;
+        let cluster = match pg_bin {
+            Some(_) => Some(PgCluster::try_start().map_err(anyhow::Error::msg)?),
+            None => None,
+        };
         let base_url = sandbox.base_url();
         let state = dir.path().join("state.db");
-        let config = write_config(
-            dir.path(),
-            "drain.toml",
-            &ConfigSpec {
+        let spec = |name: &'static str| {
+            let spec = ConfigSpec {
                 base_url: &base_url,
                 state: &state,
                 max_requests_per_minute: BUDGET,
@@ -24,14 +48,40 @@ impl Bench {
                 conversations_schedule: None,
                 hook: Some(&receiver.url),
                 list_limit: WHOLE_LIST,
-            },
-        )?;
+            };
+            write_config(dir.path(), name, &spec)
+        };
+        let mut configs = Vec::new();
+        match &cluster {
+            None => configs.push(("drain".to_owned(), spec("drain.toml")?)),
+            Some(cluster) => {
+                for instance in PG_DRAIN_INSTANCES {
+                    let config = spec(if instance == "a" {
+                        "drain-a.toml"
+                    } else {
+                        "drain-b.toml"
+                    })?;
+                    use_postgres(
+                        &config,
+                        &cluster.url(),
+                        clairo_pgtest::PASSWORD,
+                        instance,
+                        None,
+                    )?;
+                    configs.push((format!("drain-pg {instance}"), config));
+                }
+            }
+        }
         sandbox.reset_stats();
         let window_ms = WINDOW.as_millis() as f64;
         let floor_ms = (n as f64 + 1.0) / f64::from(BUDGET) * window_ms;
         let start_ms = unix_ms();
         let start = Instant::now();
-        let mut daemon = Daemon::start(&self.bin, &config, &format!("drain {n}"))?;
+        let bin = pg_bin.unwrap_or(&self.bin);
+        let mut daemons = Vec::new();
+        for (label, config) in &configs {
+            daemons.push(Daemon::start(bin, config, &format!("{label} {n}"))?);
+        }
         let deadline = start + Duration::from_secs_f64(floor_ms / 1000.0 * 2.0 + 60.0);
         let mut next_progress = start + Duration::from_secs(10);
         loop {
@@ -44,11 +94,13 @@ impl Bench {
             if done >= n {
                 break;
             }
-            daemon.check_alive()?;
+            for daemon in &mut daemons {
+                daemon.check_alive()?;
+            }
             if Instant::now() > deadline {
                 bail!(
                     "timed out with {done} of {n} details fetched; the daemon's last log lines:\n{}",
-                    daemon.tail()
+                    daemons[0].tail()
                 );
             }
             if Instant::now() >= next_progress {
@@ -63,14 +115,30 @@ impl Bench {
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
         receiver
-            .wait_for(n, Duration::from_secs(120), &mut daemon)
+            .wait_for(n, Duration::from_secs(120), &mut daemons[0])
             .await?;
         let delivered_s = receiver
             .last_new_at()
             .map(|at| at.duration_since(start).as_secs_f64())
             .unwrap_or_default();
-        daemon.stop();
+        // Which instance drained: the briefs' runs each one logged.
+        let pollers: Vec<String> = configs
+            .iter()
+            .zip(&daemons)
+            .map(|((label, _), daemon)| {
+                let runs = daemon
+                    .polls()
+                    .iter()
+                    .filter(|p| p.source == "briefs")
+                    .count();
+                format!("{label}: {runs} briefs run(s)")
+            })
+            .collect();
+        for daemon in &mut daemons {
+            daemon.stop();
+        }
         drop(receiver);
+        drop(cluster);
 
         let log = sandbox.stats().log;
         let first_ms = log
@@ -112,7 +180,14 @@ impl Bench {
             wall_ms / 1000.0,
             floor_ms / 1000.0
         );
-        let label = format!("Backlog drain {}", count(n));
+        let label = match pg_bin {
+            None => format!("Backlog drain {}", count(n)),
+            Some(_) => format!(
+                "Backlog drain {} on PostgreSQL, {} instances",
+                count(n),
+                PG_DRAIN_INSTANCES.len()
+            ),
+        };
         self.report.row(Row::new(
             format!("{label}: request rate / budget (steady part)"),
             format!(
@@ -147,9 +222,14 @@ impl Bench {
             "— (≈ 1/0.95 at most when the rate goal holds)",
             Verdict::Info,
         ));
+        if pg_bin.is_some() {
+            self.report.note(format!(
+                "{label}: both instances with the whole budget and one API key; {}.",
+                pollers.join(", ")
+            ));
+        }
         self.report.note(format!(
-            "Backlog drain {}: daemon start to first request {startup_ms} ms; gaps between detail requests at the sandbox (ms resolution): p10 {} ms, median {} ms, p90 {} ms, p99 {} ms, max {} ms (the budget's even spacing is {spacing_ms:.1} ms); all {n} events reached the webhook {delivered_s:.1} s after start.",
-            count(n),
+            "{label}: daemon start to first request {startup_ms} ms; gaps between detail requests at the sandbox (ms resolution): p10 {} ms, median {} ms, p90 {} ms, p99 {} ms, max {} ms (the budget's even spacing is {spacing_ms:.1} ms); all {n} events reached the webhook {delivered_s:.1} s after start.",
             gap(0.1),
             gap(0.5),
             gap(0.9),

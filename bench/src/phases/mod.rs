@@ -4,6 +4,7 @@
 use super::*;
 
 mod drain;
+mod failover;
 mod history;
 mod idle;
 mod routing;

@@ -21,7 +21,7 @@ use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 
-use crate::testkit::FakeApi;
+use crate::fake_api::FakeApi;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Route {
@@ -199,6 +199,8 @@ pub struct Portal {
     authorizations: Vec<String>,
     search_lags: bool,
     time_zone: Option<(String, i64)>,
+    /// Waited before each authenticated request is acted on.
+    latency: Duration,
 }
 
 /// A running fake; clones share its state.
@@ -230,6 +232,12 @@ impl FakeHubspot {
     /// HubSpot's index lags behind writes.
     pub fn lag_search(&self) {
         self.lock().search_lags = true;
+    }
+
+    /// Every authenticated request waits this long before it is acted on, as a distant
+    /// HubSpot would: a delivery of several calls is in flight for that many times it.
+    pub fn set_latency(&self, latency: Duration) {
+        self.lock().latency = latency;
     }
 
     /// The account's time zone and its offset in milliseconds.
@@ -435,6 +443,10 @@ async fn handle(
              authentication and you can find more details at \
              https://developers.hubspot.com/docs/methods/auth/oauth-overview",
         );
+    }
+    let latency = fake.lock().latency;
+    if !latency.is_zero() {
+        tokio::time::sleep(latency).await;
     }
     let Some(route) = route_of(&method, uri.path()) else {
         return error(

@@ -33,8 +33,9 @@ mod records;
 
 pub use config::{DealConfig, HubspotConfig};
 
-#[cfg(test)]
-mod fake;
+/// A local stand-in for HubSpot's API, for the daemon's integration tests (`fakes`).
+#[cfg(any(test, feature = "fakes"))]
+pub mod fake;
 #[cfg(test)]
 mod tests;
 
