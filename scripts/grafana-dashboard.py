@@ -60,6 +60,8 @@ ts("Events by type","Events recorded per second: new briefs, conversation update
 ts("Deliveries by connector and outcome","Delivery attempts per second (delivered, retry, dead).",[(f'sum by (connector, outcome) (rate(clairo_sync_deliveries_total{{{SEL}}}[{R}]))',"{{connector}} {{outcome}}")],8,y,unit="ops")
 ts("Queue depth by connector","Deliveries waiting to be sent; a queue that only grows means a connector that is down or too slow.",[(f'sum by (connector) (clairo_sync_delivery_queue_depth{{{SEL}}})',"{{connector}}")],16,y)
 y+=8
+ts("Oldest pending delivery","How long the oldest delivery waiting for each connector has waited: steady near zero when it keeps up; a line that climbs is a connector down or retrying (`clairo-sync deliveries list` says why).",[(f'max by (connector) (clairo_sync_delivery_oldest_pending_seconds{{{SEL}}})',"{{connector}}")],0,y,w=24,h=6,unit="s")
+y+=6
 ts("Delivery latency (p50, p95, p99)","Time from an event's creation to its delivery, by connector (retries included).",[
     (f'histogram_quantile(0.5, sum by (le, connector) (rate(clairo_sync_delivery_latency_seconds_bucket{{{SEL}}}[{R}])))',"{{connector}} p50"),
     (f'histogram_quantile(0.95, sum by (le, connector) (rate(clairo_sync_delivery_latency_seconds_bucket{{{SEL}}}[{R}])))',"{{connector}} p95"),

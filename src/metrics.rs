@@ -81,6 +81,8 @@ pub struct Metrics {
     pub events: Family<TypeLabel, Counter>,
     pub deliveries: Family<DeliveryLabels, Counter>,
     pub delivery_queue_depth: Family<ConnectorLabels, Gauge>,
+    /// Seconds the oldest pending delivery of each connector has waited (0: none).
+    pub delivery_oldest_pending: Family<ConnectorLabels, Gauge>,
     pub delivery_latency: Family<ConnectorLabels, Histogram>,
     pub meeting_uploads: Family<OutcomeLabels, Counter>,
     /// Drop folders taking nothing because processed/ or failed/ cannot be used.
@@ -166,6 +168,12 @@ impl Metrics {
             "Deliveries waiting to be sent, by connector",
             delivery_queue_depth.clone(),
         );
+        let delivery_oldest_pending = Family::<ConnectorLabels, Gauge>::default();
+        registry.register(
+            "delivery_oldest_pending_seconds",
+            "Age of the oldest delivery waiting to be sent, by connector (0 when none waits)",
+            delivery_oldest_pending.clone(),
+        );
         let delivery_latency = Family::<ConnectorLabels, Histogram>::new_with_constructor(
             (|| Histogram::new(LATENCY_BUCKETS)) as fn() -> Histogram,
         );
@@ -217,6 +225,7 @@ impl Metrics {
             events,
             deliveries,
             delivery_queue_depth,
+            delivery_oldest_pending,
             delivery_latency,
             meeting_uploads,
             meeting_folders_blocked,
@@ -278,6 +287,7 @@ impl Metrics {
                 connector: connector.clone(),
             };
             let _ = self.delivery_queue_depth.get_or_create(&labels);
+            let _ = self.delivery_oldest_pending.get_or_create(&labels);
             let _ = self.delivery_latency.get_or_create(&labels);
         }
         for outcome in ["uploaded", "duplicate", "rejected", "failed"] {

@@ -134,16 +134,18 @@ impl Store {
     /// Pending deliveries of one connector (an index range, cheap however many rows the
     /// outbox keeps).
     pub async fn pending_count(&self, connector: &str) -> Result<i64> {
+        Ok(self.pending(connector).await?.0)
+    }
+
+    /// Pending deliveries of one connector and when the oldest of them was made (ms).
+    pub async fn pending(&self, connector: &str) -> Result<(i64, Option<i64>)> {
         Ok(on_pool!(
             self,
             (
-                "SELECT COUNT(*) FROM deliveries WHERE connector = ? AND status = 'pending'",
-                "SELECT COUNT(*) FROM deliveries WHERE connector = $1 AND status = 'pending'"
+                "SELECT COUNT(*), MIN(created_at) FROM deliveries WHERE connector = ? AND status = 'pending'",
+                "SELECT COUNT(*), MIN(created_at) FROM deliveries WHERE connector = $1 AND status = 'pending'"
             ),
-            |sql, ex| sqlx::query_scalar(sql)
-                .bind(connector)
-                .fetch_one(ex)
-                .await?
+            |sql, ex| sqlx::query_as(sql).bind(connector).fetch_one(ex).await?
         ))
     }
 

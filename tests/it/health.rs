@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use crate::support::{LoggedDaemon, Receiver, daemon_config, enable_http, sandbox, write};
 
-const CONTRACT_METRICS: [&str; 13] = [
+const CONTRACT_METRICS: [&str; 14] = [
     "clairo_sync_api_requests_total",
     "clairo_sync_api_rate_limit_remaining",
     "clairo_sync_api_throttled_total",
@@ -15,6 +15,7 @@ const CONTRACT_METRICS: [&str; 13] = [
     "clairo_sync_events_total",
     "clairo_sync_deliveries_total",
     "clairo_sync_delivery_queue_depth",
+    "clairo_sync_delivery_oldest_pending_seconds",
     "clairo_sync_delivery_latency_seconds",
     "clairo_sync_meeting_uploads_total",
     "clairo_sync_items_skipped_total",
@@ -344,4 +345,54 @@ async fn a_rust_log_that_does_not_parse_is_reported_and_the_configs_level_is_use
         .wait_for_line("Poll run finished.", Duration::from_secs(20))
         .await
         .expect("info lines are logged under the config's level");
+}
+
+/// The value of an unlabelled-or-labelled sample line `name{labels} value` in /metrics.
+fn sample(metrics: &str, series: &str) -> Option<f64> {
+    metrics
+        .lines()
+        .find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
+}
+
+// The dashboard's "oldest pending" panel: while a receiver refuses deliveries, the age of
+// the oldest one waiting climbs; once it takes them, it is back to 0.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_oldest_pending_delivery_ages_while_the_receiver_refuses_and_is_zero_once_it_takes_them()
+ {
+    let sandbox = sandbox(2, 0).await;
+    let receiver = Receiver::start().await;
+    receiver.answer(503);
+    let dir = tempfile::tempdir().unwrap();
+    let config = daemon_config(dir.path(), &sandbox, &receiver, "");
+    enable_http(&config);
+    let daemon = LoggedDaemon::start(&config, &[]);
+    let address = daemon.http_address().await;
+    let series = "clairo_sync_delivery_oldest_pending_seconds{connector=\"hook\"}";
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut waited = 0.0;
+    while Instant::now() < deadline && waited < 2.0 {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        let (_, metrics) = get(&format!("http://{address}/metrics"), None).await;
+        waited = sample(&metrics, series).unwrap_or_else(|| panic!("{series} missing:\n{metrics}"));
+    }
+    assert!(
+        waited >= 2.0,
+        "the oldest pending delivery has waited {waited} s"
+    );
+    receiver.answer(200);
+    receiver
+        .wait_for_delivered(2, Duration::from_secs(60))
+        .await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, metrics) = get(&format!("http://{address}/metrics"), None).await;
+        if sample(&metrics, series) == Some(0.0) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "still waiting once delivered:\n{metrics}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
 }
