@@ -107,8 +107,12 @@ impl Connector for FileConnector {
 /// that logrotate moved away is recreated rather than written behind its back.
 fn append_line(path: &Path, line: &[u8]) -> io::Result<()> {
     let existed = path.try_exists().unwrap_or(true);
-    let mut file = OpenOptions::new().append(true).create(true).open(path)?;
-    let before = file.metadata()?.len();
+    let mut file = OpenOptions::new()
+        .read(true)
+        .append(true)
+        .create(true)
+        .open(path)?;
+    let before = cut_torn_line(&mut file, path)?;
     if let Err(error) = file.write_all(line).and_then(|()| file.sync_data()) {
         // A half-written line would run into the next one, and a line written but not
         // synced would be written twice by the retry: cut back to where this one began.
@@ -126,6 +130,44 @@ fn append_line(path: &Path, line: &[u8]) -> io::Result<()> {
         }
     }
     Ok(())
+}
+
+/// A line left half-written by a process killed mid-write (SIGKILL between two pages of a
+/// write, a power cut) has no newline at its end: its delivery was never recorded, so it
+/// is written again whole, and the fragment would stay a broken line in the archive. It is
+/// cut off before the next append. Returns the file's length after that.
+fn cut_torn_line(file: &mut File, path: &Path) -> io::Result<u64> {
+    use std::io::{Read as _, Seek as _, SeekFrom};
+    let len = file.metadata()?.len();
+    if len == 0 {
+        return Ok(0);
+    }
+    // Back from the end, a block at a time, to the last newline (if any).
+    let mut end = len;
+    let mut block = [0u8; 4096];
+    let last_newline = loop {
+        let start = end.saturating_sub(block.len() as u64);
+        let chunk = &mut block[..(end - start) as usize];
+        file.seek(SeekFrom::Start(start))?;
+        file.read_exact(chunk)?;
+        if end == len && chunk.last() == Some(&b'\n') {
+            return Ok(len);
+        }
+        if let Some(at) = chunk.iter().rposition(|byte| *byte == b'\n') {
+            break start + at as u64 + 1;
+        }
+        if start == 0 {
+            break 0;
+        }
+        end = start;
+    };
+    tracing::warn!(
+        path = %path.display(),
+        bytes = len - last_newline,
+        "The archive ended in a line cut short (a crash mid-write); it was removed, and that event is written again whole."
+    );
+    file.set_len(last_newline)?;
+    Ok(last_newline)
 }
 
 /// What went wrong, and what to fix, for a write that failed.
@@ -247,6 +289,45 @@ mod tests {
         assert_eq!(attempt.verdict, Verdict::Delivered);
         let text = std::fs::read_to_string(&path).unwrap();
         assert_eq!(text, format!("{{\"earlier\":true}}\n{}\n", event.to_json()));
+    }
+
+    #[tokio::test]
+    async fn a_line_cut_short_by_a_crash_is_removed_before_the_next_append() {
+        let directory = tempfile::tempdir().unwrap();
+        let path = directory.path().join("events.jsonl");
+        let whole = event("m0").to_json();
+        let torn = event("m1").to_json();
+        // Longer than one read block, so the newline is found a block back.
+        let torn = &torn[..torn.len() - 10];
+        assert!(torn.len() > 4096);
+        std::fs::write(&path, format!("{whole}\n{torn}")).unwrap();
+        let connector = FileConnector::new(&FileConfig { path: path.clone() });
+        let again = event("m1");
+
+        assert_eq!(
+            deliver(&connector, &again).await.verdict,
+            Verdict::Delivered
+        );
+
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(text, format!("{whole}\n{}\n", again.to_json()));
+    }
+
+    #[tokio::test]
+    async fn a_file_holding_only_a_torn_line_is_emptied_before_the_append() {
+        let directory = tempfile::tempdir().unwrap();
+        let path = directory.path().join("events.jsonl");
+        std::fs::write(&path, "{\"id\":\"evt_").unwrap();
+        let connector = FileConnector::new(&FileConfig { path: path.clone() });
+        let event = event("m1");
+
+        assert_eq!(
+            deliver(&connector, &event).await.verdict,
+            Verdict::Delivered
+        );
+
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(text, format!("{}\n", event.to_json()));
     }
 
     #[tokio::test]

@@ -12,7 +12,7 @@ use clairo_sandbox::Faults;
 use rand::Rng as _;
 
 use crate::support::{
-    ClosableReceiver, Daemon, LoggedDaemon, Received, Receiver, daemon_config, enable_http,
+    ClosableReceiver, Daemon, LoggedDaemon, Received, Receiver, daemon_config, enable_http, metric,
     run_cli, sandbox,
 };
 
@@ -74,18 +74,6 @@ fn dead_deliveries(config: &Path) -> Vec<serde_json::Value> {
         .as_array()
         .expect("a list")
         .clone()
-}
-
-/// One sample of the daemon's /metrics, e.g. `clairo_sync_items_skipped_total{source="briefs"}`.
-async fn metric(address: &str, sample: &str) -> Option<f64> {
-    let text = crate::support::get(format!("http://{address}/metrics"))
-        .await
-        .expect("/metrics answers")
-        .text()
-        .await
-        .unwrap();
-    text.lines()
-        .find_map(|line| line.strip_prefix(sample)?.trim().parse::<f64>().ok())
 }
 
 /// Polls `url` until it answers `want` (or `within` passes); returns the last answer.

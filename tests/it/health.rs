@@ -4,7 +4,7 @@ use std::os::unix::net::UnixDatagram;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use crate::support::{LoggedDaemon, Receiver, daemon_config, enable_http, sandbox, write};
+use crate::support::{LoggedDaemon, Receiver, daemon_config, enable_http, metric, sandbox, write};
 
 const CONTRACT_METRICS: [&str; 14] = [
     "clairo_sync_api_requests_total",
@@ -347,13 +347,6 @@ async fn a_rust_log_that_does_not_parse_is_reported_and_the_configs_level_is_use
         .expect("info lines are logged under the config's level");
 }
 
-/// The value of an unlabelled-or-labelled sample line `name{labels} value` in /metrics.
-fn sample(metrics: &str, series: &str) -> Option<f64> {
-    metrics
-        .lines()
-        .find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
-}
-
 // The dashboard's "oldest pending" panel: while a receiver refuses deliveries, the age of
 // the oldest one waiting climbs; once it takes them, it is back to 0.
 #[tokio::test(flavor = "multi_thread")]
@@ -372,8 +365,9 @@ async fn the_oldest_pending_delivery_ages_while_the_receiver_refuses_and_is_zero
     let mut waited = 0.0;
     while Instant::now() < deadline && waited < 2.0 {
         tokio::time::sleep(Duration::from_millis(250)).await;
-        let (_, metrics) = get(&format!("http://{address}/metrics"), None).await;
-        waited = sample(&metrics, series).unwrap_or_else(|| panic!("{series} missing:\n{metrics}"));
+        waited = metric(&address, series)
+            .await
+            .unwrap_or_else(|| panic!("{series} missing from /metrics"));
     }
     assert!(
         waited >= 2.0,
@@ -385,14 +379,11 @@ async fn the_oldest_pending_delivery_ages_while_the_receiver_refuses_and_is_zero
         .await;
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let (_, metrics) = get(&format!("http://{address}/metrics"), None).await;
-        if sample(&metrics, series) == Some(0.0) {
+        let age = metric(&address, series).await;
+        if age == Some(0.0) {
             break;
         }
-        assert!(
-            Instant::now() < deadline,
-            "still waiting once delivered:\n{metrics}"
-        );
+        assert!(Instant::now() < deadline, "still {age:?} s once delivered");
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
 }

@@ -23,8 +23,8 @@ use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::util::SubscriberInitExt as _;
 
 use crate::support::{
-    Daemon, LoggedDaemon, PATIENCE, Receiver, SECRET, bin, enable_http, eventually, names, sandbox,
-    sha256_hex, write,
+    Daemon, LoggedDaemon, PATIENCE, Receiver, SECRET, bin, enable_http, eventually, names, readyz,
+    sandbox, sha256_hex, write,
 };
 
 /// A test's folders.
@@ -621,15 +621,6 @@ async fn an_upload_interrupted_by_a_crash_is_sent_again_at_start_up_and_announce
     assert!(row.meeting_id.is_some());
     assert!(store.interrupted_meetings().await.unwrap().is_empty());
     store.close().await;
-}
-
-/// `/readyz` of a daemon at `address`: its status and its JSON body.
-async fn readyz(address: &str) -> (u16, serde_json::Value) {
-    let response = crate::support::get(format!("http://{address}/readyz"))
-        .await
-        .expect("/readyz answers");
-    let status = response.status().as_u16();
-    (status, response.json().await.expect("/readyz answers JSON"))
 }
 
 #[tokio::test(flavor = "multi_thread")]

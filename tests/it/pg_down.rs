@@ -11,7 +11,9 @@ use clairo_sandbox::Sandbox;
 
 use crate::pg::{PASSWORD, PgCluster};
 use crate::state::{brief_polls, use_postgres};
-use crate::support::{LoggedDaemon, Receiver, daemon_config, enable_http, run_cli, sandbox};
+use crate::support::{
+    LoggedDaemon, Receiver, daemon_config, enable_http, metric, readyz, run_cli, sandbox,
+};
 
 /// A bound on what the daemon does within seconds (its retries wait at most 30 s), on a
 /// loaded machine: a deadline, not a speed claim.
@@ -34,14 +36,6 @@ fn pg_config(
     use_postgres(&config, &cluster.url(), password);
     enable_http(&config);
     config
-}
-
-async fn readyz(address: &str) -> (u16, serde_json::Value) {
-    let response = crate::support::get(format!("http://{address}/readyz"))
-        .await
-        .expect("/readyz answers");
-    let status = response.status().as_u16();
-    (status, response.json().await.expect("/readyz answers JSON"))
 }
 
 /// Waits until /readyz answers 200.
@@ -80,18 +74,6 @@ async fn wait_state_problem(address: &str, needle: &str) -> String {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-}
-
-/// The value of the sample whose line starts with `series` (name and labels) on /metrics.
-async fn metric(address: &str, series: &str) -> Option<f64> {
-    let text = crate::support::get(format!("http://{address}/metrics"))
-        .await
-        .expect("/metrics answers")
-        .text()
-        .await
-        .unwrap();
-    text.lines()
-        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
 }
 
 /// Waits until the daemon has recorded `count` deliveries to the webhook as delivered

@@ -554,3 +554,30 @@ pub fn names(dir: &Path) -> Vec<String> {
     names.sort();
     names
 }
+
+/// `/readyz` of a daemon at `address`: its status and its JSON body.
+pub async fn readyz(address: &str) -> (u16, serde_json::Value) {
+    let response = get(format!("http://{address}/readyz"))
+        .await
+        .expect("/readyz answers");
+    let status = response.status().as_u16();
+    (status, response.json().await.expect("/readyz answers JSON"))
+}
+
+/// The value of one sample of the daemon's /metrics at `address`: the line that starts
+/// with `series` (name and labels), e.g. `clairo_sync_items_skipped_total{source="briefs"}`.
+pub async fn metric(address: &str, series: &str) -> Option<f64> {
+    let text = get(format!("http://{address}/metrics"))
+        .await
+        .expect("/metrics answers")
+        .text()
+        .await
+        .unwrap();
+    text.lines().find_map(|line| {
+        line.strip_prefix(series)?
+            .strip_prefix(' ')?
+            .trim()
+            .parse()
+            .ok()
+    })
+}
