@@ -39,6 +39,42 @@ fn pg_config(
 }
 
 /// Waits until /readyz answers 200.
+/// A daemon on a fresh cluster with `briefs` briefs waiting, ready: what most cases start
+/// from before they take the database away.
+struct Running {
+    cluster: PgCluster,
+    sandbox: Sandbox,
+    briefs: Vec<String>,
+    receiver: Receiver,
+    /// Holds the config and the archive; removed with the case.
+    dir: tempfile::TempDir,
+    config: PathBuf,
+    daemon: LoggedDaemon,
+    address: String,
+}
+
+async fn running(briefs: usize) -> Running {
+    let cluster = PgCluster::start();
+    let sandbox = sandbox(0, 0).await;
+    let briefs = sandbox.add_briefs(briefs);
+    let receiver = Receiver::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = pg_config(dir.path(), &cluster, &sandbox, &receiver, PASSWORD, "");
+    let daemon = LoggedDaemon::start(&config, &[]);
+    let address = daemon.http_address().await;
+    wait_ready(&address).await;
+    Running {
+        cluster,
+        sandbox,
+        briefs,
+        receiver,
+        dir,
+        config,
+        daemon,
+        address,
+    }
+}
+
 async fn wait_ready(address: &str) {
     let deadline = Instant::now() + WITHIN;
     loop {
@@ -193,15 +229,16 @@ async fn a_daemon_started_while_postgresql_is_down_stays_up_unready_and_delivers
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_daemon_whose_postgresql_stops_mid_run_polls_nothing_meanwhile_and_loses_nothing() {
-    let cluster = PgCluster::start();
-    let sandbox = sandbox(0, 0).await;
-    let mut briefs = sandbox.add_briefs(3);
-    let receiver = Receiver::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let config = pg_config(dir.path(), &cluster, &sandbox, &receiver, PASSWORD, "");
-    let mut daemon = LoggedDaemon::start(&config, &[]);
-    let address = daemon.http_address().await;
-    wait_ready(&address).await;
+    let Running {
+        cluster,
+        sandbox,
+        mut briefs,
+        receiver,
+        dir: _dir,
+        config: _,
+        mut daemon,
+        address,
+    } = running(3).await;
     wait_recorded_delivered(&address, 3).await;
 
     cluster.stop();
@@ -329,15 +366,16 @@ async fn a_refused_password_keeps_the_daemon_unready_without_showing_it_until_th
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_read_only_database_stops_polling_is_named_by_check_and_resumes_when_writable_again() {
-    let cluster = PgCluster::start();
-    let sandbox = sandbox(0, 0).await;
-    let mut briefs = sandbox.add_briefs(2);
-    let receiver = Receiver::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let config = pg_config(dir.path(), &cluster, &sandbox, &receiver, PASSWORD, "");
-    let mut daemon = LoggedDaemon::start(&config, &[]);
-    let address = daemon.http_address().await;
-    wait_ready(&address).await;
+    let Running {
+        cluster,
+        sandbox,
+        mut briefs,
+        receiver,
+        dir: _dir,
+        config,
+        mut daemon,
+        address,
+    } = running(2).await;
     wait_recorded_delivered(&address, 2).await;
 
     // As a primary turned standby, or an operator's switch: every session, the daemon's
@@ -513,15 +551,16 @@ async fn a_sqlite_state_that_cannot_be_opened_still_fails_the_start() {
 async fn a_quick_restart_of_postgresql_under_load_loses_nothing() {
     // What a failover looks like from here: every open connection is cut, and the server
     // at the same address answers again a moment later.
-    let cluster = PgCluster::start();
-    let sandbox = sandbox(0, 0).await;
-    let mut briefs = sandbox.add_briefs(3);
-    let receiver = Receiver::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let config = pg_config(dir.path(), &cluster, &sandbox, &receiver, PASSWORD, "");
-    let daemon = LoggedDaemon::start(&config, &[]);
-    let address = daemon.http_address().await;
-    wait_ready(&address).await;
+    let Running {
+        cluster,
+        sandbox,
+        mut briefs,
+        receiver,
+        dir: _dir,
+        config: _,
+        daemon: _daemon,
+        address,
+    } = running(3).await;
     receiver.wait_for_delivered(3, WITHIN).await;
     for _ in 0..3 {
         briefs.extend(sandbox.add_briefs(2));
