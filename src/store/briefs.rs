@@ -114,19 +114,26 @@ async fn insert_briefs(
     briefs: &[BriefRecord<'_>],
     seen_at: i64,
 ) -> Result<HashSet<String>> {
-    let rows: Vec<serde_json::Value> = briefs
+    /// One brief as a row of the array bound below (borrowed: nothing is copied).
+    #[derive(serde::Serialize)]
+    struct Row<'a> {
+        id: &'a str,
+        agent_id: Option<&'a str>,
+        conversation_id: Option<&'a str>,
+        created_at: Option<&'a str>,
+        raw: &'a str,
+    }
+    let rows: Vec<Row<'_>> = briefs
         .iter()
-        .map(|brief| {
-            serde_json::json!({
-                "id": brief.id,
-                "agent_id": brief.agent_id,
-                "conversation_id": brief.conversation_id,
-                "created_at": brief.created_at,
-                "raw": brief.raw,
-            })
+        .map(|brief| Row {
+            id: &brief.id,
+            agent_id: brief.agent_id.as_deref(),
+            conversation_id: brief.conversation_id.as_deref(),
+            created_at: brief.created_at.as_deref(),
+            raw: &brief.raw,
         })
         .collect();
-    let rows = serde_json::Value::Array(rows).to_string();
+    let rows = serde_json::to_string(&rows).expect("rows of strings serialize");
     let inserted: Vec<String> = on_tx!(
         tx,
         (

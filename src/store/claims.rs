@@ -259,9 +259,28 @@ impl Store {
     }
 }
 
+/// One attempt as a row of [`finish_rows`]'s array (borrowed: nothing is copied to write it).
+#[derive(serde::Serialize)]
+struct FinishRow<'a> {
+    id: i64,
+    owner: &'a str,
+    until: i64,
+    status: &'static str,
+    next_at: i64,
+    delivered_at: Option<i64>,
+    last_error: Option<&'a str>,
+    attempt: i64,
+    started_at: i64,
+    duration_ms: i64,
+    status_code: Option<i64>,
+    outcome: &'a str,
+    reason: Option<&'a str>,
+    response: Option<&'a str>,
+}
+
 /// The attempts to record as one JSON array (one bind whatever their number).
 fn finish_rows(finished: &[Finish<'_>], now: i64) -> String {
-    let rows: Vec<serde_json::Value> = finished
+    let rows: Vec<FinishRow<'_>> = finished
         .iter()
         .map(|finish| {
             let (status, next_at, delivered_at) = match finish.next {
@@ -274,25 +293,25 @@ fn finish_rows(finished: &[Finish<'_>], now: i64) -> String {
                 _ => finish.attempt.reason.as_deref(),
             };
             let attempt = finish.attempt;
-            serde_json::json!({
-                "id": finish.lease.delivery_id,
-                "owner": finish.lease.owner,
-                "until": finish.lease.until,
-                "status": status,
-                "next_at": next_at,
-                "delivered_at": delivered_at,
-                "last_error": last_error,
-                "attempt": attempt.attempt,
-                "started_at": attempt.started_at,
-                "duration_ms": attempt.duration_ms,
-                "status_code": attempt.status_code,
-                "outcome": attempt.outcome,
-                "reason": attempt.reason,
-                "response": attempt.response,
-            })
+            FinishRow {
+                id: finish.lease.delivery_id,
+                owner: &finish.lease.owner,
+                until: finish.lease.until,
+                status,
+                next_at,
+                delivered_at,
+                last_error,
+                attempt: attempt.attempt,
+                started_at: attempt.started_at,
+                duration_ms: attempt.duration_ms,
+                status_code: attempt.status_code,
+                outcome: &attempt.outcome,
+                reason: attempt.reason.as_deref(),
+                response: attempt.response.as_deref(),
+            }
         })
         .collect();
-    serde_json::Value::Array(rows).to_string()
+    serde_json::to_string(&rows).expect("rows of strings and numbers serialize")
 }
 
 /// [`SQLITE_TURN`] on one connection. sqlx does not know the list opens a transaction:

@@ -300,18 +300,24 @@ pub(super) async fn insert_events(tx: &mut Tx, events: &[&NewEvent]) -> Result<V
         return Ok(Vec::new());
     }
     let now = now_ms();
-    let rows: Vec<serde_json::Value> = events
+    /// One event as a row of the array bound below.
+    #[derive(serde::Serialize)]
+    struct EventRow<'a> {
+        id: &'a str,
+        r#type: &'a str,
+        agent_id: Option<&'a str>,
+        envelope: String,
+    }
+    let rows: Vec<EventRow<'_>> = events
         .iter()
-        .map(|new| {
-            serde_json::json!({
-                "id": new.event.id,
-                "type": new.event.kind.as_str(),
-                "agent_id": new.agent_id,
-                "envelope": new.event.to_json(),
-            })
+        .map(|new| EventRow {
+            id: &new.event.id,
+            r#type: new.event.kind.as_str(),
+            agent_id: new.agent_id.as_deref(),
+            envelope: new.event.to_json(),
         })
         .collect();
-    let rows = serde_json::Value::Array(rows).to_string();
+    let rows = serde_json::to_string(&rows).expect("rows of strings serialize");
     // In the order given, so deliveries (claimed in id order) go out as their events came.
     let inserted: Vec<String> = on_tx!(
         &mut *tx,
@@ -335,23 +341,38 @@ pub(super) async fn insert_events(tx: &mut Tx, events: &[&NewEvent]) -> Result<V
         .iter()
         .map(|event| inserted.contains(&event.event.id))
         .collect();
+    /// One delivery as a row of the array bound below.
+    #[derive(serde::Serialize)]
+    struct NewDelivery<'a> {
+        event_id: &'a str,
+        connector: &'a str,
+        status: &'static str,
+        last_error: Option<&'a str>,
+    }
     let mut deliveries = Vec::new();
     for (event, _) in events.iter().zip(&new).filter(|(_, new)| **new) {
+        let event_id = event.event.id.as_str();
         for connector in &event.connectors {
-            deliveries.push(serde_json::json!({
-                "event_id": event.event.id, "connector": connector, "status": "pending", "last_error": null,
-            }));
+            deliveries.push(NewDelivery {
+                event_id,
+                connector,
+                status: "pending",
+                last_error: None,
+            });
         }
         for failed in &event.failed {
-            deliveries.push(serde_json::json!({
-                "event_id": event.event.id, "connector": failed.connector, "status": "dead", "last_error": failed.reason,
-            }));
+            deliveries.push(NewDelivery {
+                event_id,
+                connector: &failed.connector,
+                status: "dead",
+                last_error: Some(&failed.reason),
+            });
         }
     }
     if deliveries.is_empty() {
         return Ok(new);
     }
-    let deliveries = serde_json::Value::Array(deliveries).to_string();
+    let deliveries = serde_json::to_string(&deliveries).expect("rows of strings serialize");
     on_tx!(
         &mut *tx,
         (
