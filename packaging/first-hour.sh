@@ -111,6 +111,8 @@ umask_value=$(unit_value UMask)
 state=$(unit_value StateDirectory)
 state_mode=$(unit_value StateDirectoryMode)
 exec_start=$(unit_value ExecStart)
+# Environment= (KEY=value words; the unit's are plain, no quotes or spaces in values).
+environment=$(unit_values Environment | tr '\n' ' ')
 [ -n "$user" ] && [ -n "$group" ] && [ -n "$umask_value" ] && [ -n "$state" ] && [ -n "$exec_start" ] ||
   fail "the unit lacks User=, Group=, UMask=, StateDirectory= or ExecStart="
 
@@ -158,12 +160,12 @@ with open(sys.argv[2], "a") as out:
 PY
   pids+=($!)
   for _ in $(seq 50); do [ -S "$work/notify.sock" ] && break; sleep 0.1; done
-  # shellcheck disable=SC2086 # ExecStart= is split on white space, as systemd splits it
+  # shellcheck disable=SC2086 # ExecStart= and Environment= are split on white space, as systemd splits them
   (
     umask "$umask_value"
     cd /
     exec env -i PATH=/usr/local/bin:/usr/bin:/bin HOME="/var/lib/$state" USER="$user" LOGNAME="$user" \
-      CREDENTIALS_DIRECTORY="$creds" NOTIFY_SOCKET="$work/notify.sock" \
+      CREDENTIALS_DIRECTORY="$creds" NOTIFY_SOCKET="$work/notify.sock" $environment \
       setpriv --reuid="$user" --regid="$group" --init-groups $command
   ) >"$log" 2>&1 &
   service_pid=$!

@@ -147,7 +147,36 @@ pub fn daemon_command(bin: &Path) -> Command {
         .env_remove("JOURNAL_STREAM")
         .env_remove("NOTIFY_SOCKET")
         .env("RUST_LOG", "info");
+    // The daemon as the shipped unit runs it: with the unit's `Environment=`.
+    command.envs(unit_environment(SHIPPED_UNIT));
     command
+}
+
+/// The unit the .deb installs (systemd/clairo-sync.service).
+const SHIPPED_UNIT: &str = include_str!("../../systemd/clairo-sync.service");
+
+/// The `KEY=value` pairs of a unit's `Environment=` lines (space-separated assignments,
+/// each optionally in double quotes, as systemd reads them; an empty assignment clears
+/// what came before).
+pub fn unit_environment(unit: &str) -> Vec<(String, String)> {
+    let mut pairs: Vec<(String, String)> = Vec::new();
+    for line in unit.lines().map(str::trim) {
+        let Some(assignments) = line.strip_prefix("Environment=") else {
+            continue;
+        };
+        if assignments.is_empty() {
+            pairs.clear();
+            continue;
+        }
+        for assignment in assignments.split_whitespace() {
+            let assignment = assignment.trim_matches('"');
+            if let Some((key, value)) = assignment.split_once('=') {
+                pairs.retain(|(k, _)| k != key);
+                pairs.push((key.to_owned(), value.to_owned()));
+            }
+        }
+    }
+    pairs
 }
 
 /// One `Poll run finished.` line of the daemon's log.
@@ -693,6 +722,32 @@ pub async fn timed_get(base_url: &str, path: &str) -> anyhow::Result<(String, us
         .unwrap_or_default()
         .to_owned();
     Ok((status, response.len() - head_end - 4, elapsed))
+}
+
+#[cfg(test)]
+mod unit_environment_tests {
+    use super::*;
+
+    #[test]
+    fn the_shipped_units_environment_is_what_the_daemon_runs_with() {
+        assert_eq!(
+            unit_environment(SHIPPED_UNIT),
+            [(
+                "GLIBC_TUNABLES".to_owned(),
+                "glibc.malloc.arena_max=1".to_owned()
+            )]
+        );
+    }
+
+    #[test]
+    fn assignments_are_read_as_systemd_reads_them() {
+        let unit = "[Service]\nEnvironment=A=1 \"B=two\"\n# Environment=C=3\nEnvironment=A=3\n";
+        assert_eq!(
+            unit_environment(unit),
+            [("B".into(), "two".into()), ("A".into(), "3".into())]
+        );
+        assert!(unit_environment("Environment=A=1\nEnvironment=\n").is_empty());
+    }
 }
 
 #[cfg(test)]
