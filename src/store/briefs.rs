@@ -4,7 +4,7 @@
 use std::borrow::Cow;
 use std::collections::HashSet;
 
-use super::{NewEvent, Result, Store, Tx, insert_event, insert_events, now_ms};
+use super::{NewEvent, Result, Store, Tx, insert_events, now_ms};
 
 /// Rows written per transaction when recording many items at once.
 const BATCH: usize = 500;
@@ -47,44 +47,26 @@ impl Store {
         event: Option<&NewEvent>,
     ) -> Result<bool> {
         let mut tx = self.write_tx().await?;
-        let inserted = !insert_briefs(&mut tx, std::slice::from_ref(brief), now_ms())
-            .await?
-            .is_empty();
-        let written = match event {
-            Some(event) if inserted => insert_event(&mut tx, event).await?,
-            _ => inserted,
-        };
+        let written = insert_with_events(&mut tx, &[(brief, event)]).await?;
         tx.commit().await?;
-        Ok(written)
+        Ok(written[0])
     }
 
     /// [`Store::record_brief`] for many briefs, each with its event, in one transaction of
     /// three statements whatever their number (a backlog's briefs come in groups: see
-    /// `sources::in_batches`). Says, for each in order, whether its event was written.
+    /// `sources::next_group`). Says, for each in order, whether its event was written.
     pub async fn record_briefs(&self, briefs: &[(BriefRecord<'_>, NewEvent)]) -> Result<Vec<bool>> {
         if briefs.is_empty() {
             return Ok(Vec::new());
         }
-        let records: Vec<BriefRecord<'_>> = briefs.iter().map(|(brief, _)| brief.clone()).collect();
+        let pairs: Vec<(&BriefRecord<'_>, Option<&NewEvent>)> = briefs
+            .iter()
+            .map(|(brief, event)| (brief, Some(event)))
+            .collect();
         let mut tx = self.write_tx().await?;
-        let inserted = insert_briefs(&mut tx, &records, now_ms()).await?;
-        let events: Vec<&NewEvent> = briefs
-            .iter()
-            .filter(|(brief, _)| inserted.contains(&brief.id))
-            .map(|(_, event)| event)
-            .collect();
-        let written = insert_events(&mut tx, &events).await?;
+        let written = insert_with_events(&mut tx, &pairs).await?;
         tx.commit().await?;
-        let written: HashSet<&str> = events
-            .iter()
-            .zip(written)
-            .filter(|(_, written)| *written)
-            .map(|(event, _)| event.event.id.as_str())
-            .collect();
-        Ok(briefs
-            .iter()
-            .map(|(_, event)| written.contains(event.event.id.as_str()))
-            .collect())
+        Ok(written)
     }
 
     /// Records briefs as seen, without events (`start_from = "now"`), in transactions of
@@ -92,8 +74,9 @@ impl Store {
     pub async fn record_briefs_seen(&self, briefs: &[BriefRecord<'_>]) -> Result<()> {
         let now = now_ms();
         for chunk in briefs.chunks(BATCH) {
+            let chunk: Vec<&BriefRecord<'_>> = chunk.iter().collect();
             let mut tx = self.write_tx().await?;
-            insert_briefs(&mut tx, chunk, now).await?;
+            insert_briefs(&mut tx, &chunk, now).await?;
             tx.commit().await?;
         }
         Ok(())
@@ -107,11 +90,41 @@ impl Store {
     }
 }
 
+/// Inserts briefs, and the events (with their deliveries) of those that were new. Says,
+/// for each in order, whether its event was written (without an event: whether the brief
+/// was new).
+async fn insert_with_events(
+    tx: &mut Tx,
+    briefs: &[(&BriefRecord<'_>, Option<&NewEvent>)],
+) -> Result<Vec<bool>> {
+    let records: Vec<&BriefRecord<'_>> = briefs.iter().map(|(brief, _)| *brief).collect();
+    let inserted = insert_briefs(tx, &records, now_ms()).await?;
+    let events: Vec<&NewEvent> = briefs
+        .iter()
+        .filter(|(brief, _)| inserted.contains(&brief.id))
+        .filter_map(|(_, event)| *event)
+        .collect();
+    let written = insert_events(tx, &events).await?;
+    let written: HashSet<&str> = events
+        .iter()
+        .zip(written)
+        .filter(|(_, written)| *written)
+        .map(|(event, _)| event.event.id.as_str())
+        .collect();
+    Ok(briefs
+        .iter()
+        .map(|(brief, event)| match event {
+            Some(event) => written.contains(event.event.id.as_str()),
+            None => inserted.contains(&brief.id),
+        })
+        .collect())
+}
+
 /// Inserts briefs (one statement whatever their number), leaving alone those recorded
 /// already; the ids of those that were new.
 async fn insert_briefs(
     tx: &mut Tx,
-    briefs: &[BriefRecord<'_>],
+    briefs: &[&BriefRecord<'_>],
     seen_at: i64,
 ) -> Result<HashSet<String>> {
     /// One brief as a row of the array bound below (borrowed: nothing is copied).
