@@ -78,6 +78,7 @@ mod conversations;
 mod leases;
 pub mod meetings;
 mod outbox;
+mod packed;
 mod replay;
 mod retention;
 mod runs;
@@ -99,12 +100,20 @@ pub use wakers::Wakers;
 /// short (one small transaction), so a wait this long means something is wrong.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Connections in the pool: the dispatcher's workers and the pollers read concurrently
-/// under WAL; SQLite serializes writers anyway. Each connection is a thread with its own
-/// page and statement caches and malloc arena, about 0.5 MiB at idle: four delivered a
-/// backlog ~35% faster (873 vs 648 events/s, far beyond what the API budget can feed)
-/// but missed the idle-memory goal (10.6 MiB), so two (BENCHMARKS.md).
-const MAX_CONNECTIONS: u32 = 2;
+/// Connections in the pool: one. SQLite serializes writers anyway, and the daemon's
+/// statements are short. Each connection is a thread with its own page and statement
+/// caches (and, without the unit's one malloc arena, its own arena); more important for
+/// CPU, under WAL every commit on one connection discards the page cache of every other,
+/// whose next transaction then reads its pages back (about nine `pread`s per event with
+/// two). One connection with a small cache ([`PAGE_CACHE_KIB`]) took about 5 % off the
+/// CPU per event at the same idle memory (BENCHMARKS.md, issue 16). An operator's
+/// `status` or `events` runs in its own process, with its own connection.
+const MAX_CONNECTIONS: u32 = 1;
+
+/// The connection's page cache, in KiB (SQLite's default is 2,000): enough for the
+/// B-tree pages the outbox touches at each turn; a full default cache stayed resident
+/// after a backlog (+0.5 MiB idle, BENCHMARKS.md).
+const PAGE_CACHE_KIB: u32 = 512;
 
 /// WAL pages written before a commit copies them into the database file (SQLite's default
 /// is 1,000). A checkpoint costs two fsyncs and rewrites each page once however often it
@@ -476,6 +485,7 @@ impl Store {
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Normal)
             .pragma("wal_autocheckpoint", WAL_AUTOCHECKPOINT_PAGES.to_string())
+            .pragma("cache_size", format!("-{PAGE_CACHE_KIB}"))
             .busy_timeout(BUSY_TIMEOUT)
             .foreign_keys(true);
         // The daemon and an operator's `status` may open a new file at the same moment:
