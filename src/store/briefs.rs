@@ -4,6 +4,7 @@
 use std::borrow::Cow;
 use std::collections::HashSet;
 
+use super::packed::{Packed, Span, postgres_text, sqlite_text};
 use super::{NewEvent, Result, Store, Tx, insert_events, now_ms};
 
 /// Rows written per transaction when recording many items at once.
@@ -127,15 +128,16 @@ async fn insert_briefs(
     briefs: &[&BriefRecord<'_>],
     seen_at: i64,
 ) -> Result<HashSet<String>> {
-    /// One brief as a row of the array bound below (borrowed: nothing is copied).
+    /// One brief as a row of the array bound below; its JSON is in the blob.
     #[derive(serde::Serialize)]
     struct Row<'a> {
         id: &'a str,
         agent_id: Option<&'a str>,
         conversation_id: Option<&'a str>,
         created_at: Option<&'a str>,
-        raw: &'a str,
+        raw: Span,
     }
+    let mut texts = Packed::default();
     let rows: Vec<Row<'_>> = briefs
         .iter()
         .map(|brief| Row {
@@ -143,27 +145,36 @@ async fn insert_briefs(
             agent_id: brief.agent_id.as_deref(),
             conversation_id: brief.conversation_id.as_deref(),
             created_at: brief.created_at.as_deref(),
-            raw: &brief.raw,
+            raw: texts.push(&brief.raw),
         })
         .collect();
     let rows = serde_json::to_string(&rows).expect("rows of strings serialize");
     let inserted: Vec<String> = on_tx!(
         tx,
         (
-            "INSERT INTO briefs (id, agent_id, conversation_id, created_at, raw, seen_at)
-             SELECT j.value ->> 'id', j.value ->> 'agent_id', j.value ->> 'conversation_id',
-                    j.value ->> 'created_at', j.value ->> 'raw', ?2
-             FROM json_each(?1) AS j WHERE true ORDER BY j.key
-             ON CONFLICT (id) DO NOTHING RETURNING id",
-            "INSERT INTO briefs (id, agent_id, conversation_id, created_at, raw, seen_at)
-             SELECT j.value ->> 'id', j.value ->> 'agent_id', j.value ->> 'conversation_id',
-                    j.value ->> 'created_at', j.value ->> 'raw', $2
-             FROM jsonb_array_elements($1::text::jsonb) WITH ORDINALITY AS j (value, n) ORDER BY j.n
-             ON CONFLICT (id) DO NOTHING RETURNING id"
+            concat!(
+                "INSERT INTO briefs (id, agent_id, conversation_id, created_at, raw, seen_at)
+                 SELECT j.value ->> 'id', j.value ->> 'agent_id', j.value ->> 'conversation_id',
+                        j.value ->> 'created_at', ",
+                sqlite_text!("?3", "raw"),
+                ", ?2
+                 FROM json_each(?1) AS j WHERE true ORDER BY j.key
+                 ON CONFLICT (id) DO NOTHING RETURNING id"
+            ),
+            concat!(
+                "INSERT INTO briefs (id, agent_id, conversation_id, created_at, raw, seen_at)
+                 SELECT j.value ->> 'id', j.value ->> 'agent_id', j.value ->> 'conversation_id',
+                        j.value ->> 'created_at', ",
+                postgres_text!("$3", "raw"),
+                ", $2
+                 FROM jsonb_array_elements($1::text::jsonb) WITH ORDINALITY AS j (value, n) ORDER BY j.n
+                 ON CONFLICT (id) DO NOTHING RETURNING id"
+            )
         ),
         |sql, ex| sqlx::query_scalar(sql)
             .bind(&rows)
             .bind(seen_at)
+            .bind(texts.blob())
             .fetch_all(&mut *ex)
             .await?
     );

@@ -6,6 +6,7 @@ use clairo_connectors::Event;
 use serde::Serialize;
 use sqlx::Row;
 
+use super::packed::{Packed, Span, postgres_text, sqlite_text};
 use super::{Result, Store, Tx, now_ms};
 
 /// An event to record, with the connectors its routes send it to.
@@ -300,21 +301,22 @@ pub(super) async fn insert_events(tx: &mut Tx, events: &[&NewEvent]) -> Result<V
         return Ok(Vec::new());
     }
     let now = now_ms();
-    /// One event as a row of the array bound below.
+    /// One event as a row of the array bound below; its envelope is in the blob.
     #[derive(serde::Serialize)]
     struct EventRow<'a> {
         id: &'a str,
         r#type: &'a str,
         agent_id: Option<&'a str>,
-        envelope: String,
+        envelope: Span,
     }
+    let mut texts = Packed::default();
     let rows: Vec<EventRow<'_>> = events
         .iter()
         .map(|new| EventRow {
             id: &new.event.id,
             r#type: new.event.kind.as_str(),
             agent_id: new.agent_id.as_deref(),
-            envelope: new.event.to_json(),
+            envelope: texts.push_json(&new.event),
         })
         .collect();
     let rows = serde_json::to_string(&rows).expect("rows of strings serialize");
@@ -322,18 +324,27 @@ pub(super) async fn insert_events(tx: &mut Tx, events: &[&NewEvent]) -> Result<V
     let inserted: Vec<String> = on_tx!(
         &mut *tx,
         (
-            "INSERT INTO events (id, type, agent_id, created_at, envelope)
-             SELECT j.value ->> 'id', j.value ->> 'type', j.value ->> 'agent_id', ?2, j.value ->> 'envelope'
-             FROM json_each(?1) AS j WHERE true ORDER BY j.key
-             ON CONFLICT (id) DO NOTHING RETURNING id",
-            "INSERT INTO events (id, type, agent_id, created_at, envelope)
-             SELECT j.value ->> 'id', j.value ->> 'type', j.value ->> 'agent_id', $2, j.value ->> 'envelope'
-             FROM jsonb_array_elements($1::text::jsonb) WITH ORDINALITY AS j (value, n) ORDER BY j.n
-             ON CONFLICT (id) DO NOTHING RETURNING id"
+            concat!(
+                "INSERT INTO events (id, type, agent_id, created_at, envelope)
+                 SELECT j.value ->> 'id', j.value ->> 'type', j.value ->> 'agent_id', ?2, ",
+                sqlite_text!("?3", "envelope"),
+                "
+                 FROM json_each(?1) AS j WHERE true ORDER BY j.key
+                 ON CONFLICT (id) DO NOTHING RETURNING id"
+            ),
+            concat!(
+                "INSERT INTO events (id, type, agent_id, created_at, envelope)
+                 SELECT j.value ->> 'id', j.value ->> 'type', j.value ->> 'agent_id', $2, ",
+                postgres_text!("$3", "envelope"),
+                "
+                 FROM jsonb_array_elements($1::text::jsonb) WITH ORDINALITY AS j (value, n) ORDER BY j.n
+                 ON CONFLICT (id) DO NOTHING RETURNING id"
+            )
         ),
         |sql, ex| sqlx::query_scalar(sql)
             .bind(&rows)
             .bind(now)
+            .bind(texts.blob())
             .fetch_all(&mut *ex)
             .await?
     );
