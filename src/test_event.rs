@@ -38,6 +38,7 @@ pub async fn send(connector: &dyn Connector, event: &Event) -> Attempt {
     connector
         .deliver(Delivery {
             event,
+            envelope: None,
             attempt: 1,
             checkpoint: None,
             checkpoints: &Discard,

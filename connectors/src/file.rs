@@ -65,7 +65,7 @@ impl FileConnector {
 #[async_trait]
 impl Connector for FileConnector {
     async fn deliver(&self, delivery: Delivery<'_>) -> Attempt {
-        let mut line = delivery.event.to_json();
+        let mut line = delivery.envelope().into_owned();
         line.push('\n');
         let turn = Arc::clone(&self.writing).lock_owned().await;
         let path = self.path.clone();

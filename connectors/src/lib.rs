@@ -156,6 +156,10 @@ pub trait CheckpointSink: Send + Sync {
 /// Everything a connector gets for one delivery attempt.
 pub struct Delivery<'a> {
     pub event: &'a Event,
+    /// `event` as compact JSON ([`Event::to_json`]) when the caller has that text already
+    /// (the outbox stores it): connectors that send the envelope send it as it is instead
+    /// of serializing the event again (BENCHMARKS.md, issue 16).
+    pub envelope: Option<&'a str>,
     /// 1 for the first attempt.
     pub attempt: u32,
     /// What the connector saved on an earlier attempt of this delivery, if anything.
@@ -164,6 +168,14 @@ pub struct Delivery<'a> {
 }
 
 impl Delivery<'_> {
+    /// The event's envelope as compact JSON: the text the caller gave, else serialized now.
+    pub fn envelope(&self) -> std::borrow::Cow<'_, str> {
+        match self.envelope {
+            Some(text) => std::borrow::Cow::Borrowed(text),
+            None => std::borrow::Cow::Owned(self.event.to_json()),
+        }
+    }
+
     /// Logs how one attempt at this delivery ended; `service` names the connector's kind
     /// as a person writes it (`Webhook`, `HubSpot`).
     pub(crate) fn log_finished(&self, connector: &str, service: &str, attempt: &Attempt) {

@@ -54,6 +54,7 @@ pub async fn attempt(
     connector
         .deliver(Delivery {
             event,
+            envelope: None,
             attempt: number,
             checkpoint: checkpoints.current(),
             checkpoints,

@@ -31,6 +31,9 @@ pub struct ClaimedDelivery {
     pub lease: Lease,
     pub connector: String,
     pub event: Event,
+    /// `event` as stored: its compact JSON, which connectors sending the envelope send as
+    /// it is.
+    pub envelope: String,
     pub event_created_at: i64,
     /// Attempts made before this one.
     pub attempts: i64,
@@ -133,6 +136,7 @@ macro_rules! claimed_from_row {
             },
             connector: claim.connector.to_owned(),
             event,
+            envelope,
             event_created_at: row
                 .try_get::<Option<i64>, _>("event_created_at")?
                 .unwrap_or_default(),

@@ -77,7 +77,7 @@ impl Body {
         EventType::ALL
             .into_iter()
             .filter_map(|kind| {
-                self.render(&crate::email::sample_event(kind))
+                self.render(&crate::email::sample_event(kind), None)
                     .err()
                     .map(|error| {
                         ConfigProblem::new(
@@ -89,10 +89,15 @@ impl Body {
             .collect()
     }
 
-    /// The body for `event`, exactly as it will be sent and signed.
-    pub(super) fn render(&self, event: &Event) -> Result<String, BodyError> {
+    /// The body for `event`, exactly as it will be sent and signed; `envelope` is the
+    /// event's JSON when the caller has it already (`Delivery::envelope`).
+    pub(super) fn render(
+        &self,
+        event: &Event,
+        envelope: Option<&str>,
+    ) -> Result<String, BodyError> {
         match self {
-            Self::Envelope => Ok(event.to_json()),
+            Self::Envelope => Ok(envelope.map_or_else(|| event.to_json(), str::to_owned)),
             Self::Json(templates) => templates
                 .render_text(TEMPLATE, &json_template::context(event, None))
                 .map_err(|error| error.to_string()),

@@ -390,7 +390,7 @@ impl WebhookConnector {
 impl Connector for WebhookConnector {
     async fn deliver(&self, delivery: Delivery<'_>) -> Attempt {
         let event = delivery.event;
-        let body = match self.body.render(event) {
+        let body = match self.body.render(event, delivery.envelope) {
             Ok(body) => body,
             Err(error) => {
                 let attempt = Attempt::permanent(format!(

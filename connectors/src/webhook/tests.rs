@@ -533,3 +533,35 @@ fn a_rotation_file_is_checked_line_by_line_without_echoing_a_secret() {
             .any(|problem| problem.key == "body_template" && problem.message.contains("keep one")),
     );
 }
+
+#[tokio::test]
+async fn the_stored_envelope_is_sent_as_it_is_and_signed_as_sent() {
+    let received = Received::default();
+    let base = receiver(received.clone()).await;
+    let event = event();
+    // The outbox hands over the envelope it stored; spacing the serializer would not
+    // write shows that the text was sent rather than the event serialized again.
+    let stored = event.to_json().replacen(',', ", ", 1);
+    let connector = WebhookConnector::new("sales_hook", &config(format!("{base}/ok"))).unwrap();
+
+    let attempt = connector
+        .deliver(Delivery {
+            event: &event,
+            envelope: Some(&stored),
+            attempt: 1,
+            checkpoint: None,
+            checkpoints: &crate::testkit::MemoryCheckpoints::default(),
+        })
+        .await;
+
+    assert_eq!(attempt.verdict, Verdict::Delivered);
+    let requests = received.all();
+    let (headers, body) = &requests[0];
+    assert_eq!(body, &stored);
+    let timestamp = header_text(headers, "webhook-timestamp");
+    let key = STANDARD.decode("MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw").unwrap();
+    let mut mac = Hmac::<Sha256>::new_from_slice(&key).unwrap();
+    mac.update(format!("{}.{timestamp}.{stored}", event.id).as_bytes());
+    let expected = format!("v1,{}", STANDARD.encode(mac.finalize().into_bytes()));
+    assert_eq!(header_text(headers, "webhook-signature"), expected);
+}
