@@ -87,6 +87,7 @@ impl Dispatcher {
             limit,
             connector.deliver(Delivery {
                 event: &delivery.event,
+                envelope: Some(&delivery.envelope),
                 attempt: attempt_number as u32,
                 checkpoint: delivery.checkpoint.clone(),
                 checkpoints: &checkpoints,
@@ -145,9 +146,7 @@ impl Dispatcher {
             Ok(recorded) => recorded,
             Err(error) => return not_recorded(&finished, &error),
         };
-        for (finished, recorded) in finished.iter().zip(recorded) {
-            self.said(finished, recorded);
-        }
+        self.said_all(&finished, &recorded);
     }
 
     /// [`Dispatcher::record`] and a claim of up to `limit` due deliveries, in one
@@ -170,9 +169,7 @@ impl Dispatcher {
         };
         match self.store.finish_and_claim(&finishes, &claim).await {
             Ok((recorded, claimed)) => {
-                for (finished, recorded) in finished.iter().zip(recorded) {
-                    self.said(finished, recorded);
-                }
+                self.said_all(&finished, &recorded);
                 Ok(claimed)
             }
             Err(error) => {
@@ -182,8 +179,45 @@ impl Dispatcher {
         }
     }
 
-    /// The log line and the metrics of one attempt, once its record is written (or known
-    /// to be another worker's to write).
+    /// The log lines and the metrics of a turn's attempts, once their records are
+    /// written. The deliveries share one line (one per turn rather than one per event: a
+    /// backlog of thousands would otherwise flood the journal, whose rate limit would then
+    /// drop the warnings too, and each line costs CPU per event, BENCHMARKS.md).
+    fn said_all(&self, finished: &[Finished], recorded: &[bool]) {
+        let mut delivered = Vec::new();
+        for (finished, recorded) in finished.iter().zip(recorded) {
+            if *recorded && finished.next == NextState::Delivered {
+                delivered.push(finished);
+            }
+            self.said(finished, *recorded);
+        }
+        match delivered.as_slice() {
+            [] => {}
+            [one] => tracing::info!(
+                connector = one.delivery.connector.as_str(),
+                event_id = %one.delivery.event.id,
+                event_type = %one.delivery.event.kind,
+                attempt = one.row.attempt,
+                "Delivered."
+            ),
+            several => {
+                let ids: Vec<&str> = several
+                    .iter()
+                    .map(|f| f.delivery.event.id.as_str())
+                    .collect();
+                tracing::info!(
+                    connector = several[0].delivery.connector.as_str(),
+                    event_ids = %ids.join(","),
+                    "Delivered {} events.",
+                    several.len()
+                );
+            }
+        }
+    }
+
+    /// The metrics of one attempt, and its log line unless it was delivered (those are
+    /// [`Dispatcher::said_all`]'s), once its record is written (or known to be another
+    /// worker's to write).
     fn said(&self, finished: &Finished, recorded: bool) {
         let Finished {
             delivery,
@@ -204,13 +238,7 @@ impl Dispatcher {
         }
         let reason = row.reason.as_deref().unwrap_or("");
         match next {
-            NextState::Delivered => tracing::info!(
-                connector = connector_name,
-                event_id = %delivery.event.id,
-                event_type = %delivery.event.kind,
-                attempt = row.attempt,
-                "Delivered."
-            ),
+            NextState::Delivered => {}
             NextState::Retry { at_ms } => tracing::warn!(
                 connector = connector_name,
                 event_id = %delivery.event.id,

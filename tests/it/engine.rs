@@ -10,13 +10,13 @@ use crate::support::{
 };
 
 #[tokio::test(flavor = "multi_thread")]
-async fn thirty_briefs_reach_the_webhook_exactly_once_with_valid_signatures() {
+async fn thirty_briefs_reach_the_webhook_exactly_once_with_valid_signatures_each_logged_once() {
     let sandbox = sandbox(0, 0).await;
     sandbox.add_briefs(30);
     let receiver = Receiver::start().await;
     let dir = tempfile::tempdir().unwrap();
     let config = daemon_config(dir.path(), &sandbox, &receiver, "");
-    let _daemon = Daemon::start(&config);
+    let daemon = LoggedDaemon::start(&config, &[]);
     let delivered = receiver
         .wait_for_delivered(30, Duration::from_secs(60))
         .await;
@@ -51,6 +51,82 @@ async fn thirty_briefs_reach_the_webhook_exactly_once_with_valid_signatures() {
         30,
         "the file connector got each event once too"
     );
+    let ids: Vec<String> = ids.into_iter().collect();
+    assert_each_delivery_logged_once(&daemon, &ids);
+}
+
+/// One info line per turn names the events it delivered to the webhook ("Delivered." for
+/// one, "Delivered N events." with their ids for several): each of `ids` exactly once.
+/// Says how many lines named several.
+fn assert_each_delivery_logged_once(daemon: &LoggedDaemon, ids: &[String]) -> usize {
+    let mut logged: HashMap<String, usize> = HashMap::new();
+    let mut several = 0;
+    for line in daemon.log() {
+        if !(line.contains(" INFO ") && line.contains(" Delivered") && line.contains("\"hook\"")) {
+            continue;
+        }
+        let field = ["event_id=", "event_ids="]
+            .iter()
+            .find_map(|name| line.split(name).nth(1))
+            .unwrap_or_else(|| panic!("a delivered line without its event ids: {line}"));
+        let named: Vec<&str> = field
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .split(',')
+            .collect();
+        if let Some(count) = line
+            .split("Delivered ")
+            .nth(1)
+            .filter(|rest| rest.contains(" events."))
+        {
+            let count: usize = count.split(' ').next().unwrap().parse().unwrap();
+            assert_eq!(count, named.len(), "{line}");
+            several += 1;
+        }
+        for id in named {
+            *logged.entry(id.to_owned()).or_default() += 1;
+        }
+    }
+    let expected: HashMap<String, usize> = ids.iter().map(|id| (id.clone(), 1)).collect();
+    assert_eq!(logged, expected, "each delivery to the webhook logged once");
+    several
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_backlog_is_logged_one_line_per_turn_naming_every_event_once() {
+    let sandbox = sandbox(40, 0).await;
+    let receiver = Receiver::start().await;
+    // Every first attempt is refused for good: forty dead deliveries.
+    receiver.answer(400);
+    let dir = tempfile::tempdir().unwrap();
+    let config = daemon_config(dir.path(), &sandbox, &receiver, "");
+    let config_arg = config.to_str().unwrap();
+    let daemon = LoggedDaemon::start(&config, &[]);
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while receiver.received().len() < 40 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the first attempts never came"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    // Re-queued at once, they are a backlog: four go out together and, the receiver
+    // taking the same time over each, finish together, so turns record several.
+    receiver.answer(200);
+    receiver.delay(Duration::from_millis(200));
+    let (code, stdout, _) = run_cli(&["deliveries", "retry", "--all-dead", "-c", config_arg]);
+    assert_eq!(code, 0);
+    assert!(stdout.starts_with("40 deliveries re-queued"), "{stdout}");
+    let delivered = receiver
+        .wait_for_delivered(40, Duration::from_secs(60))
+        .await;
+    let ids: Vec<String> = delivered.iter().map(|request| request.id.clone()).collect();
+    // The records (and their log lines) follow the answers.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let several = assert_each_delivery_logged_once(&daemon, &ids);
+    assert!(several > 0, "no turn delivered several events");
 }
 
 #[tokio::test(flavor = "multi_thread")]
