@@ -299,8 +299,8 @@ last four characters of each request's key); the instance that last listed the b
 killed with SIGKILL, three times (started again after each takeover); the figure is from \
 the signal to the other instance's first `GET /briefs` at the sandbox; the goal is the \
 lease plus one schedule period.
-- Every daemon runs with the shipped unit's `Environment=` (systemd/clairo-sync.service: \
-`GLIBC_TUNABLES=glibc.malloc.arena_max=1`), as it runs once installed.
+- Every daemon runs with the shipped unit's `Environment=` (systemd/clairo-sync.service; \
+none at present), as it runs once installed.
 - The machine is shared; the sandbox and receiver share the bench's process and its two \
 cores with the daemon, so absolute times include their work.
 ";

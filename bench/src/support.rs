@@ -730,13 +730,10 @@ mod unit_environment_tests {
 
     #[test]
     fn the_shipped_units_environment_is_what_the_daemon_runs_with() {
-        assert_eq!(
-            unit_environment(SHIPPED_UNIT),
-            [(
-                "GLIBC_TUNABLES".to_owned(),
-                "glibc.malloc.arena_max=1".to_owned()
-            )]
-        );
+        // None at present (the unit's malloc setting was removed, BENCHMARKS.md); a
+        // setting added to the unit must be added here, and the bench then applies it.
+        let environment = unit_environment(SHIPPED_UNIT);
+        assert!(environment.is_empty(), "{environment:?}");
     }
 
     #[test]

@@ -102,7 +102,7 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Connections in the pool: one. SQLite serializes writers anyway, and the daemon's
 /// statements are short. Each connection is a thread with its own page and statement
-/// caches (and, without the unit's one malloc arena, its own arena); more important for
+/// caches (and glibc gives its thread a malloc arena of its own); more important for
 /// CPU, under WAL every commit on one connection discards the page cache of every other,
 /// whose next transaction then reads its pages back (about nine `pread`s per event with
 /// two). One connection with a small cache ([`PAGE_CACHE_KIB`]) took about 5 % off the
