@@ -41,7 +41,7 @@ pub use error::{
     BuildError, CheckpointError, HeaderLineError, ProbeError, SecretError, TemplateError, UrlError,
 };
 pub use event::{Event, EventType, event_id};
-pub use http::install_crypto_provider;
+pub use http::{install_crypto_provider, reread_tls_roots, tls_config};
 pub use secret::Secret;
 
 /// What a connector answers for one delivery attempt.

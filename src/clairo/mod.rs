@@ -187,8 +187,8 @@ impl ClairoClient {
             )
         })?;
         authorization.set_sensitive(true);
-        clairo_connectors::install_crypto_provider();
         let http = reqwest::Client::builder()
+            .tls_backend_preconfigured(clairo_connectors::tls_config())
             .timeout(options.timeout)
             .connect_timeout(options.timeout.min(Duration::from_secs(10)))
             .build()

@@ -94,6 +94,8 @@ impl Runtime {
         {
             tracing::warn!("[http] changed; it takes effect only after a restart.");
         }
+        // The new clients read the system's CA roots afresh: a CA added since is trusted.
+        clairo_connectors::reread_tls_roots();
         let client = build_client(loaded, Some(self.limiter.clone()), self.metrics.clone())?;
         let connectors = build_connectors(&config)?;
         let context = SourceContext::new(
