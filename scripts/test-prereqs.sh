@@ -17,6 +17,7 @@ command -v systemd-analyze >/dev/null || missing_debs+=(systemd)
 command -v promtool >/dev/null || missing_debs+=(prometheus)
 command -v man >/dev/null || missing_debs+=(man-db)
 command -v ffmpeg >/dev/null || missing_debs+=(ffmpeg)
+command -v openssl >/dev/null || missing_debs+=(openssl)
 compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || missing_debs+=(postgresql)
 has_aiosmtpd() { python3 -c 'import aiosmtpd' >/dev/null 2>&1; }
 has_standardwebhooks() { python3 -c 'import standardwebhooks' >/dev/null 2>&1; }

@@ -1,10 +1,13 @@
 //! Webhook bodies and secret rotation through the real binary: a `body_template` shapes
 //! what the receiver gets, every request carries one signature per secret, and the
 //! Standard Webhooks reference verifier (Python, from PyPI) accepts it with either secret.
+//! Over HTTPS, a receiver is trusted through the system's CA roots (certificates made with
+//! `openssl`, the receiver Python's `http.server` behind `ssl`).
 
 use std::io::Write as _;
 use std::path::Path;
 use std::process::{Command, Stdio};
+use std::time::Duration;
 
 use crate::support::{Received, Receiver, SECRET, run_cli, sandbox, write};
 
@@ -172,4 +175,202 @@ body_template = '{{"text": "{{{{ data.summary }}}}"}}'
         stderr.contains("{{ data.summary | slack_text }}"),
         "{stderr}"
     );
+}
+
+/// A certificate authority made with `openssl` for one test: `NAME.pem` and `NAME.key`.
+fn make_ca(dir: &Path, name: &str) -> std::path::PathBuf {
+    let pem = dir.join(format!("{name}.pem"));
+    let status = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+        ])
+        .args(["-nodes", "-days", "2", "-subj", &format!("/CN={name}")])
+        .args(["-addext", "basicConstraints=critical,CA:TRUE"])
+        .args(["-addext", "keyUsage=critical,keyCertSign,cRLSign"])
+        .arg("-keyout")
+        .arg(dir.join(format!("{name}.key")))
+        .arg("-out")
+        .arg(&pem)
+        .stderr(Stdio::null())
+        .status()
+        .expect("openssl runs (scripts/test-prereqs.sh installs it)");
+    assert!(status.success());
+    pem
+}
+
+/// A server certificate for 127.0.0.1 signed by the CA `ca` (made by [`make_ca`]):
+/// (certificate, key).
+fn make_server_cert(dir: &Path, ca: &str) -> (std::path::PathBuf, std::path::PathBuf) {
+    let (cert, key, request) = (
+        dir.join("server.pem"),
+        dir.join("server.key"),
+        dir.join("server.csr"),
+    );
+    let extensions = write(
+        dir,
+        "server.ext",
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n\
+         keyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\n",
+    );
+    let steps: [Vec<std::ffi::OsString>; 2] = [
+        [
+            "req",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+        ]
+        .iter()
+        .map(Into::into)
+        .chain(["-subj".into(), "/CN=127.0.0.1".into(), "-keyout".into()])
+        .chain([key.clone().into(), "-out".into(), request.clone().into()])
+        .collect(),
+        ["x509", "-req", "-days", "2", "-CAcreateserial", "-in"]
+            .iter()
+            .map(Into::into)
+            .chain([
+                request.into(),
+                "-CA".into(),
+                dir.join(format!("{ca}.pem")).into(),
+            ])
+            .chain(["-CAkey".into(), dir.join(format!("{ca}.key")).into()])
+            .chain([
+                "-extfile".into(),
+                extensions.into(),
+                "-out".into(),
+                cert.clone().into(),
+            ])
+            .collect(),
+    ];
+    for args in steps {
+        let status = Command::new("openssl")
+            .args(args)
+            .stderr(Stdio::null())
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+    (cert, key)
+}
+
+/// An HTTPS receiver (Python's `http.server` behind its `ssl`) on 127.0.0.1 answering 204
+/// and appending each body, one per line, to a file; killed when dropped.
+struct HttpsReceiver {
+    child: std::process::Child,
+    port: u16,
+    bodies: std::path::PathBuf,
+}
+
+impl HttpsReceiver {
+    fn start(dir: &Path, cert: &Path, key: &Path) -> Self {
+        const SCRIPT: &str = r#"
+import http.server, ssl, sys
+class Handler(http.server.BaseHTTPRequestHandler):
+    def do_POST(self):
+        body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        with open(sys.argv[3], "ab") as out:
+            out.write(body + b"\n")
+        self.send_response(204)
+        self.end_headers()
+    def log_message(self, *args):
+        pass
+server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+context.load_cert_chain(sys.argv[1], sys.argv[2])
+server.socket = context.wrap_socket(server.socket, server_side=True)
+print(server.server_address[1], flush=True)
+server.serve_forever()
+"#;
+        use std::io::BufRead as _;
+        let bodies = dir.join("bodies.jsonl");
+        let mut child = Command::new("python3")
+            .args(["-c", SCRIPT])
+            .args([cert, key, &bodies])
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let port = line.trim().parse().expect("the receiver prints its port");
+        Self {
+            child,
+            port,
+            bodies,
+        }
+    }
+
+    fn bodies(&self) -> Vec<String> {
+        std::fs::read_to_string(&self.bodies)
+            .map(|text| text.lines().map(str::to_owned).collect())
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for HttpsReceiver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_https_receiver_is_trusted_only_through_the_system_roots_read_again_at_a_reload() {
+    let sandbox = sandbox(1, 0).await;
+    let dir = tempfile::tempdir().unwrap();
+    let other_ca = std::fs::read_to_string(make_ca(dir.path(), "other-ca")).unwrap();
+    let receivers_ca = std::fs::read_to_string(make_ca(dir.path(), "receivers-ca")).unwrap();
+    let (cert, key) = make_server_cert(dir.path(), "receivers-ca");
+    let receiver = HttpsReceiver::start(dir.path(), &cert, &key);
+    // The daemon's system roots: SSL_CERT_FILE, holding first a CA that did not sign the
+    // receiver's certificate.
+    let roots = write(dir.path(), "roots.pem", &other_ca);
+    let config = config(
+        dir.path(),
+        &sandbox.base_url(),
+        &format!(
+            "url = \"https://127.0.0.1:{}/in\"\nsecret = \"{SECRET}\"\n",
+            receiver.port
+        ),
+    );
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.push_str("\n[delivery]\nretry_schedule = [\"1s\", \"1s\", \"1s\", \"1s\", \"1s\", \"1s\", \"1s\", \"1s\", \"1s\", \"1s\", \"1s\", \"1s\", \"1s\", \"1s\", \"1s\", \"1s\", \"1s\", \"1s\", \"1s\", \"1s\"]\n");
+    std::fs::write(&config, text).unwrap();
+    let roots_env = roots.to_str().unwrap();
+    let daemon = crate::support::LoggedDaemon::start(
+        &config,
+        &[("SSL_CERT_FILE", roots_env), ("SSL_CERT_DIR", "")],
+    );
+
+    let refused = daemon
+        .wait_for_line("Delivery failed; will retry.", Duration::from_secs(30))
+        .await
+        .expect("an attempt against an unknown issuer");
+    assert!(refused.contains("certificate"), "{refused}");
+    assert!(
+        receiver.bodies().is_empty(),
+        "sent over TLS it could not verify"
+    );
+
+    // The receiver's CA added to the system's roots, then a reload: trusted from then on.
+    std::fs::write(&roots, format!("{other_ca}{receivers_ca}")).unwrap();
+    daemon.signal("HUP");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while receiver.bodies().is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "nothing delivered after the reload:\n{}",
+            daemon.log().join("\n")
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let event: serde_json::Value = serde_json::from_str(&receiver.bodies()[0]).unwrap();
+    assert_eq!(event["type"], "brief.created");
 }
