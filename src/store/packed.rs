@@ -4,7 +4,7 @@
 //! The groups are written as one JSON array of rows (one bind whatever their number).
 //! A 2 KB JSON text inside that array is escaped on the way in (every quote) and parsed
 //! and unescaped again by the database, once per column read from the row: with two such
-//! texts per event that was a tenth of the CPU per event (BENCHMARKS.md, issue 16). A span
+//! texts per event that was about 7 % of the CPU per event (BENCHMARKS.md, issue 16). A span
 //! into the blob is two small numbers; the database cuts the text out of the blob as it is.
 //!
 //! In SQL the text of row `j` is [`sqlite_text!`] / [`postgres_text!`] of the row's field.
